@@ -1,0 +1,1 @@
+"""Domain code of the recommender: events, profiles, catalog, scoring, and their storage."""

@@ -1,0 +1,74 @@
+"""The item vectors every request scores against, held in memory as one matrix."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+class ItemIndex:
+    """Unit item vectors and interaction counts, addressable by item id; grows in place."""
+
+    def __init__(self, dim: int, capacity: int = 1024) -> None:
+        self.dim = dim
+        self.ids: list[str] = []
+        self.rows: dict[str, int] = {}
+        self._vectors = np.zeros((capacity, dim), dtype=np.float32)
+        self._counts = np.zeros(capacity, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._vectors[: len(self.ids)]
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._counts[: len(self.ids)]
+
+    def vector(self, item_id: str) -> np.ndarray | None:
+        row = self.rows.get(item_id)
+        return None if row is None else self._vectors[row]
+
+    def upsert(self, item_id: str, vector: np.ndarray, count: float | None = None) -> None:
+        if vector.shape != (self.dim,):
+            raise ValueError(f"item {item_id}: vector has shape {vector.shape}, the index holds {self.dim}")
+        row = self.rows.get(item_id)
+        if row is None:
+            row = len(self.ids)
+            if row == len(self._vectors):
+                self._grow()
+            self.ids.append(item_id)
+            self.rows[item_id] = row
+        self._vectors[row] = vector
+        if count is not None:
+            self._counts[row] = count
+
+    def extend(self, ids: list[str], vectors: np.ndarray, counts: np.ndarray) -> None:
+        for item_id, vector, count in zip(ids, vectors, counts):
+            self.upsert(item_id, vector, float(count))
+
+    def _grow(self) -> None:
+        capacity = 2 * len(self._vectors)
+        vectors = np.zeros((capacity, self.dim), dtype=np.float32)
+        vectors[: len(self._vectors)] = self._vectors
+        counts = np.zeros(capacity, dtype=np.float32)
+        counts[: len(self._counts)] = self._counts
+        self._vectors, self._counts = vectors, counts
+
+    def to_npz(self, **meta: str | float) -> bytes:
+        """Serialise as .npz (no pickle): ids, vectors, counts, plus scalar metadata."""
+        buffer = io.BytesIO()
+        np.savez(buffer, ids=np.array(self.ids, dtype=str), vectors=self.vectors, counts=self.counts,
+                 **{k: np.array(v) for k, v in meta.items()})
+        return buffer.getvalue()
+
+    @classmethod
+    def from_npz(cls, data: bytes) -> tuple[ItemIndex, dict[str, str | float]]:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            vectors = npz["vectors"].astype(np.float32)
+            index = cls(vectors.shape[1], capacity=max(1024, int(len(vectors) * 1.25)))
+            index.extend([str(i) for i in npz["ids"]], vectors, npz["counts"])
+            meta = {k: npz[k].item() for k in npz.files if k not in ("ids", "vectors", "counts")}
+        return index, meta

@@ -1,0 +1,96 @@
+"""Stream-side work: fold user events into profiles, and encode changed catalog items."""
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from recsys.catalog import Item
+from recsys.events import Event, parse_event
+from recsys.live import LiveCatalog, encoder_for
+from recsys.profile import apply_events
+from recsys.settings import Settings
+from recsys.storage import CatalogSnapshots, ItemRepository, ProfileRepository
+
+
+class EventIngestor:
+    """Applies a batch of events: coalesced per user, each profile written once."""
+
+    def __init__(self, settings: Settings) -> None:
+        settings.require("profiles_table", "items_table", "artifacts_bucket")
+        self.encoder = encoder_for(settings)
+        self.profiles = ProfileRepository(settings)
+        self.catalog = LiveCatalog(CatalogSnapshots(settings), ItemRepository(settings), self.encoder.dim)
+
+    def apply(self, records: Mapping[str, bytes]) -> dict[str, Exception]:
+        """Apply events keyed by record id; returns the records that failed and why.
+
+        A record that is not a valid event fails alone; a user whose profile cannot
+        be written fails with all of that user's records, so they are retried together.
+        """
+        failures: dict[str, Exception] = {}
+        by_user: dict[str, list[tuple[str, Event]]] = defaultdict(list)
+        now = time.time()
+        for record_id, payload in records.items():
+            try:
+                event = parse_event(json.loads(payload), now=now)
+            except ValueError as error:
+                failures[record_id] = error
+                continue
+            by_user[event.user_id].append((record_id, event))
+        queries = sorted({e.query for batch in by_user.values() for _, e in batch if e.type == "search"})
+        query_vectors = dict(zip(queries, self.encoder.encode(queries)))
+        index = self.catalog.index()
+
+        def vector_of(event: Event) -> np.ndarray | None:
+            return query_vectors[event.query] if event.type == "search" else index.vector(event.item_id)
+
+        for user_id, batch in by_user.items():
+            events = [event for _, event in batch]
+            try:
+                self.profiles.update(user_id, lambda profile: apply_events(profile, events, vector_of))
+            except Exception as error:  # noqa: BLE001 -- the user's records are retried, then dead-lettered
+                failures.update((record_id, error) for record_id, _ in batch)
+        return failures
+
+
+class ItemEncoder:
+    """Encodes items whose text changed and stores their vectors on the item."""
+
+    def __init__(self, settings: Settings) -> None:
+        settings.require("items_table")
+        self.encoder = encoder_for(settings)
+        self.items = ItemRepository(settings)
+
+    def apply(self, images: Mapping[str, dict[str, Any]]) -> dict[str, Exception]:
+        """Encode new item images keyed by record id; returns the records that failed and why."""
+        failures: dict[str, Exception] = {}
+        todo: list[tuple[str, Item]] = []
+        for record_id, image in images.items():
+            try:
+                item = _item(image)
+            except (KeyError, TypeError, ValueError) as error:
+                failures[record_id] = ValueError(f"not an item image: {error}")
+                continue
+            if image.get("vector_text_hash") != item.text_hash:
+                todo.append((record_id, item))
+        if todo:
+            vectors = self.encoder.encode([item.text for _, item in todo])
+            for (record_id, item), vector in zip(todo, vectors):
+                try:
+                    self.items.set_vector(item.item_id, item.text_hash, vector, self.encoder.version)
+                except Exception as error:  # noqa: BLE001 -- retried, then dead-lettered
+                    failures[record_id] = error
+        return failures
+
+
+def _item(image: dict[str, Any]) -> Item:
+    return Item(item_id=str(image["item_id"]), title=str(image["title"]),
+                description=str(image.get("description") or ""),
+                categories=[str(c) for c in image.get("categories") or []],
+                tags=[str(t) for t in image.get("tags") or []],
+                attributes=dict(image.get("attributes") or {}))

@@ -1,0 +1,72 @@
+"""What a warm function keeps between invocations: the encoder and the live item index."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import lru_cache
+
+from recsys.index import ItemIndex
+from recsys.settings import Settings
+from recsys.storage import CatalogSnapshots, ItemRepository
+
+# Items written up to this long before the newest one we saw are read again, so a
+# writer whose clock lags a little is not missed. Re-reading an item is harmless.
+CLOCK_SKEW_SECONDS = 5.0
+
+
+class LiveCatalog:
+    """The published snapshot of item vectors plus every item encoded since, kept fresh.
+
+    The first call loads the snapshot from S3; later calls read only the items
+    changed since (a Query on the items table's by_update index), at most once per
+    `refresh_seconds`.
+    """
+
+    def __init__(self, snapshots: CatalogSnapshots, items: ItemRepository, dim: int,
+                 refresh_seconds: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+        self.snapshots, self.items, self.dim = snapshots, items, dim
+        self.refresh_seconds, self.clock = refresh_seconds, clock
+        self._index: ItemIndex | None = None
+        self._watermark = 0.0
+        self._refreshed_at = float("-inf")
+
+    def index(self) -> ItemIndex:
+        if self._index is None:
+            self._load_snapshot()
+        if self.clock() - self._refreshed_at >= self.refresh_seconds:
+            self.refresh()
+        return self._index
+
+    def refresh(self) -> int:
+        """Read items changed since the last look; returns how many vectors changed."""
+        changed = 0
+        for item_id, vector, updated_at in self.items.changed_since(self._watermark - CLOCK_SKEW_SECONDS):
+            if vector is not None and vector.shape == (self.dim,):
+                self._index.upsert(item_id, vector)
+                changed += 1
+            self._watermark = max(self._watermark, updated_at)
+        self._refreshed_at = self.clock()
+        return changed
+
+    def _load_snapshot(self) -> None:
+        loaded = self.snapshots.load()
+        if loaded is None:
+            self._index = ItemIndex(self.dim)
+            return
+        index, meta = loaded
+        if index.dim != self.dim:
+            raise RuntimeError(f"catalog snapshot has {index.dim}-d vectors, the encoder makes {self.dim}-d")
+        self._index, self._watermark = index, float(meta.get("updated_at", 0.0))
+
+
+@lru_cache(maxsize=1)
+def encoder(model_dir: str | None = None):
+    from recsys.encoder import Encoder
+    if model_dir is None:
+        from encoder_model import MODEL_DIR
+        model_dir = str(MODEL_DIR)
+    return Encoder(model_dir)
+
+
+def encoder_for(settings: Settings):
+    return encoder(str(settings.model_dir) if settings.model_dir else None)

@@ -1,0 +1,47 @@
+"""The one place that reads the environment.
+
+Each Lambda function gets its resource names from template.yaml; locally the stack
+passes the same names plus AWS_ENDPOINT_URL (which botocore reads by itself).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    profiles_table: str = ""
+    items_table: str = ""
+    events_stream: str = ""
+    artifacts_bucket: str = ""
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    model_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        model_dir = env.get("RECSYS_MODEL_DIR")
+        return cls(
+            profiles_table=env.get("PROFILES_TABLE", ""),
+            items_table=env.get("ITEMS_TABLE", ""),
+            events_stream=env.get("EVENTS_STREAM", ""),
+            artifacts_bucket=env.get("ARTIFACTS_BUCKET", ""),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            model_dir=Path(model_dir) if model_dir else None,
+        )
+
+    def require(self, *names: str) -> None:
+        missing = [n for n in names if not getattr(self, n)]
+        if missing:
+            env_names = ", ".join(n.upper() for n in missing)
+            raise RuntimeError(f"missing configuration: set {env_names}")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()

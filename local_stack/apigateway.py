@@ -1,0 +1,109 @@
+"""The template's REST API on 127.0.0.1: each HTTP request becomes an API Gateway proxy event."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from local_stack.runtime import FunctionError, FunctionPool
+from local_stack.template import Route
+
+log = logging.getLogger("local_stack")
+MAX_BODY_BYTES = 10 * 1024 * 1024   # API Gateway's payload limit
+
+
+class LocalApi:
+    def __init__(self, routes: list[Route], functions: dict[str, FunctionPool], api_key: str, stage: str,
+                 host: str = "127.0.0.1", port: int = 3000) -> None:
+        self.routes, self.functions, self.api_key, self.stage = routes, functions, api_key, stage
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None: api.handle(self)
+            do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
+
+            def log_message(self, format: str, *args) -> None:
+                log.debug("%s " + format, self.address_string(), *args)
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://{host}:{self.server.server_port}"
+
+    def start(self) -> None:
+        threading.Thread(target=self.server.serve_forever, name="api", daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        url = urlsplit(request.path)
+        path = unquote(url.path)
+        length = int(request.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            return _send(request, 413, _error("payload_too_large", "the request body is over 10 MB"))
+        body = request.rfile.read(length).decode("utf-8", "replace") if length else None
+        route, parameters = self._match(request.command, path)
+        if route is None:
+            return _send(request, 404, _error("no_route", f"no route {request.command} {path}"))
+        if route.api_key_required and request.headers.get("x-api-key") != self.api_key:
+            return _send(request, 403, _error("forbidden", "a valid x-api-key header is required"))
+        event = self._event(request, route, path, parameters, url.query, body)
+        try:
+            response = self.functions[route.function].invoke(event)
+        except FunctionError as error:
+            log.error("%s %s: %s", request.command, path, error)
+            return _send(request, 502, _error("internal_error", "the function failed; see its log"))
+        headers = {**(response.get("headers") or {})}
+        for name, values in (response.get("multiValueHeaders") or {}).items():
+            headers[name] = values[-1]
+        _send(request, int(response.get("statusCode", 200)), (response.get("body") or "").encode(), headers)
+
+    def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+        for route in self.routes:
+            found = route.pattern.match(path)
+            if found and route.method in (method, "ANY"):
+                return route, found.groupdict()
+        return None, {}
+
+    def _event(self, request, route: Route, path: str, parameters: dict, query: str, body: str | None) -> dict:
+        multi_query = parse_qs(query, keep_blank_values=True)
+        multi_headers: dict[str, list[str]] = {}
+        for name, value in request.headers.items():
+            multi_headers.setdefault(name, []).append(value)
+        return {
+            "resource": route.path, "path": path, "httpMethod": request.command,
+            "headers": {k: v[-1] for k, v in multi_headers.items()}, "multiValueHeaders": multi_headers,
+            "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+            "multiValueQueryStringParameters": multi_query or None,
+            "pathParameters": parameters or None, "stageVariables": None,
+            "requestContext": {
+                "resourcePath": route.path, "httpMethod": request.command, "path": f"/{self.stage}{path}",
+                "stage": self.stage, "requestId": str(uuid.uuid4()), "accountId": "123456789012",
+                "apiId": "local", "protocol": "HTTP/1.1", "requestTimeEpoch": int(time.time() * 1000),
+                "identity": {"sourceIp": request.client_address[0], "userAgent": request.headers.get("User-Agent"),
+                             "apiKey": request.headers.get("x-api-key")}},
+            "body": body, "isBase64Encoded": False,
+        }
+
+
+def _error(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def _send(request: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict | None = None) -> None:
+    request.send_response(status)
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    for name, value in headers.items():
+        if name.lower() != "content-length":
+            request.send_header(name, str(value))
+    request.send_header("Content-Length", str(len(body)))
+    request.end_headers()
+    if request.command != "HEAD":
+        request.wfile.write(body)

@@ -1,0 +1,53 @@
+"""Loads the demo: the MovieLens catalog and its 610 users, through the paths a deployment uses.
+
+The catalog goes in as the build job publishes it (items table + vector snapshot);
+the users' ratings go in as events through POST /events, Kinesis and the events function.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from local_stack.client import ApiClient
+from local_stack.stack import LocalStack
+from model_build import catalog as catalog_stage
+from model_build.data import read_interactions
+from model_build.publish import publish_catalog
+from recsys.settings import Settings
+
+log = logging.getLogger("local_stack")
+EVENTS_PER_REQUEST = 500
+
+
+def load_catalog(stack: LocalStack, data: Path, catalog_npz: Path) -> dict:
+    if not catalog_npz.exists():
+        catalog_stage.run(data, catalog_stage.DEFAULT_MODEL, catalog_npz)
+    settings = Settings.from_env(stack.environment_of("ApiFunction"))
+    return publish_catalog(settings, data, catalog_npz)
+
+
+def rating_events(data: Path) -> list[dict]:
+    return [{"event_id": f"ml-{r.user_id}-{r.item_id}-{r.timestamp}", "user_id": r.user_id, "type": "rating",
+             "item_id": r.item_id, "value": r.rating, "timestamp": r.timestamp}
+            for r in sorted(read_interactions(data), key=lambda r: (r.timestamp, r.user_id))]
+
+
+def load_users(stack: LocalStack, client: ApiClient, data: Path, timeout: float = 600) -> dict:
+    """Posts every rating as an event, then waits until the events function has applied them."""
+    events = rating_events(data)
+    mapping = stack.mappings["EventsFunction"]
+    before = mapping.processed
+    accepted = 0
+    for start in range(0, len(events), EVENTS_PER_REQUEST):
+        status, body = client.post("/events", {"events": events[start:start + EVENTS_PER_REQUEST]})
+        if status != 202 or body["errors"]:
+            raise RuntimeError(f"loading ratings failed at event {start}: {status} {body}")
+        accepted += body["accepted"]
+    deadline = time.time() + timeout
+    while mapping.processed - before < accepted:
+        if time.time() > deadline:
+            raise RuntimeError(f"only {mapping.processed - before} of {accepted} events applied in {timeout:.0f} s")
+        time.sleep(0.2)
+    return {"events": accepted, "users": len({e["user_id"] for e in events}),
+            "dead_lettered": mapping.dead_lettered}

@@ -1,0 +1,127 @@
+"""Runs each function of the template in its own worker processes, with its own environment."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from local_stack.template import Function, Template
+
+WORKER = Path(__file__).with_name("worker.py")
+
+
+class FunctionError(Exception):
+    """The handler raised, timed out, or could not start; `payload` is Lambda's error shape."""
+
+    def __init__(self, payload: dict[str, str]) -> None:
+        super().__init__(f"{payload.get('errorType')}: {payload.get('errorMessage')}")
+        self.payload = payload
+
+
+class Worker:
+    def __init__(self, function: Function, environment: dict[str, str], log: Path) -> None:
+        self.function = function
+        self._log = open(log, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, str(WORKER), function.handler],
+            cwd=function.code_dir, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._log, text=True, bufsize=1)
+        self._answers: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        ready = self._answer(timeout=120)
+        if not ready.get("ready"):
+            raise FunctionError({"errorType": "Runtime.InitError",
+                                 "errorMessage": f"{function.logical_id}: {ready.get('error')}"})
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._answers.put(json.loads(line))
+        self._answers.put({"error": {"errorType": "Runtime.ExitError", "errorMessage": "the worker exited"}})
+
+    def _answer(self, timeout: float) -> dict[str, Any]:
+        try:
+            return self._answers.get(timeout=timeout)
+        except queue.Empty:
+            self.stop()
+            return {"error": {"errorType": "Sandbox.Timedout",
+                              "errorMessage": f"task timed out after {timeout:.0f} seconds"}}
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        deadline = time.time() + self.function.timeout
+        self.process.stdin.write(json.dumps({"event": event, "request_id": str(uuid.uuid4()),
+                                             "deadline_ms": deadline * 1000}) + "\n")
+        answer = self._answer(timeout=self.function.timeout)
+        if "error" in answer:
+            raise FunctionError(answer["error"])
+        return answer["result"]
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.alive:
+            self.process.kill()
+        self.process.wait()
+        self._log.close()
+
+
+class FunctionPool:
+    """Up to `concurrency` warm execution environments of one function."""
+
+    def __init__(self, function: Function, environment: dict[str, str], log: Path, concurrency: int) -> None:
+        self.function, self.environment, self.log = function, environment, log
+        self._idle: queue.Queue[Worker] = queue.Queue()
+        self._all: list[Worker] = []
+        self._lock = threading.Lock()
+        self._concurrency = concurrency
+        self._idle.put(self._start())
+
+    def _start(self) -> Worker:
+        worker = Worker(self.function, self.environment, self.log)
+        with self._lock:
+            self._all.append(worker)
+        return worker
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        try:
+            worker = self._idle.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                can_grow = len([w for w in self._all if w.alive]) < self._concurrency
+            worker = self._start() if can_grow else self._idle.get()
+        try:
+            return worker.invoke(event)
+        finally:
+            if worker.alive:
+                self._idle.put(worker)
+            else:
+                with self._lock:
+                    self._all.remove(worker)
+                if self._idle.empty() and not self._all:
+                    self._idle.put(self._start())
+
+    def stop(self) -> None:
+        with self._lock:
+            for worker in self._all:
+                worker.stop()
+
+
+def function_environment(template: Template, function: Function, endpoint: str) -> dict[str, str]:
+    """What Lambda would give the function, plus the moto endpoint and the layers on the path."""
+    paths = [str(function.code_dir)] + [str(d) for d in function.layer_dirs]
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    return {**keep, **function.environment,
+            "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": template.region, "AWS_DEFAULT_REGION": template.region,
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_LAMBDA_FUNCTION_NAME": function.name, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory),
+            "RECSYS_LOCAL_FUNCTION_ARN": template.get_att(function.logical_id, "Arn"),
+            "PYTHONPATH": os.pathsep.join(paths), "PYTHONDONTWRITEBYTECODE": "1",
+            "OMP_NUM_THREADS": "1"}

@@ -1,0 +1,144 @@
+"""The whole system on one machine: moto server, the template's resources, functions,
+event-source mappings and REST API."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from local_stack.apigateway import LocalApi
+from local_stack.event_sources import DynamoDBStreamReader, EventSourceMapping, KinesisReader
+from local_stack.provision import clients, provision
+from local_stack.runtime import FunctionPool, function_environment
+from local_stack.template import Template
+
+log = logging.getLogger("local_stack")
+ROOT = Path(__file__).resolve().parent.parent
+API_CONCURRENCY = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MotoServer:
+    """moto's server in its own process, on loopback."""
+
+    def __init__(self, log_path: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = open(log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=self._log, stderr=self._log)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1)
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"moto server exited; see {log_path}")
+                time.sleep(0.1)
+        raise RuntimeError("moto server did not start within 60 s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+
+
+class LocalStack:
+    def __init__(self, api_key: str, port: int = 3000, template_path: Path = ROOT / "template.yaml",
+                 region: str = "us-east-1", stack_name: str = "recsys-local", log_dir: Path = ROOT / "build" / "logs"):
+        self.api_key, self.port, self.region = api_key, port, region
+        self.template = Template(template_path, stack_name, region)
+        self.log_dir = log_dir
+        self.moto: MotoServer | None = None
+        self.pools: dict[str, FunctionPool] = {}
+        self.mappings: dict[str, EventSourceMapping] = {}
+        self.api: LocalApi | None = None
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.moto = MotoServer(self.log_dir / "moto.log")
+        self.aws = clients(self.moto.url, self.region)
+        provision(self.template, self.aws)
+        functions = self.template.functions()
+        for logical_id, function in functions.items():
+            environment = function_environment(self.template, function, self.moto.url)
+            concurrency = API_CONCURRENCY if any(r.function == logical_id for r in self.template.routes()) else 1
+            self.pools[logical_id] = FunctionPool(function, environment, self.log_dir / f"{logical_id}.log",
+                                                  concurrency)
+        for source in self.template.event_sources():
+            self.mappings[source.function] = self._mapping(source)
+        for mapping in self.mappings.values():
+            mapping.start()
+        stage = self.template.resolve(self.template.resources[self._api_id()]["Properties"].get("StageName", "v1"))
+        self.api = LocalApi(self.template.routes(), self.pools, self.api_key, stage, port=self.port)
+        self.api.start()
+
+    def _api_id(self) -> str:
+        return next(iter(self.template.of_type("AWS::Serverless::Api")))
+
+    def _mapping(self, source) -> EventSourceMapping:
+        properties = self.template.resolve(source.properties)
+        stream_arn = properties["Stream"]
+        if source.kind == "Kinesis":
+            reader = KinesisReader(self.aws["kinesis"], stream_arn, self.region)
+        else:
+            reader = DynamoDBStreamReader(self.aws["dynamodbstreams"], stream_arn, self.region)
+        destination = properties.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+        dead_letter_url = None
+        if destination:
+            queue_name = destination.rsplit(":", 1)[-1]
+            dead_letter_url = self.aws["sqs"].get_queue_url(QueueName=queue_name)["QueueUrl"]
+        return EventSourceMapping(f"{source.function}<-{source.source_logical_id}", reader, self.pools[source.function],
+                                  properties, self.aws["sqs"], dead_letter_url,
+                                  self.template.get_att(source.function, "Arn"))
+
+    def environment_of(self, logical_id: str) -> dict[str, str]:
+        return self.pools[logical_id].environment
+
+    def stop(self) -> None:
+        if self.api:
+            self.api.stop()
+        for mapping in self.mappings.values():
+            mapping.stop()
+        for pool in self.pools.values():
+            pool.stop()
+        if self.moto:
+            self.moto.stop()
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+
+def configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("werkzeug", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")

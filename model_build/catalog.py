@@ -1,0 +1,73 @@
+"""Stage `catalog`: embed every item of a dataset with the final encoder, and count interactions.
+
+Output: one .npz (item ids, unit vectors, interaction counts, model version, and a
+fingerprint of its inputs, so a rerun with the same model and data does nothing).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from model_build.data import read_interactions, read_items
+from recsys.encoder import Encoder
+from recsys.index import ItemIndex
+
+DEFAULT_DATA = Path("data/ml-latest-small")
+DEFAULT_MODEL = Path("layers/encoder/encoder_model")
+DEFAULT_OUT = Path("build/catalog/catalog.npz")
+BATCH = 64
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("catalog", help="embed the catalog with the encoder")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset directory")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="encoder artifact directory")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .npz")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the output is current")
+    parser.set_defaults(run=lambda args: run(args.data, args.model, args.out, args.force))
+
+
+def fingerprint(data: Path, model_version: str) -> str:
+    digest = hashlib.sha256(model_version.encode())
+    for name in sorted(os.listdir(data)):
+        if name.endswith(".csv"):
+            digest.update(name.encode())
+            digest.update(hashlib.sha256((data / name).read_bytes()).digest())
+    return digest.hexdigest()[:32]
+
+
+def run(data: Path, model: Path, out: Path, force: bool = False) -> int:
+    encoder = Encoder(model, threads=os.cpu_count() or 1)
+    source = fingerprint(data, encoder.version)
+    if out.exists() and not force:
+        _, meta = ItemIndex.from_npz(out.read_bytes())
+        if meta.get("source") == source:
+            print(f"catalog: {out} is current ({encoder.version}), nothing to do")
+            return 0
+    items = read_items(data)
+    counts = Counter(i.item_id for i in read_interactions(data))
+    started = time.perf_counter()
+    vectors = np.zeros((len(items), encoder.dim), dtype=np.float32)
+    for start in range(0, len(items), BATCH):
+        batch = items[start:start + BATCH]
+        vectors[start:start + len(batch)] = encoder.encode([item.text for item in batch])
+        done = start + len(batch)
+        if done % 1280 < BATCH or done == len(items):
+            print(f"catalog: {done}/{len(items)} items", file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - started
+    print(f"catalog: {len(items)} items in {seconds:.1f} s ({len(items) / seconds:.0f} items/s)",
+          file=sys.stderr)
+    index = ItemIndex(encoder.dim, capacity=len(items))
+    index.extend([item.item_id for item in items], vectors,
+                 np.array([counts[item.item_id] for item in items], dtype=np.float32))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(index.to_npz(model_version=encoder.version, source=source))
+    print(f"catalog: wrote {out}")
+    return 0

@@ -1,0 +1,82 @@
+"""Reading a dataset directory: the MovieLens files, or a split made by shared/eval/split.py.
+
+Items: `items.csv` (item_id,title,genres,tags; genres and tags '|'-separated) or
+MovieLens `movies.csv` (+ optional `tags.csv`). Interactions: `train.csv`
+(user_id,item_id,rating,timestamp) or MovieLens `ratings.csv`.
+"""
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from recsys.catalog import MAX_LABEL_LENGTH, MAX_LABELS, MAX_TITLE, Item
+
+NO_GENRES = "(no genres listed)"
+
+
+class DatasetError(ValueError):
+    """A dataset file that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Interaction:
+    user_id: str
+    item_id: str
+    rating: float
+    timestamp: int
+
+
+def read_items(directory: Path) -> list[Item]:
+    directory = Path(directory)
+    if (directory / "items.csv").exists():
+        rows = _rows(directory / "items.csv", ("item_id", "title", "genres", "tags"))
+        return [_item(line, r["item_id"], r["title"], r["genres"], r["tags"].split("|")) for line, r in rows]
+    if (directory / "movies.csv").exists():
+        tags: dict[str, list[str]] = {}
+        if (directory / "tags.csv").exists():
+            for _, r in _rows(directory / "tags.csv", ("movieId", "tag")):
+                movie_tags = tags.setdefault(r["movieId"], [])
+                if r["tag"] not in movie_tags:
+                    movie_tags.append(r["tag"])
+        return [_item(line, r["movieId"], r["title"], r["genres"], tags.get(r["movieId"], []))
+                for line, r in _rows(directory / "movies.csv", ("movieId", "title", "genres"))]
+    raise DatasetError(f"{directory}: no items.csv or movies.csv")
+
+
+def read_interactions(directory: Path) -> Iterator[Interaction]:
+    directory = Path(directory)
+    if (directory / "train.csv").exists():
+        path, columns = directory / "train.csv", ("user_id", "item_id", "rating", "timestamp")
+    elif (directory / "ratings.csv").exists():
+        path, columns = directory / "ratings.csv", ("userId", "movieId", "rating", "timestamp")
+    else:
+        raise DatasetError(f"{directory}: no train.csv or ratings.csv")
+    user, item, rating, timestamp = columns
+    for line, r in _rows(path, columns):
+        try:
+            yield Interaction(r[user], r[item], float(r[rating]), int(float(r[timestamp])))
+        except ValueError as error:
+            raise DatasetError(f"{path}:{line}: {error}") from None
+
+
+def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = set(required) - set(reader.fieldnames or ())
+        if missing:
+            raise DatasetError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for row in reader:
+            if any(row.get(c) is None for c in required):
+                raise DatasetError(f"{path}:{reader.line_num}: too few fields")
+            yield reader.line_num, row
+
+
+def _item(line: int, item_id: str, title: str, genres: str, tags: list[str]) -> Item:
+    if not item_id or not title.strip():
+        raise DatasetError(f"line {line}: item {item_id!r} needs an id and a title")
+    categories = [g for g in genres.split("|") if g and g != NO_GENRES]
+    clean_tags = list(dict.fromkeys(t.strip()[:MAX_LABEL_LENGTH] for t in tags if t.strip()))
+    return Item(item_id=item_id, title=title.strip()[:MAX_TITLE], categories=categories[:MAX_LABELS],
+                tags=clean_tags[:MAX_LABELS])

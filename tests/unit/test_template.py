@@ -1,0 +1,314 @@
+"""Guards on template.yaml, the single source of truth for the stack.
+
+Reads the template as written (SAM resources, before the transform) with
+cfn-lint's decoder, which understands the short-form tags (!Ref, !GetAtt, !Sub).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.api import lint
+from cfnlint.decode import decode
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
+
+STREAM_EVENT_TYPES = {"Kinesis", "DynamoDB", "SQS"}
+GUARDED_SERVICES = ("dynamodb:", "kinesis:", "s3:")
+# SAM policy templates this stack may use, each scoped by one resource parameter.
+SCOPED_POLICY_TEMPLATES = {
+    "DynamoDBReadPolicy": "TableName",
+    "DynamoDBCrudPolicy": "TableName",
+    "DynamoDBWritePolicy": "TableName",
+    "S3ReadPolicy": "BucketName",
+    "S3WritePolicy": "BucketName",
+    "S3CrudPolicy": "BucketName",
+    "SQSSendMessagePolicy": "QueueName",
+    "KinesisStreamReadPolicy": "StreamName",
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    loaded, matches = decode(str(TEMPLATE_PATH))
+    assert not matches, [str(m) for m in matches]
+    assert loaded is not None
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"]
+
+
+def of_type(resources: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in resources.items() if r["Type"] == resource_type}
+
+
+def functions(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = of_type(resources, "AWS::Serverless::Function")
+    assert found, "no AWS::Serverless::Function in the template"
+    return found
+
+
+def events_of(
+    resources: dict[str, Any], types: set[str]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (fn_name, event_name, event.get("Properties", {}))
+        for fn_name, fn in functions(resources).items()
+        for event_name, event in fn["Properties"].get("Events", {}).items()
+        if event["Type"] in types
+    ]
+
+
+def referenced_name(value: Any) -> str | None:
+    """The logical id a !Ref or !GetAtt points to, or None for anything else."""
+    if isinstance(value, dict) and len(value) == 1:
+        if "Ref" in value:
+            return str(value["Ref"])
+        if "Fn::GetAtt" in value:
+            target = value["Fn::GetAtt"]
+            return str(target[0] if isinstance(target, list) else target.split(".")[0])
+    return None
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    matches = lint(TEMPLATE_PATH.read_text(), regions=["us-east-1"])
+    assert [str(m) for m in matches] == []
+
+
+def test_every_stream_event_source_handles_failures(resources: dict[str, Any]) -> None:
+    stream_events = events_of(resources, STREAM_EVENT_TYPES)
+    assert stream_events, "expected Kinesis/DynamoDB event sources"
+    for fn_name, event_name, props in stream_events:
+        where = f"{fn_name}.{event_name}"
+        assert "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []), (
+            where
+        )
+        if "Stream" in props:  # SQS sources have no bisect, record age or destination
+            assert props.get("BisectBatchOnFunctionError") is True, where
+            retries = props.get("MaximumRetryAttempts")
+            assert isinstance(retries, int) and 0 <= retries <= 10, where
+            age = props.get("MaximumRecordAgeInSeconds")
+            assert isinstance(age, int) and 60 <= age <= 604800, where
+            on_failure = props.get("DestinationConfig", {}).get("OnFailure", {})
+            assert on_failure.get("Type") == "SQS", where
+            queue = referenced_name(on_failure.get("Destination"))
+            assert queue in resources, where
+            assert resources[queue]["Type"] == "AWS::SQS::Queue", where
+
+
+def test_every_table_is_on_demand_with_point_in_time_recovery(
+    resources: dict[str, Any],
+) -> None:
+    tables = of_type(resources, "AWS::DynamoDB::Table")
+    assert set(tables) >= {"ProfilesTable", "ItemsTable"}
+    for name, table in tables.items():
+        props = table["Properties"]
+        assert props.get("BillingMode") == "PAY_PER_REQUEST", name
+        pitr = props.get("PointInTimeRecoverySpecification", {})
+        assert pitr.get("PointInTimeRecoveryEnabled") is True, name
+        assert props.get("SSESpecification", {}).get("SSEEnabled") is True, name
+
+
+def test_every_function_has_both_layers(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    global_layers = template.get("Globals", {}).get("Function", {}).get("Layers", [])
+    assert [referenced_name(layer) for layer in global_layers] == [
+        "DomainLayer",
+        "EncoderLayer",
+    ]
+    for name, fn in functions(resources).items():
+        # SAM prepends the global layers to a function's own list.
+        layers = [*global_layers, *fn["Properties"].get("Layers", [])]
+        refs = [referenced_name(layer) for layer in layers]
+        assert {"DomainLayer", "EncoderLayer"} <= set(refs), name
+    for layer in ("DomainLayer", "EncoderLayer"):
+        assert resources[layer]["Type"] == "AWS::Serverless::LayerVersion"
+        assert resources[layer]["Metadata"]["BuildMethod"] == "python3.12"
+
+
+def test_every_function_has_a_log_group_with_retention(
+    resources: dict[str, Any],
+) -> None:
+    log_groups = of_type(resources, "AWS::Logs::LogGroup").values()
+    named = {}
+    for group in log_groups:
+        name = group["Properties"].get("LogGroupName", {})
+        match = re.fullmatch(r"/aws/lambda/\$\{(\w+)\}", str(name.get("Fn::Sub", "")))
+        if match:
+            named[match.group(1)] = group["Properties"]
+    for fn_name in functions(resources):
+        assert fn_name in named, f"no /aws/lambda/${{{fn_name}}} log group"
+        assert named[fn_name].get("RetentionInDays") == {"Ref": "LogRetentionDays"}, (
+            fn_name
+        )
+
+
+def test_every_api_event_requires_the_api_key(resources: dict[str, Any]) -> None:
+    api_events = events_of(resources, {"Api"})
+    assert api_events, "expected Api events"
+    for fn_name, event_name, props in api_events:
+        where = f"{fn_name}.{event_name}"
+        api = referenced_name(props.get("RestApiId"))
+        assert api in resources and resources[api]["Type"] == "AWS::Serverless::Api", (
+            where
+        )
+        api_auth = resources[api]["Properties"].get("Auth", {})
+        required = props.get("Auth", {}).get(
+            "ApiKeyRequired", api_auth.get("ApiKeyRequired")
+        )
+        assert required is True, where
+        assert api_auth.get("UsagePlan", {}).get("CreateUsagePlan") in {
+            "PER_API",
+            "SHARED",
+        }, where
+
+
+def test_no_function_policy_grants_data_services_on_every_resource(
+    resources: dict[str, Any],
+) -> None:
+    for fn_name, fn in functions(resources).items():
+        for policy in as_list(fn["Properties"].get("Policies", [])):
+            if isinstance(
+                policy, str
+            ):  # a managed policy: never broad data-service access
+                assert not re.search(r"DynamoDB|Kinesis|S3", policy, re.IGNORECASE), (
+                    fn_name,
+                    policy,
+                )
+                continue
+            if "Statement" in policy:
+                for statement in as_list(policy["Statement"]):
+                    actions = [
+                        str(a).lower() for a in as_list(statement.get("Action", []))
+                    ]
+                    if not any(
+                        a.startswith(GUARDED_SERVICES) or a == "*" for a in actions
+                    ):
+                        continue
+                    for resource in as_list(statement.get("Resource", [])):
+                        assert resource != "*" and not (
+                            isinstance(resource, str) and resource.endswith(":*")
+                        ), (fn_name, statement)
+                continue
+            for template_name, params in policy.items():
+                assert template_name in SCOPED_POLICY_TEMPLATES, (
+                    fn_name,
+                    template_name,
+                )
+                value = (params or {}).get(SCOPED_POLICY_TEMPLATES[template_name])
+                target = referenced_name(value)
+                assert target in resources, (fn_name, template_name, value)
+
+
+def test_contract_others_depend_on(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """Logical ids, routes and environment names used by the code and the local stack."""
+    routes = {
+        (props["Method"].upper(), props["Path"])
+        for fn_name, _, props in events_of(resources, {"Api"})
+        if fn_name == "ApiFunction"
+    }
+    assert routes == {
+        ("GET", "/health"),
+        ("GET", "/items/{item_id}"),
+        ("PUT", "/items/{item_id}"),
+        ("GET", "/items/{item_id}/similar"),
+        ("POST", "/events"),
+        ("GET", "/users/{user_id}/recommendations"),
+    }
+    expected_env = {
+        "ApiFunction": {
+            "PROFILES_TABLE",
+            "ITEMS_TABLE",
+            "EVENTS_STREAM",
+            "ARTIFACTS_BUCKET",
+        },
+        "EventsFunction": {"PROFILES_TABLE", "ITEMS_TABLE", "ARTIFACTS_BUCKET"},
+        "CatalogFunction": {"ITEMS_TABLE"},
+    }
+    for fn_name, names in expected_env.items():
+        env = resources[fn_name]["Properties"]["Environment"]["Variables"]
+        assert set(env) == names, fn_name
+    global_env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert global_env == {"POWERTOOLS_SERVICE_NAME": "recsys", "LOG_LEVEL": "INFO"}
+    for queue in ("EventsDeadLetterQueue", "CatalogDeadLetterQueue"):
+        assert resources[queue]["Type"] == "AWS::SQS::Queue"
+    assert resources["EventsStream"]["Type"] == "AWS::Kinesis::Stream"
+    items = resources["ItemsTable"]["Properties"]
+    assert items["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    assert [i["IndexName"] for i in items["GlobalSecondaryIndexes"]] == ["by_update"]
+    assert set(template["Outputs"]) >= {
+        "ApiUrl",
+        "ApiKeyId",
+        "ArtifactsBucketName",
+        "ProfilesTableName",
+        "ItemsTableName",
+        "EventsStreamName",
+        "EventsDeadLetterQueueUrl",
+        "CatalogDeadLetterQueueUrl",
+    }
+
+
+def test_alarms_notify_only_when_a_topic_is_given(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    alarms = of_type(resources, "AWS::CloudWatch::Alarm")
+    watched = {
+        referenced_name(d["Value"])
+        for a in alarms.values()
+        for d in a["Properties"]["Dimensions"]
+    }
+    assert (
+        set(functions(resources)) | {"EventsDeadLetterQueue", "CatalogDeadLetterQueue"}
+        <= watched
+    )
+    for name, alarm in alarms.items():
+        actions = alarm["Properties"].get("AlarmActions")
+        assert actions == {
+            "Fn::If": [
+                "HasAlarmTopic",
+                [{"Ref": "AlarmTopicArn"}],
+                {"Ref": "AWS::NoValue"},
+            ]
+        }, name
+    assert "HasAlarmTopic" in template["Conditions"]
+
+
+def test_sam_transform_generates_the_api_key_output(template: dict[str, Any]) -> None:
+    """ApiKeyId refers to a resource that only exists after the SAM transform."""
+    pytest.importorskip("samtranslator", reason="aws-sam-translator is not installed")
+    import copy
+    import os
+
+    from samtranslator.translator.transform import transform
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    packaged = copy.deepcopy(template)
+    for resource in packaged["Resources"].values():
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if key in props:
+                props[key] = "s3://bucket/key"  # what `sam package` writes
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    transformed = transform(packaged, {}, NoManagedPolicies())
+    out = transformed["Resources"]
+    key_id = template["Outputs"]["ApiKeyId"]["Value"]["Ref"]
+    assert out[key_id]["Type"] == "AWS::ApiGateway::ApiKey"
+    for path, methods in out["RecsysApi"]["Properties"]["Body"]["paths"].items():
+        for method, operation in methods.items():
+            assert operation.get("security") == [{"api_key": []}], (path, method)
