@@ -9,12 +9,11 @@ import os
 import secrets
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 from local_stack.client import ApiClient
-from local_stack.demo import load_catalog, load_users
+from local_stack.demo import load_demo
 from local_stack.stack import ROOT, LocalStack, configure_logging
 
 
@@ -29,23 +28,29 @@ def main() -> int:
     configure_logging(args.verbose)
     api_key = os.environ.get("RECSYS_API_KEY") or secrets.token_urlsafe(24)
     port = int(os.environ.get("RECSYS_PORT", "3000"))
-    stopping = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     started = time.perf_counter()
+    try:
+        serve(args, api_key, port, started)
+    except KeyboardInterrupt:
+        pass
+    print("local stack: stopped", flush=True)
+    return 0
+
+
+def serve(args: argparse.Namespace, api_key: str, port: int, started: float) -> None:
+    """Starts the stack, loads the demo, and serves until interrupted; leaving stops everything."""
     with LocalStack(api_key=api_key, port=port) as stack:
-        print(f"local stack: API on {stack.url} (functions' logs in {stack.log_dir})", flush=True)
+        elapsed = lambda: f"{time.perf_counter() - started:.1f} s"  # noqa: E731
+        print(f"local stack: API on {stack.url} at {elapsed()} (functions' logs in {stack.log_dir})", flush=True)
         if not args.no_demo:
-            catalog = load_catalog(stack, args.data, args.catalog)
-            print(f"local stack: catalog published: {catalog}", flush=True)
-            users = load_users(stack, ApiClient(stack.url, api_key), args.data)
-            print(f"local stack: demo users loaded: {users}", flush=True)
+            demo = load_demo(stack, ApiClient(stack.url, api_key), args.data, args.catalog)
+            print(f"local stack: demo catalog and users loaded at {elapsed()}: {demo}", flush=True)
         print(f"local stack: ready in {time.perf_counter() - started:.1f} s", flush=True)
         print(f"  API      {stack.url}\n  API key  {api_key}\n"
               f"  try      curl -H 'x-api-key: {api_key}' {stack.url}/health\n  Ctrl-C stops it.", flush=True)
-        stopping.wait()
-        print("local stack: stopping", flush=True)
-    return 0
+        while True:
+            time.sleep(3600)
 
 
 if __name__ == "__main__":

@@ -7,30 +7,39 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from local_stack.client import ApiClient
 from local_stack.stack import LocalStack
 from model_build import catalog as catalog_stage
 from model_build.data import read_interactions
-from model_build.publish import publish_catalog
+from model_build.publish import publish_snapshot, write_items
 from recsys.settings import Settings
 
 log = logging.getLogger("local_stack")
 EVENTS_PER_REQUEST = 500
 
 
-def load_catalog(stack: LocalStack, data: Path, catalog_npz: Path) -> dict:
+def load_demo(stack: LocalStack, client: ApiClient, data: Path, catalog_npz: Path) -> dict:
+    """Publishes the catalog snapshot, then writes the items while the users' events flow."""
     if not catalog_npz.exists():
         catalog_stage.run(data, catalog_stage.DEFAULT_MODEL, catalog_npz)
     settings = Settings.from_env(stack.environment_of("ApiFunction"))
-    return publish_catalog(settings, data, catalog_npz)
+    written_at = time.time()
+    index, model_version = publish_snapshot(settings, catalog_npz, written_at)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        items = pool.submit(write_items, settings, data, index, model_version, written_at)
+        users = load_users(stack, client, data)
+        return {"items": items.result(), "model_version": model_version, **users}
 
 
 def rating_events(data: Path) -> list[dict]:
+    """Every rating as an event, grouped by user: a user's history arrives in order and
+    together, as a backfill would send it, so each batch touches few profiles."""
     return [{"event_id": f"ml-{r.user_id}-{r.item_id}-{r.timestamp}", "user_id": r.user_id, "type": "rating",
              "item_id": r.item_id, "value": r.rating, "timestamp": r.timestamp}
-            for r in sorted(read_interactions(data), key=lambda r: (r.timestamp, r.user_id))]
+            for r in sorted(read_interactions(data), key=lambda r: (r.user_id, r.timestamp))]
 
 
 def load_users(stack: LocalStack, client: ApiClient, data: Path, timeout: float = 600) -> dict:
@@ -44,6 +53,7 @@ def load_users(stack: LocalStack, client: ApiClient, data: Path, timeout: float 
         if status != 202 or body["errors"]:
             raise RuntimeError(f"loading ratings failed at event {start}: {status} {body}")
         accepted += body["accepted"]
+    log.info("posted %d events; %d applied so far", accepted, mapping.processed - before)
     deadline = time.time() + timeout
     while mapping.processed - before < accepted:
         if time.time() > deadline:

@@ -35,8 +35,9 @@ class MotoServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                         stdout=self._log, stderr=self._log)
+        self.process = subprocess.Popen([sys.executable, "-m", "local_stack.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                         cwd=ROOT, stdout=self._log, stderr=self._log,
+                                         start_new_session=True)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:

@@ -1,9 +1,9 @@
 """Stage `publish`: put the embedded catalog where the functions read it.
 
-Items (with their vectors) go to the items table through the same repository the
-API writes with; the vector snapshot goes to the artifacts bucket, where the API and
-events functions load it at cold start. The snapshot's watermark tells them which
-later item writes to read from the table.
+The vector snapshot goes to the artifacts bucket, where the API and events functions
+load it at cold start; its watermark tells them which later item writes to read from
+the items table. Then the items (with their vectors) go to the items table through
+the same repository the API writes with.
 """
 from __future__ import annotations
 
@@ -29,16 +29,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def publish_catalog(settings: Settings, data: Path, catalog: Path) -> dict:
+    """Snapshot first, then the items: functions that start meanwhile already see every vector."""
     settings.require("items_table", "artifacts_bucket")
+    written_at = time.time()
+    index, model_version = publish_snapshot(settings, catalog, written_at)
+    count = write_items(settings, data, index, model_version, written_at)
+    return {"items": count, "vectors": len(index), "model_version": model_version}
+
+
+def publish_snapshot(settings: Settings, catalog: Path, written_at: float) -> tuple[ItemIndex, str]:
+    """Readers re-read items written after (watermark - CLOCK_SKEW_SECONDS); the items of this
+    catalog, stamped `written_at`, are in the snapshot and are not read again at cold start."""
     index, meta = ItemIndex.from_npz(Path(catalog).read_bytes())
     model_version = str(meta["model_version"])
-    items = read_items(data)
-    written_at = time.time()
-    count = ItemRepository(settings).put_many(
-        ((item, index.vector(item.item_id)) for item in items), model_version, now=written_at)
-    # Readers re-read the last CLOCK_SKEW_SECONDS before the watermark; wait that long so
-    # the items written above are inside the snapshot, not re-read on every cold start.
-    watermark = written_at + CLOCK_SKEW_SECONDS
-    time.sleep(max(0.0, watermark - time.time()))
-    CatalogSnapshots(settings).publish(index, model_version, watermark)
-    return {"items": count, "vectors": len(index), "model_version": model_version}
+    CatalogSnapshots(settings).publish(index, model_version, written_at + CLOCK_SKEW_SECONDS)
+    return index, model_version
+
+
+def write_items(settings: Settings, data: Path, index: ItemIndex, model_version: str, written_at: float) -> int:
+    """Upserts every item with its vector, through the repository the API writes with."""
+    return ItemRepository(settings).put_many(
+        ((item, index.vector(item.item_id)) for item in read_items(data)), model_version, now=written_at)

@@ -24,7 +24,10 @@ class EventIngestor:
         settings.require("profiles_table", "items_table", "artifacts_bucket")
         self.encoder = encoder_for(settings)
         self.profiles = ProfileRepository(settings)
-        self.catalog = LiveCatalog(CatalogSnapshots(settings), ItemRepository(settings), self.encoder.dim)
+        # Events about an item added in the last few seconds move the profile's recent
+        # items but not its vectors; a slower refresh than the API's keeps the query load low.
+        self.catalog = LiveCatalog(CatalogSnapshots(settings), ItemRepository(settings), self.encoder.dim,
+                                   refresh_seconds=5.0)
 
     def apply(self, records: Mapping[str, bytes]) -> dict[str, Exception]:
         """Apply events keyed by record id; returns the records that failed and why.

