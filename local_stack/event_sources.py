@@ -197,7 +197,9 @@ class EventSourceMapping:
             self._invoke_with_retries(shard, kept)
 
     def _invoke_with_retries(self, shard: str, records: list[dict]) -> None:
-        """Lambda's Kinesis/DynamoDB semantics: retry from the first failed record, split on error."""
+        """Lambda's stream semantics: resume from the first failed record; with bisect on,
+        split a batch that fails at its head (splitting does not use up retries), so a
+        poison record ends up alone and only it is dead-lettered."""
         batches = [(records, 0)]
         while batches:
             batch, attempts = batches.pop(0)
@@ -212,11 +214,13 @@ class EventSourceMapping:
                 continue
             self.processed += failed_from
             remaining = batch[failed_from:]
-            if self.retries >= 0 and attempts >= self.retries:
-                self._dead_letter(shard, remaining, "RetryAttemptsExhausted", error, attempts + 1)
-            elif error is not None and self.bisect and len(remaining) > 1:
+            if failed_from > 0:
+                batches.insert(0, (remaining, attempts))
+            elif self.bisect and len(remaining) > 1:
                 half = len(remaining) // 2
-                batches[:0] = [(remaining[:half], attempts + 1), (remaining[half:], attempts + 1)]
+                batches[:0] = [(remaining[:half], attempts), (remaining[half:], attempts)]
+            elif self.retries >= 0 and attempts >= self.retries:
+                self._dead_letter(shard, remaining, "RetryAttemptsExhausted", error, attempts + 1)
             else:
                 batches.insert(0, (remaining, attempts + 1))
 
@@ -243,7 +247,7 @@ class EventSourceMapping:
                                "condition": condition, "approximateInvokeCount": invocations},
             "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
                                 "functionError": error.payload["errorType"] if error else None},
-            "version": "1.0", "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "version": "1.0", "timestamp": dt.datetime.now(dt.UTC).isoformat(),
             self.reader.batch_info_key: {"shardId": shard, "startSequenceNumber": self.reader.sequence(first),
                           "endSequenceNumber": self.reader.sequence(last),
                           "approximateArrivalOfFirstRecord": self.reader.arrival(first),

@@ -40,5 +40,6 @@ def _matches_one(rule: Any, value: Any) -> bool:
 
 
 def _numeric(conditions: list, value: float) -> bool:
+    value = float(value)
     checks = {"<": value.__lt__, "<=": value.__le__, "=": value.__eq__, ">": value.__gt__, ">=": value.__ge__}
-    return all(checks[op](float(bound)) for op, bound in zip(conditions[::2], conditions[1::2]))
+    return all(checks[op](float(bound)) for op, bound in zip(conditions[::2], conditions[1::2], strict=True))

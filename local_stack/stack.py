@@ -35,7 +35,8 @@ class MotoServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "local_stack.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+        self.process = subprocess.Popen([sys.executable, "-m", "local_stack.moto_server",
+                                         "-H", "127.0.0.1", "-p", str(self.port)],
                                          cwd=ROOT, stdout=self._log, stderr=self._log,
                                          start_new_session=True)
         deadline = time.time() + 60
@@ -45,7 +46,7 @@ class MotoServer:
                 return
             except OSError:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"moto server exited; see {log_path}")
+                    raise RuntimeError(f"moto server exited; see {log_path}") from None
                 time.sleep(0.1)
         raise RuntimeError("moto server did not start within 60 s")
 
@@ -81,6 +82,9 @@ class LocalStack:
         self.stop()
 
     def start(self) -> None:
+        # moto accepts any credentials; this process's own clients (the demo loader) need some.
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.moto = MotoServer(self.log_dir / "moto.log")
         self.aws = clients(self.moto.url, self.region)
@@ -141,5 +145,3 @@ def configure_logging(verbose: bool = False) -> None:
                         datefmt="%H:%M:%S")
     for noisy in ("werkzeug", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")

@@ -31,8 +31,9 @@ class Interaction:
 def read_items(directory: Path) -> list[Item]:
     directory = Path(directory)
     if (directory / "items.csv").exists():
-        rows = _rows(directory / "items.csv", ("item_id", "title", "genres", "tags"))
-        return [_item(line, r["item_id"], r["title"], r["genres"], r["tags"].split("|")) for line, r in rows]
+        path = directory / "items.csv"
+        return [_item(path, line, r["item_id"], r["title"], r["genres"], r["tags"].split("|"))
+                for line, r in _rows(path, ("item_id", "title", "genres", "tags"))]
     if (directory / "movies.csv").exists():
         tags: dict[str, list[str]] = {}
         if (directory / "tags.csv").exists():
@@ -40,8 +41,9 @@ def read_items(directory: Path) -> list[Item]:
                 movie_tags = tags.setdefault(r["movieId"], [])
                 if r["tag"] not in movie_tags:
                     movie_tags.append(r["tag"])
-        return [_item(line, r["movieId"], r["title"], r["genres"], tags.get(r["movieId"], []))
-                for line, r in _rows(directory / "movies.csv", ("movieId", "title", "genres"))]
+        path = directory / "movies.csv"
+        return [_item(path, line, r["movieId"], r["title"], r["genres"], tags.get(r["movieId"], []))
+                for line, r in _rows(path, ("movieId", "title", "genres"))]
     raise DatasetError(f"{directory}: no items.csv or movies.csv")
 
 
@@ -73,10 +75,10 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
             yield reader.line_num, row
 
 
-def _item(line: int, item_id: str, title: str, genres: str, tags: list[str]) -> Item:
+def _item(path: Path, line: int, item_id: str, title: str, genres: str, tags: list[str]) -> Item:
     if not item_id or not title.strip():
-        raise DatasetError(f"line {line}: item {item_id!r} needs an id and a title")
-    categories = [g for g in genres.split("|") if g and g != NO_GENRES]
+        raise DatasetError(f"{path}:{line}: item {item_id!r} needs an id and a title")
+    categories = list(dict.fromkeys(g for g in genres.split("|") if g and g != NO_GENRES))
     clean_tags = list(dict.fromkeys(t.strip()[:MAX_LABEL_LENGTH] for t in tags if t.strip()))
     return Item(item_id=item_id, title=title.strip()[:MAX_TITLE], categories=categories[:MAX_LABELS],
                 tags=clean_tags[:MAX_LABELS])

@@ -95,7 +95,7 @@ def _optional_id(raw: dict, name: str) -> str | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH or not ID_PATTERN.fullmatch(value):
         raise InvalidEvent(f"{name} must be 1-{MAX_ID_LENGTH} characters of letters, digits and _.:@|/+=-")
     return value
 

@@ -45,12 +45,22 @@ class ItemIndex:
         if count is not None:
             self._counts[row] = count
 
+    def neighbour_count(self, vector: np.ndarray, k: int = 10) -> float:
+        """The mean interaction count of the k items nearest a vector: the popularity
+        prior of an item nobody has interacted with yet, so it is not ranked as if unwanted."""
+        seen = np.flatnonzero(self.counts > 0)
+        if len(seen) == 0:
+            return 0.0
+        similarity = self.vectors[seen] @ vector
+        nearest = seen[np.argpartition(-similarity, min(k, len(seen)) - 1)[:k]]
+        return float(self.counts[nearest].mean())
+
     def extend(self, ids: list[str], vectors: np.ndarray, counts: np.ndarray) -> None:
-        for item_id, vector, count in zip(ids, vectors, counts):
+        for item_id, vector, count in zip(ids, vectors, counts, strict=True):
             self.upsert(item_id, vector, float(count))
 
     def _grow(self) -> None:
-        capacity = 2 * len(self._vectors)
+        capacity = max(1024, 2 * len(self._vectors))
         vectors = np.zeros((capacity, self.dim), dtype=np.float32)
         vectors[: len(self._vectors)] = self._vectors
         counts = np.zeros(capacity, dtype=np.float32)

@@ -46,7 +46,7 @@ class EventIngestor:
                 continue
             by_user[event.user_id].append((record_id, event))
         queries = sorted({e.query for batch in by_user.values() for _, e in batch if e.type == "search"})
-        query_vectors = dict(zip(queries, self.encoder.encode(queries)))
+        query_vectors = dict(zip(queries, self.encoder.encode(queries), strict=True))
         index = self.catalog.index()
 
         def vector_of(event: Event) -> np.ndarray | None:
@@ -55,7 +55,7 @@ class EventIngestor:
         for user_id, batch in by_user.items():
             events = [event for _, event in batch]
             try:
-                self.profiles.update(user_id, lambda profile: apply_events(profile, events, vector_of))
+                self.profiles.update(user_id, lambda profile, events=events: apply_events(profile, events, vector_of))
             except Exception as error:  # noqa: BLE001 -- the user's records are retried, then dead-lettered
                 failures.update((record_id, error) for record_id, _ in batch)
         return failures
@@ -83,7 +83,7 @@ class ItemEncoder:
                 todo.append((record_id, item))
         if todo:
             vectors = self.encoder.encode([item.text for _, item in todo])
-            for (record_id, item), vector in zip(todo, vectors):
+            for (record_id, item), vector in zip(todo, vectors, strict=True):
                 try:
                     self.items.set_vector(item.item_id, item.text_hash, vector, self.encoder.version)
                 except Exception as error:  # noqa: BLE001 -- retried, then dead-lettered

@@ -42,7 +42,8 @@ class LiveCatalog:
         changed = 0
         for item_id, vector, updated_at in self.items.changed_since(self._watermark - CLOCK_SKEW_SECONDS):
             if vector is not None and vector.shape == (self.dim,):
-                self._index.upsert(item_id, vector)
+                prior = None if item_id in self._index.rows else self._index.neighbour_count(vector)
+                self._index.upsert(item_id, vector, prior)
                 changed += 1
             self._watermark = max(self._watermark, updated_at)
         self._refreshed_at = self.clock()

@@ -7,13 +7,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import boto3
 import numpy as np
-from pynamodb.attributes import (BinaryAttribute, ListAttribute, MapAttribute, NumberAttribute,
-                                 UnicodeAttribute, UnicodeSetAttribute, VersionAttribute)
+from pynamodb.attributes import (
+    BinaryAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+    VersionAttribute,
+)
 from pynamodb.exceptions import PutError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
@@ -34,7 +41,7 @@ class ConcurrentUpdate(Exception):
     """The profile changed between read and write more often than we retry."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def aws_client(service: str, region: str, endpoint_url: str | None = None):
     """One client per service and endpoint for the life of the process."""
     return boto3.client(service, region_name=region, endpoint_url=endpoint_url)
@@ -44,7 +51,7 @@ def _meta(settings: Settings, table: str) -> type:
     return type("Meta", (), {"table_name": table, "region": settings.region, "host": settings.endpoint_url})
 
 
-@lru_cache(maxsize=None)
+@cache
 def profile_model(settings: Settings) -> type[Model]:
     class ProfileRecord(Model):
         Meta = _meta(settings, settings.profiles_table)
@@ -71,7 +78,7 @@ class ByUpdate(GlobalSecondaryIndex):
     updated_at = NumberAttribute(range_key=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def item_model(settings: Settings) -> type[Model]:
     class ItemRecord(Model):
         Meta = _meta(settings, settings.items_table)
@@ -227,7 +234,7 @@ class EventStream:
                 response = self.kinesis.put_records(StreamName=self.stream, Records=[
                     {"Data": json.dumps(e.to_json()).encode(), "PartitionKey": e.user_id} for e in chunk])
                 if response.get("FailedRecordCount"):
-                    failed += [e for e, r in zip(chunk, response["Records"]) if "ErrorCode" in r]
+                    failed += [e for e, r in zip(chunk, response["Records"], strict=True) if "ErrorCode" in r]
             if not failed:
                 return []
             pending = failed

@@ -1,0 +1,119 @@
+"""model_build.data: reading items and interactions from a split or from MovieLens files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model_build.data import DatasetError, Interaction, read_interactions, read_items
+
+
+def write(directory: Path, name: str, *lines: str) -> Path:
+    path = directory / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_items_from_a_split(tmp_path: Path) -> None:
+    write(tmp_path, "items.csv", "item_id,title,genres,tags",
+          '1,"Toy Story (1995)",Animation|Comedy,pixar|fun| pixar ',
+          "2,Heat (1995),Action,",
+          "3,Untitled,(no genres listed),")
+    items = read_items(tmp_path)
+    assert [i.item_id for i in items] == ["1", "2", "3"]
+    assert (items[0].title, items[0].categories, items[0].tags) == ("Toy Story (1995)", ["Animation", "Comedy"],
+                                                                    ["pixar", "fun"])
+    assert (items[1].categories, items[1].tags) == (["Action"], [])
+    assert items[2].categories == []
+
+
+def test_items_from_movielens_with_tags(tmp_path: Path) -> None:
+    write(tmp_path, "movies.csv", "movieId,title,genres",
+          '1,"Toy Story (1995)",Adventure|Animation',
+          '2,"Jumanji, The (1995)",(no genres listed)')
+    write(tmp_path, "tags.csv", "userId,movieId,tag,timestamp",
+          "5,1,pixar,1",
+          "6,1,pixar,2",
+          "6,1,funny,3",
+          "7,9,orphan,4")
+    items = read_items(tmp_path)
+    assert [(i.item_id, i.title) for i in items] == [("1", "Toy Story (1995)"), ("2", "Jumanji, The (1995)")]
+    assert (items[0].categories, items[0].tags) == (["Adventure", "Animation"], ["pixar", "funny"])
+    assert (items[1].categories, items[1].tags) == ([], [])
+
+
+def test_items_from_movielens_without_tags(tmp_path: Path) -> None:
+    write(tmp_path, "movies.csv", "movieId,title,genres", "1,Heat (1995),Action|Crime")
+    assert read_items(tmp_path)[0].tags == []
+
+
+def test_the_split_is_preferred_over_movielens(tmp_path: Path) -> None:
+    write(tmp_path, "items.csv", "item_id,title,genres,tags", "s1,From split,Drama,")
+    write(tmp_path, "movies.csv", "movieId,title,genres", "m1,From movielens,Drama")
+    assert [i.item_id for i in read_items(tmp_path)] == ["s1"]
+
+
+def test_no_item_file(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no items.csv or movies.csv"):
+        read_items(tmp_path)
+
+
+def test_interactions_from_a_split(tmp_path: Path) -> None:
+    write(tmp_path, "train.csv", "user_id,item_id,rating,timestamp", "u1,i1,4.5,1700000000", "u2,i9,1,1700000001.0")
+    assert list(read_interactions(tmp_path)) == [Interaction("u1", "i1", 4.5, 1_700_000_000),
+                                                 Interaction("u2", "i9", 1.0, 1_700_000_001)]
+
+
+def test_interactions_from_movielens(tmp_path: Path) -> None:
+    write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp", "1,31,2.5,1260759144")
+    assert list(read_interactions(tmp_path)) == [Interaction("1", "31", 2.5, 1_260_759_144)]
+
+
+def test_no_interaction_file(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no train.csv or ratings.csv"):
+        list(read_interactions(tmp_path))
+
+
+@pytest.mark.parametrize(("name", "header"), [("train.csv", "user_id,item_id,rating,timestamp"),
+                                              ("ratings.csv", "userId,movieId,rating,timestamp")])
+def test_a_bad_row_names_the_file_and_line(tmp_path: Path, name: str, header: str) -> None:
+    write(tmp_path, name, header, "1,31,2.5,1260759144", "1,32,good,1260759145")
+    with pytest.raises(DatasetError, match=rf"{name}:3: "):
+        list(read_interactions(tmp_path))
+
+
+def test_a_short_row_names_the_file_and_line(tmp_path: Path) -> None:
+    write(tmp_path, "train.csv", "user_id,item_id,rating,timestamp", "u1,i1,4.5,1700000000", "u1,i2")
+    with pytest.raises(DatasetError, match=r"train\.csv:3: too few fields"):
+        list(read_interactions(tmp_path))
+
+
+@pytest.mark.parametrize(("name", "header", "missing"), [
+    ("train.csv", "user_id,item_id,timestamp", "rating"),
+    ("ratings.csv", "userId,rating,timestamp", "movieId"),
+    ("items.csv", "item_id,title,genres", "tags"),
+    ("movies.csv", "movieId,genres", "title"),
+])
+def test_missing_columns_are_named(tmp_path: Path, name: str, header: str, missing: str) -> None:
+    write(tmp_path, name, header)
+    reader = read_items if name in ("items.csv", "movies.csv") else read_interactions
+    with pytest.raises(DatasetError, match=rf"{name}: missing column\(s\) {missing}"):
+        list(reader(tmp_path))
+
+
+def test_an_empty_file_has_missing_columns(tmp_path: Path) -> None:
+    (tmp_path / "ratings.csv").write_text("")
+    with pytest.raises(DatasetError, match="missing column"):
+        list(read_interactions(tmp_path))
+
+
+def test_an_item_without_a_title_names_the_line(tmp_path: Path) -> None:
+    write(tmp_path, "items.csv", "item_id,title,genres,tags", "1,Heat,Action,", '2," ",Drama,')
+    with pytest.raises(DatasetError, match=r"items\.csv:3"):
+        read_items(tmp_path)
+
+
+def test_an_item_without_a_title_names_the_file(tmp_path: Path) -> None:
+    write(tmp_path, "items.csv", "item_id,title,genres,tags", '2," ",Drama,')
+    with pytest.raises(DatasetError, match=r"items\.csv"):
+        read_items(tmp_path)

@@ -1,0 +1,79 @@
+"""recsys.index.ItemIndex: upsert, growth, and the .npz artifact."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from recsys.index import ItemIndex
+
+DIM = 8
+
+
+def unit_vectors(n: int, seed: int = 3) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_upsert_new_and_existing() -> None:
+    index = ItemIndex(DIM)
+    a, b = unit_vectors(2)
+    index.upsert("a", a, count=4)
+    assert len(index) == 1 and index.ids == ["a"]
+    np.testing.assert_array_equal(index.vector("a"), a)
+    index.upsert("a", b)
+    assert len(index) == 1
+    np.testing.assert_array_equal(index.vector("a"), b)
+    assert index.counts.tolist() == [4.0]
+    index.upsert("a", b, count=9)
+    assert index.counts.tolist() == [9.0]
+    assert index.vector("missing") is None
+
+
+def test_growth_past_initial_capacity_keeps_every_vector() -> None:
+    vectors = unit_vectors(11)
+    index = ItemIndex(DIM, capacity=2)
+    for n, vector in enumerate(vectors):
+        index.upsert(f"i{n}", vector, count=n)
+    assert len(index) == 11 and index.vectors.shape == (11, DIM)
+    np.testing.assert_array_equal(index.vectors, vectors)
+    assert index.counts.tolist() == list(range(11))
+    assert all(index.rows[f"i{n}"] == n for n in range(11))
+
+
+def test_an_empty_initial_capacity_still_grows() -> None:
+    index = ItemIndex(DIM, capacity=0)
+    index.upsert("a", unit_vectors(1)[0])
+    assert len(index) == 1
+
+
+@pytest.mark.parametrize("shape", [(DIM + 1,), (DIM - 1,), (1, DIM), ()])
+def test_a_vector_of_the_wrong_shape_raises(shape: tuple[int, ...]) -> None:
+    index = ItemIndex(DIM)
+    with pytest.raises(ValueError, match="shape"):
+        index.upsert("a", np.zeros(shape, dtype=np.float32))
+    assert len(index) == 0
+
+
+def test_npz_round_trip_without_pickle() -> None:
+    index = ItemIndex(DIM, capacity=4)
+    ids = ["i0", "movie:42", "ünï", "x" * 40, "i4"]
+    index.extend(ids, unit_vectors(5), np.array([0, 1, 2.5, 30, 4]))
+    data = index.to_npz(model="mini-lm", version=3.0)
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        assert set(npz.files) == {"ids", "vectors", "counts", "model", "version"}
+
+    loaded, meta = ItemIndex.from_npz(data)
+    assert loaded.ids == ids and loaded.dim == DIM
+    np.testing.assert_array_equal(loaded.vectors, index.vectors)
+    np.testing.assert_array_equal(loaded.counts, index.counts)
+    assert meta == {"model": "mini-lm", "version": 3.0}
+    loaded.upsert("new", unit_vectors(1, seed=9)[0])
+    assert len(loaded) == 6
+
+
+def test_npz_round_trip_of_an_empty_index() -> None:
+    loaded, meta = ItemIndex.from_npz(ItemIndex(DIM).to_npz())
+    assert len(loaded) == 0 and loaded.dim == DIM and meta == {}

@@ -1,0 +1,118 @@
+"""local_stack.template: what the local stack reads from the real template.yaml."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from local_stack.template import Route, Template, TemplateError
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTIONS = {"ApiFunction": "functions/api", "EventsFunction": "functions/events",
+             "CatalogFunction": "functions/catalog"}
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    return Template(ROOT / "template.yaml", "recsys-local", "us-east-1")
+
+
+def test_the_three_functions_and_their_code(template: Template) -> None:
+    functions = template.functions()
+    assert set(functions) == set(FUNCTIONS)
+    for logical_id, code in FUNCTIONS.items():
+        function = functions[logical_id]
+        assert function.name == f"recsys-local-{logical_id}"
+        assert function.code_dir.resolve() == ROOT / code
+        assert (function.code_dir / "app.py").is_file()
+        assert function.handler == "app.lambda_handler"
+        assert function.layer_dirs == [ROOT / "layers/recsys", ROOT / "layers/encoder"]
+        assert all(layer.is_dir() for layer in function.layer_dirs)
+        assert function.timeout > 0 and function.memory >= 128
+
+
+def test_environment_names_the_stacks_resources(template: Template) -> None:
+    api = template.functions()["ApiFunction"].environment
+    assert api["PROFILES_TABLE"] == "recsys-local-ProfilesTable"
+    assert api["ITEMS_TABLE"] == "recsys-local-ItemsTable"
+    assert api["EVENTS_STREAM"] == "recsys-local-EventsStream"
+    assert api["ARTIFACTS_BUCKET"] == "recsys-local-artifactsbucket"
+    assert api["POWERTOOLS_SERVICE_NAME"] == "recsys"  # from Globals
+    catalog = template.functions()["CatalogFunction"].environment
+    assert catalog["ITEMS_TABLE"] == "recsys-local-ItemsTable"
+    assert "EVENTS_STREAM" not in catalog
+
+
+def test_the_api_routes(template: Template) -> None:
+    routes = {(r.method, r.path) for r in template.routes()}
+    assert routes == {("GET", "/health"), ("GET", "/items/{item_id}"), ("PUT", "/items/{item_id}"),
+                      ("GET", "/items/{item_id}/similar"), ("POST", "/events"),
+                      ("GET", "/users/{user_id}/recommendations")}
+    assert all(r.function == "ApiFunction" and r.api_key_required for r in template.routes())
+
+
+def route(template: Template, method: str, path: str) -> Route:
+    return next(r for r in template.routes() if (r.method, r.path) == (method, path))
+
+
+def test_path_parameters(template: Template) -> None:
+    similar = route(template, "GET", "/items/{item_id}/similar").pattern
+    item = route(template, "GET", "/items/{item_id}").pattern
+    assert similar.match("/items/abc/similar").groupdict() == {"item_id": "abc"}
+    assert similar.match("/items/abc") is None
+    assert item.match("/items/abc").groupdict() == {"item_id": "abc"}
+    assert item.match("/items/abc/similar") is None
+    assert item.match("/items/") is None
+    recs = route(template, "GET", "/users/{user_id}/recommendations").pattern
+    assert recs.match("/users/u:1/recommendations").group("user_id") == "u:1"
+
+
+def test_a_greedy_path_parameter() -> None:
+    assert Route("GET", "/files/{path+}", "F", False).pattern.match("/files/a/b.txt").group("path") == "a/b.txt"
+
+
+def test_event_sources(template: Template) -> None:
+    sources = {s.kind: s for s in template.event_sources()}
+    assert set(sources) == {"Kinesis", "DynamoDB"}
+    kinesis, dynamodb = sources["Kinesis"], sources["DynamoDB"]
+    assert (kinesis.function, kinesis.source_logical_id) == ("EventsFunction", "EventsStream")
+    assert (dynamodb.function, dynamodb.source_logical_id) == ("CatalogFunction", "ItemsTable")
+    assert kinesis.properties["BatchSize"] == 500
+    assert dynamodb.properties["BatchSize"] == 100
+    assert dynamodb.properties["FilterCriteria"]["Filters"][0]["Pattern"] == '{"eventName": ["INSERT", "MODIFY"]}'
+    for source in (kinesis, dynamodb):
+        props = source.properties
+        assert props["StartingPosition"] == "TRIM_HORIZON"
+        assert props["BisectBatchOnFunctionError"] is True
+        assert props["MaximumRetryAttempts"] >= 0 and props["MaximumRecordAgeInSeconds"] > 0
+        assert "ReportBatchItemFailures" in props["FunctionResponseTypes"]
+
+
+def test_arns_and_provisioned_attributes(template: Template) -> None:
+    kinesis = next(s for s in template.event_sources() if s.kind == "Kinesis")
+    destination = kinesis.properties["DestinationConfig"]["OnFailure"]["Destination"]
+    assert template.resolve(destination) == "arn:aws:sqs:us-east-1:123456789012:recsys-local-EventsDeadLetterQueue"
+    assert template.resolve({"Fn::GetAtt": ["EventsStream", "Arn"]}) == \
+        "arn:aws:kinesis:us-east-1:123456789012:stream/recsys-local-EventsStream"
+    with pytest.raises(TemplateError):
+        template.resolve({"Ref": "EventsDeadLetterQueue"})
+
+
+def test_refs_that_need_provisioning_resolve_once_known() -> None:
+    template = Template(ROOT / "template.yaml", "recsys-local", "us-east-1")
+    url = "http://localhost:5000/123456789012/recsys-local-EventsDeadLetterQueue"
+    template.attributes[("EventsDeadLetterQueue", "QueueUrl")] = url
+    template.attributes[("ItemsTable", "StreamArn")] = "arn:stream"
+    assert template.resolve({"Ref": "EventsDeadLetterQueue"}) == url
+    assert template.resolve({"Fn::GetAtt": "ItemsTable.StreamArn"}) == "arn:stream"
+    assert template.resolve({"Fn::Sub": "${ItemsTable.StreamArn}/x"}) == "arn:stream/x"
+
+
+def test_conditions_and_no_value() -> None:
+    template = Template(ROOT / "template.yaml", "recsys-local", "us-east-1")
+    assert "AlarmActions" not in template.properties("ApiFunctionErrorsAlarm")
+    topic = Template(ROOT / "template.yaml", "recsys-local", "us-east-1",
+                     parameters={"AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:alarms"})
+    assert topic.properties("ApiFunctionErrorsAlarm")["AlarmActions"] == \
+        ["arn:aws:sns:us-east-1:123456789012:alarms"]
+    assert template.properties("ApiFunctionLogGroup")["LogGroupName"] == "/aws/lambda/recsys-local-ApiFunction"
