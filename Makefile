@@ -30,7 +30,7 @@ run: $(CATALOG)
 	exec $(PY) -m local_stack
 
 ## test: the whole test suite (unit, integration over moto server, end to end)
-test: $(MODEL)
+test: $(CATALOG)
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
