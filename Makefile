@@ -8,7 +8,7 @@ MODEL := layers/encoder/encoder_model/manifest.json
 CATALOG := build/catalog/catalog.npz
 DATA := data/ml-latest-small
 
-.PHONY: run test lint sam-build bench clean
+.PHONY: run test eval lint sam-build bench clean
 .DEFAULT_GOAL := run
 
 $(VENV)/.installed: requirements-dev.txt layers/recsys/requirements.txt layers/encoder/requirements.txt
@@ -32,6 +32,11 @@ run: $(CATALOG)
 ## test: the whole test suite (unit, integration over moto server, end to end)
 test: $(CATALOG)
 	$(PY) -m pytest
+
+## eval: top-50 lists for every test user of a split (SPLIT=dir from shared/eval/split.py, OUT=file.jsonl)
+eval: $(MODEL)
+	@test -n "$(SPLIT)" -a -n "$(OUT)" || (echo "usage: make eval SPLIT=<split dir> OUT=<file.jsonl>" >&2; exit 2)
+	$(PY) -m model_build eval --split $(SPLIT) --out $(OUT)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
