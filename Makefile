@@ -21,6 +21,7 @@ $(VENV)/.installed: requirements-dev.txt layers/recsys/requirements.txt layers/e
 
 $(MODEL): $(VENV)/.installed model_build/encoder.py
 	$(PY) -m model_build encoder
+	@touch $@
 
 $(CATALOG): $(MODEL) model_build/catalog.py $(wildcard $(DATA)/*.csv)
 	$(PY) -m model_build catalog --data $(DATA) --out $(CATALOG)
