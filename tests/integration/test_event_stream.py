@@ -35,3 +35,26 @@ def test_a_poison_record_goes_to_the_dead_letter_queue_alone(stack):
     assert failure["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert failure["requestContext"]["approximateInvokeCount"] == 4  # the first try and 3 retries
     assert profile_event_count(stack, user) == 3
+
+
+def test_concurrent_writers_never_lose_a_profile_update(stack):
+    """Optimistic locking: 4 writers x 25 read-modify-writes on one profile, all counted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from recsys.events import Event
+    from recsys.profile import apply_events
+    from recsys.settings import Settings
+    from recsys.storage import ProfileRepository
+
+    profiles = ProfileRepository(Settings.from_env(stack.environment_of("EventsFunction")))
+    user = f"contended-{uuid.uuid4().hex[:6]}"
+
+    def writer(n: int) -> None:
+        for i in range(25):
+            event = Event(event_id=f"{n}-{i}", user_id=user, type="view", timestamp=time.time(), item_id=f"{n}-{i}")
+            profiles.update(user, lambda profile, event=event: apply_events(profile, [event], lambda _: None))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(writer, range(4)))
+    profile = profiles.get(user)
+    assert profile.event_count == 100 and len(profile.consumed) == 100

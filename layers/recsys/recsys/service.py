@@ -81,21 +81,16 @@ class Recommender:
             raise BadRequest('the body must be {"events": [...]} with at least one event')
         if len(raw_events) > MAX_EVENTS_PER_REQUEST:
             raise BadRequest(f"at most {MAX_EVENTS_PER_REQUEST} events per request")
-        now, accepted, errors = time.time(), [], []
-        positions = {}
+        now, parsed, errors = time.time(), [], []
         for position, raw in enumerate(raw_events):
             try:
-                event = parse_event(raw, now)
+                parsed.append((position, parse_event(raw, now)))
             except InvalidEvent as error:
                 errors.append(_event_error(position, raw, "invalid_event", str(error)))
-                continue
-            positions[id(event)] = position
-            accepted.append(event)
-        for event in self.stream.put(accepted):
-            accepted.remove(event)
-            errors.append(_event_error(positions[id(event)], event.to_json(), "throttled",
-                                       "the event stream is busy; send this event again"))
-        return {"accepted": len(accepted), "errors": sorted(errors, key=lambda e: e["index"])}
+        unsent = {id(event) for event in self.stream.put([event for _, event in parsed])}
+        errors += [_event_error(position, event.to_json(), "throttled", "the event stream is busy; send it again")
+                   for position, event in parsed if id(event) in unsent]
+        return {"accepted": len(parsed) - len(unsent), "errors": sorted(errors, key=lambda e: e["index"])}
 
 
 def parse_k(k: Any) -> int:
