@@ -5,6 +5,7 @@ The domain modules never import this one; handlers and jobs wire the two togethe
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Iterable, Iterator
 from functools import cache
@@ -34,7 +35,7 @@ from recsys.settings import Settings
 CATALOG_PARTITION = "items"
 SNAPSHOT_KEY = "catalog/item_vectors.npz"
 PROFILE_TTL_SECONDS = 400 * 86_400
-CONFLICT_RETRIES = 8
+CONFLICT_RETRIES = 20
 
 
 class ConcurrentUpdate(Exception):
@@ -92,7 +93,9 @@ def item_model(settings: Settings) -> type[Model]:
         vector = BinaryAttribute(null=True, legacy_encoding=False)
         vector_text_hash = UnicodeAttribute(null=True)
         model_version = UnicodeAttribute(null=True)
-        catalog = UnicodeAttribute(default=CATALOG_PARTITION)
+        # Set only on items written after the last published snapshot, so the by_update
+        # index is sparse: it holds what a warm function has to read besides the snapshot.
+        catalog = UnicodeAttribute(null=True)
         updated_at = NumberAttribute()
         by_update = ByUpdate()
 
@@ -141,14 +144,14 @@ class ProfileRepository:
 
     def update(self, user_id: str, change) -> Profile:
         """Read, change, write; on a concurrent write re-read and change again."""
-        for _ in range(CONFLICT_RETRIES):
+        for attempt in range(CONFLICT_RETRIES):
             profile = self.get(user_id) or Profile(user_id=user_id)
             change(profile)
             try:
                 self.save(profile)
                 return profile
             except ConcurrentUpdate:
-                continue
+                time.sleep(random.uniform(0, 0.01 * 2 ** min(attempt, 6)))
         raise ConcurrentUpdate(f"profile {user_id}: {CONFLICT_RETRIES} concurrent writes in a row")
 
 
@@ -168,14 +171,15 @@ class ItemRepository:
 
     def put(self, item: Item, vector: np.ndarray | None = None, model_version: str | None = None,
             now: float | None = None) -> None:
-        self._record(item, vector, model_version, now or time.time()).save()
+        self._record(item, vector, model_version, now or time.time(), in_snapshot=False).save()
 
     def put_many(self, items: Iterable[tuple[Item, np.ndarray | None]], model_version: str | None,
                  now: float) -> int:
+        """Writes the items of a published snapshot (they stay out of the by_update index)."""
         count = 0
         with self.model.batch_write() as batch:
             for item, vector in items:
-                batch.save(self._record(item, vector, model_version, now))
+                batch.save(self._record(item, vector, model_version, now, in_snapshot=True))
                 count += 1
         return count
 
@@ -187,6 +191,7 @@ class ItemRepository:
                 actions=[self.model.vector.set(_bytes(vector)),
                          self.model.vector_text_hash.set(text_hash),
                          self.model.model_version.set(model_version),
+                         self.model.catalog.set(CATALOG_PARTITION),
                          self.model.updated_at.set(time.time())],
                 condition=self.model.text_hash == text_hash)
         except UpdateError as error:
@@ -202,13 +207,14 @@ class ItemRepository:
                 attributes_to_get=["item_id", "vector", "updated_at"]):
             yield record.item_id, _vector(record.vector), float(record.updated_at)
 
-    def _record(self, item: Item, vector: np.ndarray | None, model_version: str | None, now: float):
+    def _record(self, item: Item, vector: np.ndarray | None, model_version: str | None, now: float,
+                in_snapshot: bool):
         return self.model(
             item.item_id, title=item.title, description=item.description, categories=item.categories,
             tags=item.tags, attributes=item.attributes, text_hash=item.text_hash,
             vector=_bytes(vector), vector_text_hash=item.text_hash if vector is not None else None,
             model_version=model_version if vector is not None else None,
-            updated_at=now)
+            catalog=None if in_snapshot else CATALOG_PARTITION, updated_at=now)
 
     @staticmethod
     def _item(record: Any) -> Item:
