@@ -1,9 +1,13 @@
-"""moto's server, with Kinesis shard reads and writes made O(1) per record.
+"""moto's server, with three costs that are quadratic in moto 5 made linear.
 
-moto 5 finds a shard's newest sequence number by listing every key on each put, and
-scans the whole shard on each get_records, so loading 100k events is quadratic (it
-stalls for minutes). Sequence numbers in a moto shard are consecutive integers, so
-both can index the shard directly. Behaviour is unchanged; only the cost is.
+- Kinesis: a shard's newest sequence number is found by listing every key on each
+  put, and get_records scans the whole shard, so loading 100k events stalls for
+  minutes. Sequence numbers in a moto shard are consecutive integers, so both index
+  the shard directly.
+- DynamoDB: setting one attribute re-measures the whole item (to enforce the 400 KB
+  limit), so an UpdateItem adding n attributes to a wide item costs n x its size. The
+  size is kept as a running total instead; the limit is enforced as before.
+Behaviour is unchanged; only the cost is.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import threading
 import time
 
 from moto import server
+from moto.dynamodb.models.dynamo_type import DynamoType, ItemSizeTooLarge, LimitedSizeDict, bytesize
 from moto.kinesis.models import Shard
 
 
@@ -40,6 +45,34 @@ def _get_records(self: Shard, last_sequence_id: str, limit: int | None):
     behind = self.records[_max_sequence_number(self)].created_at - results[-1].created_at
     return results, results[-1].sequence_number, int(behind * 1000)
 
+
+def _size_of(key: str, value) -> int:
+    return bytesize(key) + (value.size() if type(value) is DynamoType else bytesize(str(value)))
+
+
+def _set_attribute(self: LimitedSizeDict, key: str, value) -> None:
+    size = self.__dict__.get("_size")
+    if size is None:
+        size = sum(_size_of(k, v) for k, v in self.items())
+    if key in self:
+        size -= _size_of(key, dict.__getitem__(self, key))
+    size += _size_of(key, value)
+    if size > 405000:  # moto's own threshold for DynamoDB's 400 KB item limit
+        raise ItemSizeTooLarge
+    dict.__setitem__(self, key, value)
+    self.__dict__["_size"] = size
+
+
+def _forgetting_size(method):
+    def wrapper(self, *args, **kwargs):
+        self.__dict__.pop("_size", None)
+        return method(self, *args, **kwargs)
+    return wrapper
+
+
+LimitedSizeDict.__setitem__ = _set_attribute
+for _name in ("__delitem__", "pop", "popitem", "update", "clear", "setdefault"):
+    setattr(LimitedSizeDict, _name, _forgetting_size(getattr(dict, _name)))
 
 Shard.get_max_sequence_number = _max_sequence_number
 Shard.get_min_sequence_number = _min_sequence_number

@@ -78,3 +78,9 @@ def _bucket(template: Template, logical_id: str, s3) -> None:
     props = template.properties(logical_id)
     if props.get("VersioningConfiguration", {}).get("Status") == "Enabled":
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    rules = props.get("LifecycleConfiguration", {}).get("Rules", [])
+    if rules:
+        s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [
+            {"ID": rule.get("Id", f"rule{n}"), "Status": rule["Status"], "Filter": {"Prefix": rule.get("Prefix", "")},
+             "Expiration": {"Days": int(rule["ExpirationInDays"])}}
+            for n, rule in enumerate(rules) if "ExpirationInDays" in rule]})

@@ -99,6 +99,7 @@ class LocalStack:
             self.mappings[source.function] = self._mapping(source)
         for mapping in self.mappings.values():
             mapping.start()
+        self._write_env_file()
         stage = self.template.resolve(self.template.resources[self._api_id()]["Properties"].get("StageName", "v1"))
         self.api = LocalApi(self.template.routes(), self.pools, self.api_key, stage, port=self.port)
         self.api.start()
@@ -121,6 +122,16 @@ class LocalStack:
         return EventSourceMapping(f"{source.function}<-{source.source_logical_id}", reader, self.pools[source.function],
                                   properties, self.aws["sqs"], dead_letter_url,
                                   self.template.get_att(source.function, "Arn"))
+
+    def _write_env_file(self) -> None:
+        """Names and endpoint of this stack, for `python -m ops --local`."""
+        names = {}
+        for pool in self.pools.values():
+            names.update({k: v for k, v in pool.environment.items()
+                          if k.isupper() and k.startswith(("AWS_", "PROFILES", "ITEMS", "EVENTS", "ARTIFACTS",
+                                                           "RAW_EVENTS"))
+                          and not k.startswith("AWS_LAMBDA")})
+        (self.log_dir.parent / "local-stack.env").write_text("".join(f"{k}={v}\n" for k, v in sorted(names.items())))
 
     def environment_of(self, logical_id: str) -> dict[str, str]:
         return self.pools[logical_id].environment

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def fingerprint(data: Path, model_version: str) -> str:
-    digest = hashlib.sha256(model_version.encode())
+    digest = hashlib.sha256(f"{model_version}:{ItemIndex.FORMAT}".encode())
     for name in sorted(os.listdir(data)):
         if name.endswith(".csv"):
             digest.update(name.encode())
@@ -66,7 +66,8 @@ def run(data: Path, model: Path, out: Path, force: bool = False) -> int:
           file=sys.stderr)
     index = ItemIndex(encoder.dim, capacity=len(items))
     index.extend([item.item_id for item in items], vectors,
-                 np.array([counts[item.item_id] for item in items], dtype=np.float32))
+                 np.array([counts[item.item_id] for item in items], dtype=np.float32),
+                 [item.categories for item in items])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(index.to_npz(model_version=encoder.version, source=source))
     print(f"catalog: wrote {out}")

@@ -2,7 +2,10 @@
 
 Items: `items.csv` (item_id,title,genres,tags; genres and tags '|'-separated) or
 MovieLens `movies.csv` (+ optional `tags.csv`). Interactions: `train.csv`
-(user_id,item_id,rating,timestamp) or MovieLens `ratings.csv`.
+(user_id,item_id,rating,timestamp), MovieLens `ratings.csv`, or `events.csv` written by
+`python -m ops export-events` (the same first four columns, then type, event_id,
+dwell_seconds, query; item events only are read, and an empty rating, an event
+that is not a rating, counts as 1).
 """
 from __future__ import annotations
 
@@ -49,6 +52,9 @@ def read_items(directory: Path) -> list[Item]:
 
 def read_interactions(directory: Path) -> Iterator[Interaction]:
     directory = Path(directory)
+    if (directory / "events.csv").exists():
+        yield from _exported_events(directory / "events.csv")
+        return
     if (directory / "train.csv").exists():
         path, columns = directory / "train.csv", ("user_id", "item_id", "rating", "timestamp")
     elif (directory / "ratings.csv").exists():
@@ -59,6 +65,16 @@ def read_interactions(directory: Path) -> Iterator[Interaction]:
     for line, r in _rows(path, columns):
         try:
             yield Interaction(r[user], r[item], float(r[rating]), int(float(r[timestamp])))
+        except ValueError as error:
+            raise DatasetError(f"{path}:{line}: {error}") from None
+
+
+def _exported_events(path: Path) -> Iterator[Interaction]:
+    for line, r in _rows(path, ("user_id", "item_id", "rating", "timestamp", "type")):
+        if not r["item_id"] or r["type"] in ("hide", "dislike"):
+            continue
+        try:
+            yield Interaction(r["user_id"], r["item_id"], float(r["rating"] or 1.0), int(float(r["timestamp"])))
         except ValueError as error:
             raise DatasetError(f"{path}:{line}: {error}") from None
 

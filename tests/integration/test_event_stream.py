@@ -1,60 +1,93 @@
-"""The events path under failure: a poison record is dead-lettered alone, nothing else is lost."""
+"""The events path: exactly-once effect under redelivery, poison records, concurrent writers."""
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 
-def profile_event_count(stack, user: str) -> int:
+def profile_item(stack, user: str) -> dict | None:
     table = stack.template.physical_name("ProfilesTable")
-    item = stack.aws["dynamodb"].get_item(TableName=table, Key={"user_id": {"S": user}}, ConsistentRead=True)
-    return int(item["Item"]["event_count"]["N"]) if "Item" in item else 0
+    return stack.aws["dynamodb"].get_item(TableName=table, Key={"user_id": {"S": user}},
+                                          ConsistentRead=True).get("Item")
 
 
-def test_a_poison_record_goes_to_the_dead_letter_queue_alone(stack):
+def raw_events(stack, user: str) -> dict[str, bytes]:
+    """The user's raw event log: object key -> body."""
+    s3, bucket = stack.aws["s3"], stack.template.physical_name("RawEventsBucket")
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=f"events/user={user}/").get("Contents", [])
+    return {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listing}
+
+
+def event(user: str, n: int, **fields) -> dict:
+    return {"event_id": f"{user}-{n}", "user_id": user, "type": "click", "item_id": str(n % 50 + 1),
+            "dwell_seconds": 30, "timestamp": time.time() - 10_000 + n, **fields}
+
+
+def kinesis_batch(stack, events: list[dict], raw: dict[int, bytes] | None = None) -> dict:
+    """A Lambda Kinesis event as the mapping delivers it (payloads optionally replaced)."""
+    raw = raw or {}
+    stream = stack.template.get_att("EventsStream", "Arn")
+    return {"Records": [{
+        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": e["user_id"], "sequenceNumber": str(90000 + n),
+                    "data": base64.b64encode(raw.get(n, json.dumps(e).encode())).decode(),
+                    "approximateArrivalTimestamp": time.time()},
+        "eventSource": "aws:kinesis", "eventName": "aws:kinesis:record", "eventID": f"shardId-0:{90000 + n}",
+        "awsRegion": "us-east-1", "eventSourceARN": stream} for n, e in enumerate(events)]}
+
+
+def test_replaying_a_batch_leaves_profiles_and_raw_events_byte_identical(stack):
+    users = [f"replay-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    events = [event(users[n % 3], n) for n in range(60)]
+    batch = kinesis_batch(stack, events)
+    events_function = stack.pools["EventsFunction"]
+    assert events_function.invoke(batch) == {"batchItemFailures": []}
+    state = lambda: {u: (profile_item(stack, u), raw_events(stack, u)) for u in users}  # noqa: E731
+    before = state()
+    assert all(int(profile["event_count"]["N"]) == 20 and len(raw) == 1 for profile, raw in before.values())
+    assert events_function.invoke(batch) == {"batchItemFailures": []}
+    assert state() == before
+
+
+def test_one_poison_record_among_100_is_dead_lettered_with_its_reason(stack):
     user = f"poison-{uuid.uuid4().hex[:6]}"
-    stream = stack.template.physical_name("EventsStream")
-    good = [{"event_id": f"{user}-{i}", "user_id": user, "type": "view", "item_id": str(i + 1),
-             "timestamp": time.time()} for i in range(3)]
-    records = [{"Data": json.dumps(e).encode(), "PartitionKey": user} for e in good]
-    records.append({"Data": b"this is not an event", "PartitionKey": user})
-    kinesis = stack.aws["kinesis"]
-    put = kinesis.put_records(StreamName=stream, Records=records)
-    poison_sequence = put["Records"][-1]["SequenceNumber"]
+    events = [event(user, n) for n in range(100)]
+    batch = kinesis_batch(stack, events, raw={37: b"{not json at all"})
     queue = stack.aws["sqs"].get_queue_url(QueueName=stack.template.physical_name("EventsDeadLetterQueue"))["QueueUrl"]
+    assert stack.pools["EventsFunction"].invoke(batch) == {"batchItemFailures": []}
+    assert int(profile_item(stack, user)["event_count"]["N"]) == 99
+    messages = []
+    for _ in range(10):
+        received = stack.aws["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        messages += [json.loads(m["Body"]) for m in received.get("Messages", [])]
+        ours = [m for m in messages if m.get("sequenceNumber") == "90037"]
+        if ours:
+            break
+    assert len(ours) == 1 and ours[0]["condition"] == "InvalidRecord"
+    assert base64.b64decode(ours[0]["data"]) == b"{not json at all" and "Expecting property name" in ours[0]["reason"]
 
-    messages, deadline = [], time.time() + 30
-    while not messages and time.time() < deadline:
-        messages = stack.aws["sqs"].receive_message(QueueUrl=queue, WaitTimeSeconds=1).get("Messages", [])
-    assert messages, "the poison record never reached the dead-letter queue"
-    failure = json.loads(messages[0]["Body"])
-    batch = failure["KinesisBatchInfo"]
-    assert batch["startSequenceNumber"] == batch["endSequenceNumber"] == poison_sequence
-    assert batch["batchSize"] == 1 and batch["streamArn"].endswith(stream)
-    assert failure["requestContext"]["condition"] == "RetryAttemptsExhausted"
-    assert failure["requestContext"]["approximateInvokeCount"] == 4  # the first try and 3 retries
-    assert profile_event_count(stack, user) == 3
 
-
-def test_concurrent_writers_never_lose_a_profile_update(stack):
-    """Optimistic locking: 4 writers x 25 read-modify-writes on one profile, all counted."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from recsys.events import Event
-    from recsys.profile import apply_events
+@pytest.mark.parametrize("writers,events_each", [(8, 200)])
+def test_concurrent_writers_on_one_user_count_every_event_once(stack, writers, events_each):
+    from recsys.ingest import EventIngestor
     from recsys.settings import Settings
-    from recsys.storage import ProfileRepository
 
-    profiles = ProfileRepository(Settings.from_env(stack.environment_of("EventsFunction")))
+    ingestor = EventIngestor(Settings.from_env(stack.environment_of("EventsFunction")))
     user = f"contended-{uuid.uuid4().hex[:6]}"
 
-    def writer(n: int) -> None:
-        for i in range(25):
-            event = Event(event_id=f"{n}-{i}", user_id=user, type="view", timestamp=time.time(), item_id=f"{n}-{i}")
-            profiles.update(user, lambda profile, event=event: apply_events(profile, [event], lambda _: None))
+    def writer(w: int) -> dict:
+        failures = {}
+        for start in range(0, events_each, 20):
+            records = {f"{w}-{n}": json.dumps(event(user, w * events_each + n)).encode()
+                       for n in range(start, start + 20)}
+            failures.update(ingestor.apply(records))
+        return failures
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(writer, range(4)))
-    profile = profiles.get(user)
-    assert profile.event_count == 100 and len(profile.consumed) == 100
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        failures = [f for result in pool.map(writer, range(writers)) for f in result]
+    assert failures == []
+    assert int(profile_item(stack, user)["event_count"]["N"]) == writers * events_each

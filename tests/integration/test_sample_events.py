@@ -238,7 +238,7 @@ def kinesis_records(aws_stack: Stack) -> list[dict[str, Any]]:
 # ---- the files themselves ------------------------------------------------------
 
 def test_every_function_of_the_template_has_a_sample_event() -> None:
-    functions = set(Template(TEMPLATE, STACK, REGION).functions())
+    functions = set(Template(TEMPLATE, STACK, REGION).of_type("AWS::Serverless::Function"))
     covered = {function_of(sample) for sample in SAMPLES}
     assert functions - covered == set(), "add events/<prefix>-*.json for these functions (and a prefix above)"
     assert None not in covered, f"a sample's name maps to no function: {[s.name for s in SAMPLES]}"
@@ -347,15 +347,20 @@ def test_kinesis_batch_builds_the_users_profile(aws_stack: Stack) -> None:
     assert profile.long_term is not None and profile.long_term.shape == (384,)
 
 
-def test_kinesis_record_that_is_not_json_fails_alone(aws_stack: Stack) -> None:
+def test_kinesis_record_that_is_not_json_is_dead_lettered_alone_with_its_reason(aws_stack: Stack) -> None:
     event = load("kinesis-events.json")
     poison = event["Records"][1]["kinesis"]
     poison["data"] = base64.b64encode(b"search: space adventure").decode()
     response = aws_stack.invoke("EventsFunction", event)
-    assert response == {"batchItemFailures": [{"itemIdentifier": poison["sequenceNumber"]}]}
+    assert response == {"batchItemFailures": []}
     profile = aws_stack.profile("42")
     assert profile is not None and profile.event_count == 2
     assert profile.consumed == {"1", "2"}
+    queue = aws_stack.environment("EventsFunction")["EVENTS_DLQ_URL"]
+    (message,) = aws_stack.aws["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    body = json.loads(message["Body"])
+    assert body["sequenceNumber"] == poison["sequenceNumber"] and body["condition"] == "InvalidRecord"
+    assert base64.b64decode(body["data"]) == b"search: space adventure" and "Expecting value" in body["reason"]
 
 
 def test_recommendations_leave_out_what_the_user_consumed(aws_stack: Stack, catalog: Catalog) -> None:

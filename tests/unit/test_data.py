@@ -117,3 +117,11 @@ def test_an_item_without_a_title_names_the_file(tmp_path: Path) -> None:
     write(tmp_path, "items.csv", "item_id,title,genres,tags", '2," ",Drama,')
     with pytest.raises(DatasetError, match=r"items\.csv"):
         read_items(tmp_path)
+
+
+def test_exported_events_are_interactions(tmp_path: Path) -> None:
+    write(tmp_path, "events.csv", "user_id,item_id,rating,timestamp,type,event_id,dwell_seconds,query",
+          "u1,10,4.5,100.0,rating,e1,,", "u1,,,101.0,search,e2,,space", "u1,11,,102.5,click,e3,30,",
+          "u1,12,,103.0,hide,e4,,")
+    assert [(i.item_id, i.rating, i.timestamp) for i in read_interactions(tmp_path)] == [
+        ("10", 4.5, 100), ("11", 1.0, 102)]

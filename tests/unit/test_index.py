@@ -63,7 +63,7 @@ def test_npz_round_trip_without_pickle() -> None:
     data = index.to_npz(model="mini-lm", version=3.0)
 
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        assert set(npz.files) == {"ids", "vectors", "counts", "model", "version"}
+        assert set(npz.files) == {"ids", "vectors", "counts", "categories", "model", "version"}
 
     loaded, meta = ItemIndex.from_npz(data)
     assert loaded.ids == ids and loaded.dim == DIM
@@ -77,3 +77,20 @@ def test_npz_round_trip_without_pickle() -> None:
 def test_npz_round_trip_of_an_empty_index() -> None:
     loaded, meta = ItemIndex.from_npz(ItemIndex(DIM).to_npz())
     assert len(loaded) == 0 and loaded.dim == DIM and meta == {}
+
+
+def test_categories_and_the_neighbour_prior() -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(30, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = ItemIndex(8)
+    index.extend([f"i{n}" for n in range(30)], vectors, np.arange(30, dtype=np.float32),
+                 [("Horror",) if n % 2 else ("Comedy", "Drama") for n in range(30)])
+    restored, _ = ItemIndex.from_npz(index.to_npz())
+    assert restored.categories_of("i1") == ("Horror",) and restored.categories_of("i2") == ("Comedy", "Drama")
+    index.upsert("new", vectors[29] * 0.99 + vectors[28] * 0.01, count=0.0)
+    index.set_prior("new")
+    assert index.counts[index.rows["new"]] == 0
+    assert index.popularity_counts[index.rows["new"]] > 15, "a new item near popular ones starts popular"
+    index.set_counts({"i0": 5.0})
+    assert index.counts[index.rows["i0"]] == 5.0 and index.counts[index.rows["i29"]] == 0

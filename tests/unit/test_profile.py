@@ -1,6 +1,8 @@
 """recsys.profile: event weights and how events fold into a profile."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -13,8 +15,11 @@ BASIS = np.eye(DIM, dtype=np.float32)
 VECTORS = {f"i{n}": BASIS[n] for n in range(DIM)}
 
 
+_ids = itertools.count()
+
+
 def ev(event_type: str = "click", item: str | None = "i0", at: float = T0, **fields) -> Event:
-    return Event(event_id=f"e{at}", user_id="u", type=event_type, timestamp=at, item_id=item, **fields)
+    return Event(event_id=f"e{next(_ids)}", user_id="u", type=event_type, timestamp=at, item_id=item, **fields)
 
 
 def vector_of(event: Event) -> np.ndarray | None:
@@ -24,7 +29,9 @@ def vector_of(event: Event) -> np.ndarray | None:
 
 
 def fold(*events: Event, config: ProfileConfig = DEFAULT_CONFIG) -> Profile:
-    return apply_events(Profile("u"), events, vector_of, config)
+    profile = Profile("u")
+    apply_events(profile, events, vector_of, config)
+    return profile
 
 
 # ---- weights -------------------------------------------------------------
@@ -42,11 +49,24 @@ def test_dwell_raises_a_clicks_weight_and_saturates() -> None:
     assert huge == pytest.approx(DEFAULT_CONFIG.click * (1 + DEFAULT_CONFIG.dwell_boost))
 
 
-def test_ratings_are_centred() -> None:
+def test_ratings_are_centred_on_the_users_own_mean() -> None:
     w = DEFAULT_CONFIG.weight
     assert w(ev("rating", value=1.0)) < 0 < w(ev("rating", value=4.5))
-    assert w(ev("rating", value=DEFAULT_CONFIG.rating_centre)) == 0
+    assert w(ev("rating", value=DEFAULT_CONFIG.rating_prior_mean)) == 0
     assert w(ev("rating", value=5)) > w(ev("rating", value=4))
+    generous = fold(*[ev("rating", "i1", T0 + n, value=5.0) for n in range(20)])
+    assert w(ev("rating", value=4.0), generous) < 0, "a 4 from someone who gives 5s is below their mean"
+    harsh = fold(*[ev("rating", "i1", T0 + n, value=2.0) for n in range(20)])
+    assert w(ev("rating", value=3.0), harsh) > 0
+
+
+def test_a_bounce_is_a_weak_negative_and_hide_and_dislike_exclude() -> None:
+    w = DEFAULT_CONFIG.weight
+    assert -w(ev("click")) < w(ev("click", dwell_seconds=1.0)) < 0
+    assert w(ev("dislike")) < w(ev("hide")) < 0
+    profile = fold(ev("hide", "i3"), ev("dislike", "i4", T0 + 1))
+    assert {"i3", "i4"} <= profile.consumed
+    assert profile.long_term[3] < 0 and profile.long_term[4] < 0
 
 
 # ---- apply_events --------------------------------------------------------
@@ -116,7 +136,8 @@ def test_long_term_halves_an_old_event_after_one_half_life() -> None:
 def test_applying_in_two_batches_matches_one_batch() -> None:
     events = [ev("click", "i0"), ev("view", "i1", T0 + 86_400 * 10), ev("purchase", "i2", T0 + 86_400 * 11)]
     one = fold(*events)
-    two = apply_events(fold(*events[:1]), events[1:], vector_of)
+    two = fold(*events[:1])
+    apply_events(two, events[1:], vector_of)
     np.testing.assert_allclose(one.long_term, two.long_term, rtol=1e-6)
     assert one.event_count == two.event_count == 3
 
@@ -127,3 +148,45 @@ def test_session_active_follows_the_last_event() -> None:
     assert profile.session_active(T0 + gap)
     assert not profile.session_active(T0 + gap + 1)
     assert not Profile("new").session_active(T0)
+
+
+def test_an_event_delivered_twice_moves_the_profile_once() -> None:
+    events = [ev("click", "i0"), ev("purchase", "i1", T0 + 60), ev("search", None, T0 + 90, query="q")]
+    profile = fold(*events)
+    before = (profile.long_term.copy(), profile.session.copy(), profile.event_count, list(profile.applied_events))
+    assert apply_events(profile, events, vector_of) == []
+    np.testing.assert_array_equal(profile.long_term, before[0])
+    np.testing.assert_array_equal(profile.session, before[1])
+    assert (profile.event_count, profile.applied_events) == (before[2], before[3])
+
+
+def test_remembered_event_ids_are_bounded() -> None:
+    config = ProfileConfig(remembered_events=3)
+    profile = fold(*[ev("view", "i1", T0 + n) for n in range(5)], config=config)
+    assert len(profile.applied_events) == 3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_late_events_give_the_same_long_term_vector_as_in_order(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    items = list(VECTORS)
+    events = [ev(str(rng.choice(["view", "click", "add_to_cart", "purchase"])), str(rng.choice(items)),
+                 T0 + float(t)) for t in np.sort(rng.uniform(0, 200 * 86_400, 40))]
+    in_order = fold(*events)
+    shuffled = Profile("u")
+    order = rng.permutation(len(events))
+    for chunk in np.array_split(order, 7):
+        apply_events(shuffled, [events[i] for i in chunk], vector_of)
+    np.testing.assert_allclose(shuffled.long_term, in_order.long_term, rtol=1e-4, atol=1e-6)
+    assert shuffled.last_event_at == in_order.last_event_at and shuffled.event_count == in_order.event_count
+    assert shuffled.session_started_at <= shuffled.last_event_at
+    assert shuffled.consumed == in_order.consumed
+
+
+def test_a_late_event_inside_the_session_gap_joins_the_session() -> None:
+    profile = fold(ev("click", "i0", T0 + 600))
+    apply_events(profile, [ev("click", "i1", T0)], vector_of)
+    assert profile.session_started_at == T0 and profile.session[1] > 0
+    stale = fold(ev("click", "i0", T0 + 3 * 3600))
+    apply_events(stale, [ev("click", "i1", T0)], vector_of)
+    assert stale.session[1] == 0 and stale.long_term[1] > 0, "a late event from an old session stays out of this one"

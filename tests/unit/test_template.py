@@ -235,7 +235,8 @@ def test_contract_others_depend_on(
             "EVENTS_STREAM",
             "ARTIFACTS_BUCKET",
         },
-        "EventsFunction": {"PROFILES_TABLE", "ITEMS_TABLE", "ARTIFACTS_BUCKET"},
+        "EventsFunction": {"PROFILES_TABLE", "ITEMS_TABLE", "ARTIFACTS_BUCKET",
+                           "RAW_EVENTS_BUCKET", "EVENTS_DLQ_URL"},
         "CatalogFunction": {"ITEMS_TABLE"},
     }
     for fn_name, names in expected_env.items():

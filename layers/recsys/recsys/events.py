@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "search")
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "search", "hide", "dislike")
 ITEM_EVENT_TYPES = frozenset(EVENT_TYPES) - {"search"}
 MAX_EVENTS_PER_REQUEST = 500
 MAX_ID_LENGTH = 128

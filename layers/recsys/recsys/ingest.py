@@ -12,29 +12,41 @@ import numpy as np
 from recsys.catalog import Item
 from recsys.events import Event, parse_event
 from recsys.live import LiveCatalog, encoder_for
-from recsys.profile import apply_events
+from recsys.profile import Profile, apply_events, event_fingerprint
 from recsys.settings import Settings
-from recsys.storage import CatalogSnapshots, ItemRepository, ProfileRepository
+from recsys.storage import (
+    CatalogSnapshots,
+    DeadLetterQueue,
+    ItemRepository,
+    ProfileRepository,
+    RawEventLog,
+)
 
 
 class EventIngestor:
-    """Applies a batch of events: coalesced per user, each profile written once."""
+    """Applies a batch of events: coalesced per user, each profile written once per chunk.
+
+    Kinesis delivers at least once; the effect on profiles is exactly once: an event
+    whose id the profile already holds is skipped. A record that is not a valid event
+    is dead-lettered with the reason at once (retrying cannot fix it); any other failure
+    fails the user's records, which the mapping retries, then dead-letters.
+    """
+
+    chunk = 500  # events per profile write
 
     def __init__(self, settings: Settings) -> None:
-        settings.require("profiles_table", "items_table", "artifacts_bucket")
+        settings.require("profiles_table", "items_table", "artifacts_bucket", "raw_events_bucket")
         self.encoder = encoder_for(settings)
         self.profiles = ProfileRepository(settings)
+        self.raw_events = RawEventLog(settings)
+        self.dead_letters = DeadLetterQueue(settings) if settings.events_dead_letter_queue else None
         # Events about an item added in the last few seconds move the profile's recent
         # items but not its vectors; a slower refresh than the API's keeps the query load low.
         self.catalog = LiveCatalog(CatalogSnapshots(settings), ItemRepository(settings), self.encoder.dim,
                                    refresh_seconds=5.0)
 
     def apply(self, records: Mapping[str, bytes]) -> dict[str, Exception]:
-        """Apply events keyed by record id; returns the records that failed and why.
-
-        A record that is not a valid event fails alone; a user whose profile cannot
-        be written fails with all of that user's records, so they are retried together.
-        """
+        """Apply events keyed by record id; returns the records that failed and why."""
         failures: dict[str, Exception] = {}
         by_user: dict[str, list[tuple[str, Event]]] = defaultdict(list)
         now = time.time()
@@ -42,7 +54,10 @@ class EventIngestor:
             try:
                 event = parse_event(json.loads(payload), now=now)
             except ValueError as error:
-                failures[record_id] = error
+                if self.dead_letters is None:
+                    failures[record_id] = error
+                else:
+                    self.dead_letters.send(record_id, payload, str(error))
                 continue
             by_user[event.user_id].append((record_id, event))
         queries = sorted({e.query for batch in by_user.values() for _, e in batch if e.type == "search"})
@@ -53,12 +68,24 @@ class EventIngestor:
             return query_vectors[event.query] if event.type == "search" else index.vector(event.item_id)
 
         for user_id, batch in by_user.items():
-            events = [event for _, event in batch]
             try:
-                self.profiles.update(user_id, lambda profile, events=events: apply_events(profile, events, vector_of))
+                self._apply_user(user_id, [event for _, event in batch], vector_of)
             except Exception as error:  # noqa: BLE001 -- the user's records are retried, then dead-lettered
                 failures.update((record_id, error) for record_id, _ in batch)
         return failures
+
+    def _apply_user(self, user_id: str, events: list[Event], vector_of) -> None:
+        known = self.profiles.get(user_id)
+        applied_before = set(known.applied_events) if known else set()
+        self.raw_events.put(user_id, [e for e in events if event_fingerprint(e.event_id) not in applied_before])
+        events = sorted(events, key=lambda e: (e.timestamp, e.event_id))
+        for start in range(0, len(events), self.chunk):
+            chunk = events[start:start + self.chunk]
+
+            def change(profile: Profile, chunk: list[Event] = chunk) -> list[Event] | None:
+                return apply_events(profile, chunk, vector_of) or None
+
+            self.profiles.update(user_id, change)
 
 
 class ItemEncoder:

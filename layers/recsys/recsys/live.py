@@ -40,12 +40,14 @@ class LiveCatalog:
     def refresh(self) -> int:
         """Read items changed since the last look; returns how many vectors changed."""
         changed = 0
-        for item_id, vector, updated_at in self.items.changed_since(self._watermark - CLOCK_SKEW_SECONDS):
-            if vector is not None and vector.shape == (self.dim,):
-                prior = None if item_id in self._index.rows else self._index.neighbour_count(vector)
-                self._index.upsert(item_id, vector, prior)
+        for item in self.items.changed_since(self._watermark - CLOCK_SKEW_SECONDS):
+            if item.vector is not None and item.vector.shape == (self.dim,):
+                new = item.item_id not in self._index.rows
+                self._index.upsert(item.item_id, item.vector, categories=item.categories)
+                if new:
+                    self._index.set_prior(item.item_id)
                 changed += 1
-            self._watermark = max(self._watermark, updated_at)
+            self._watermark = max(self._watermark, item.updated_at)
         self._refreshed_at = self.clock()
         return changed
 

@@ -24,7 +24,7 @@ DEFAULT_WEIGHTS = BlendWeights()
 
 def popularity(index: ItemIndex) -> np.ndarray:
     """Interaction counts squashed to [0, 1] on a log scale."""
-    counts = np.log1p(index.counts)
+    counts = np.log1p(index.popularity_counts)
     top = float(counts.max()) if len(counts) else 0.0
     return counts / top if top > 0 else counts
 

@@ -17,6 +17,8 @@ class Settings:
     items_table: str = ""
     events_stream: str = ""
     artifacts_bucket: str = ""
+    raw_events_bucket: str = ""
+    events_dead_letter_queue: str = ""
     region: str = "us-east-1"
     endpoint_url: str | None = None
     model_dir: Path | None = None
@@ -30,6 +32,8 @@ class Settings:
             items_table=env.get("ITEMS_TABLE", ""),
             events_stream=env.get("EVENTS_STREAM", ""),
             artifacts_bucket=env.get("ARTIFACTS_BUCKET", ""),
+            raw_events_bucket=env.get("RAW_EVENTS_BUCKET", ""),
+            events_dead_letter_queue=env.get("EVENTS_DLQ_URL", ""),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             model_dir=Path(model_dir) if model_dir else None,

@@ -4,12 +4,16 @@ The domain modules never import this one; handlers and jobs wire the two togethe
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import boto3
 import numpy as np
@@ -36,6 +40,7 @@ CATALOG_PARTITION = "items"
 SNAPSHOT_KEY = "catalog/item_vectors.npz"
 PROFILE_TTL_SECONDS = 400 * 86_400
 CONFLICT_RETRIES = 20
+T = TypeVar("T")
 
 
 class ConcurrentUpdate(Exception):
@@ -64,6 +69,9 @@ def profile_model(settings: Settings) -> type[Model]:
         recent_items = ListAttribute(of=UnicodeAttribute, default=list)
         consumed = UnicodeSetAttribute(null=True)
         event_count = NumberAttribute(default=0)
+        rating_sum = NumberAttribute(default=0)
+        rating_count = NumberAttribute(default=0)
+        applied_events = BinaryAttribute(null=True, legacy_encoding=False)  # uint64 fingerprints
         expires_at = NumberAttribute(null=True)
         version = VersionAttribute()
 
@@ -111,8 +119,12 @@ def _bytes(vector: np.ndarray | None) -> bytes | None:
 
 
 class ProfileRepository:
+    """Profiles in DynamoDB, written with optimistic locking (the `version` attribute)."""
+
     def __init__(self, settings: Settings) -> None:
         self.model = profile_model(settings)
+        self.table = settings.profiles_table
+        self.dynamodb = aws_client("dynamodb", settings.region, settings.endpoint_url)
 
     def get(self, user_id: str) -> Profile | None:
         try:
@@ -123,15 +135,20 @@ class ProfileRepository:
             user_id=record.user_id, long_term=_vector(record.long_term), session=_vector(record.session),
             session_started_at=record.session_started_at, last_event_at=record.last_event_at,
             recent_items=list(record.recent_items or []), consumed=set(record.consumed or ()),
-            event_count=int(record.event_count or 0), version=record.version)
+            event_count=int(record.event_count or 0), rating_sum=float(record.rating_sum or 0),
+            rating_count=int(record.rating_count or 0),
+            applied_events=np.frombuffer(record.applied_events or b"", dtype="<u8").tolist(),
+            version=record.version)
 
     def save(self, profile: Profile) -> None:
-        """Write with optimistic locking: raises ConcurrentUpdate if someone wrote in between."""
+        """Write if nobody wrote the profile since it was read; raises ConcurrentUpdate otherwise."""
         record = self.model(
             profile.user_id, long_term=_bytes(profile.long_term), session=_bytes(profile.session),
             session_started_at=profile.session_started_at, last_event_at=profile.last_event_at,
             recent_items=profile.recent_items, consumed=profile.consumed or None,
-            event_count=profile.event_count, expires_at=int(time.time()) + PROFILE_TTL_SECONDS)
+            event_count=profile.event_count, rating_sum=profile.rating_sum, rating_count=profile.rating_count,
+            applied_events=np.array(profile.applied_events, dtype="<u8").tobytes() or None,
+            expires_at=int(time.time()) + PROFILE_TTL_SECONDS)
         if profile.version is not None:
             record.version = profile.version
         try:
@@ -142,14 +159,26 @@ class ProfileRepository:
             raise
         profile.version = record.version
 
-    def update(self, user_id: str, change) -> Profile:
-        """Read, change, write; on a concurrent write re-read and change again."""
+    def delete(self, user_id: str) -> int:
+        """Deletes the profile; returns 1 if there was one."""
+        response = self.dynamodb.delete_item(TableName=self.table, Key={"user_id": {"S": user_id}},
+                                             ReturnValues="ALL_OLD")
+        return 1 if response.get("Attributes") else 0
+
+    def update(self, user_id: str, change: Callable[[Profile], T | None]) -> T | None:
+        """Read, change, write; on a concurrent write re-read and change again.
+
+        `change` returns what it did, or None when it left the profile as it was (then
+        nothing is written); `update` returns what the write that succeeded did.
+        """
         for attempt in range(CONFLICT_RETRIES):
             profile = self.get(user_id) or Profile(user_id=user_id)
-            change(profile)
+            done = change(profile)
+            if done is None:
+                return None
             try:
                 self.save(profile)
-                return profile
+                return done
             except ConcurrentUpdate:
                 time.sleep(random.uniform(0, 0.01 * 2 ** min(attempt, 6)))
         raise ConcurrentUpdate(f"profile {user_id}: {CONFLICT_RETRIES} concurrent writes in a row")
@@ -157,6 +186,14 @@ class ProfileRepository:
 
 def _conditional_check_failed(error: PutError | UpdateError) -> bool:
     return getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+@dataclass(frozen=True)
+class ChangedItem:
+    item_id: str
+    vector: np.ndarray | None
+    categories: tuple[str, ...]
+    updated_at: float
 
 
 class ItemRepository:
@@ -200,12 +237,13 @@ class ItemRepository:
             raise
         return True
 
-    def changed_since(self, updated_after: float) -> Iterator[tuple[str, np.ndarray | None, float]]:
-        """(item_id, vector, updated_at) of items written after a time, oldest first."""
+    def changed_since(self, updated_after: float) -> Iterator[ChangedItem]:
+        """Items written after a time (and not in the published snapshot), oldest first."""
         for record in self.model.by_update.query(
                 CATALOG_PARTITION, self.model.updated_at > updated_after,
-                attributes_to_get=["item_id", "vector", "updated_at"]):
-            yield record.item_id, _vector(record.vector), float(record.updated_at)
+                attributes_to_get=["item_id", "vector", "categories", "updated_at"]):
+            yield ChangedItem(record.item_id, _vector(record.vector), tuple(record.categories or ()),
+                              float(record.updated_at))
 
     def _record(self, item: Item, vector: np.ndarray | None, model_version: str | None, now: float,
                 in_snapshot: bool):
@@ -265,3 +303,58 @@ class CatalogSnapshots:
     def publish(self, index: ItemIndex, model_version: str, updated_at: float) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=SNAPSHOT_KEY,
                            Body=index.to_npz(model_version=model_version, updated_at=updated_at))
+
+
+class RawEventLog:
+    """Every applied event, kept in S3 as the build job's training data, one object per
+    user and batch (`events/user=<quoted id>/<first timestamp>-<digest>.jsonl`), so a
+    user's events can be listed and erased by prefix. Objects are named by their
+    content: writing the same events again rewrites the same object."""
+
+    prefix = "events/"
+
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.raw_events_bucket
+        self.s3 = aws_client("s3", settings.region, settings.endpoint_url)
+
+    def _user_prefix(self, user_id: str) -> str:
+        return f"{self.prefix}user={quote(user_id, safe='')}/"
+
+    def put(self, user_id: str, events: list[Event]) -> None:
+        if not events:
+            return
+        body = "".join(json.dumps(e.to_json(), sort_keys=True) + "\n" for e in events).encode()
+        key = f"{self._user_prefix(user_id)}{int(min(e.timestamp for e in events)):011d}-" \
+              f"{hashlib.sha256(body).hexdigest()[:16]}.jsonl"
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+
+    def keys(self, user_id: str | None = None) -> Iterator[str]:
+        prefix = self._user_prefix(user_id) if user_id is not None else self.prefix
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            yield from (o["Key"] for o in page.get("Contents", []))
+
+    def events(self, user_id: str | None = None) -> Iterator[Event]:
+        for key in self.keys(user_id):
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()
+            yield from (Event(**json.loads(line)) for line in body.splitlines() if line)
+
+    def erase(self, user_id: str) -> int:
+        """Deletes every object of the user; returns how many."""
+        keys = list(self.keys(user_id))
+        for start in range(0, len(keys), 1000):
+            self.s3.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+        return len(keys)
+
+
+class DeadLetterQueue:
+    """Where a record that can never be applied goes, with the reason, to be fixed and redriven."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.events_dead_letter_queue
+        self.sqs = aws_client("sqs", settings.region, settings.endpoint_url)
+
+    def send(self, record_id: str, payload: bytes, reason: str) -> None:
+        self.sqs.send_message(QueueUrl=self.url, MessageBody=json.dumps({
+            "condition": "InvalidRecord", "reason": reason, "sequenceNumber": record_id,
+            "data": base64.b64encode(payload).decode()}))

@@ -1,0 +1,1 @@
+"""Operations on a running stack (local or on AWS): redrive, export events, erase a user."""

@@ -1,0 +1,70 @@
+"""`python -m ops COMMAND`: operations on a running stack.
+
+Resource names come from the environment the functions get (PROFILES_TABLE,
+EVENTS_STREAM, RAW_EVENTS_BUCKET, EVENTS_DLQ_URL, ...), from a CloudFormation stack's
+outputs with --stack NAME, or from the running local stack with --local (it writes
+build/local-stack.env on start).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import boto3
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT / "layers" / "recsys")]
+
+from ops import commands  # noqa: E402
+from recsys.settings import Settings  # noqa: E402
+
+LOCAL_ENV = REPO_ROOT / "build" / "local-stack.env"
+OUTPUTS = {"ProfilesTableName": "PROFILES_TABLE", "ItemsTableName": "ITEMS_TABLE",
+           "EventsStreamName": "EVENTS_STREAM", "ArtifactsBucketName": "ARTIFACTS_BUCKET",
+"RawEventsBucketName": "RAW_EVENTS_BUCKET",
+           "EventsDeadLetterQueueUrl": "EVENTS_DLQ_URL"}
+
+
+def environment(args: argparse.Namespace) -> dict[str, str]:
+    env = dict(os.environ)
+    if args.local:
+        if not LOCAL_ENV.exists():
+            sys.exit(f"ops: {LOCAL_ENV} not found: is `make run` up?")
+        env.update(line.split("=", 1) for line in LOCAL_ENV.read_text().splitlines() if "=" in line)
+        os.environ.update(env)
+    if args.stack:
+        stack = boto3.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"][0]
+        env.update({OUTPUTS[o["OutputKey"]]: o["OutputValue"] for o in stack.get("Outputs", [])
+                    if o["OutputKey"] in OUTPUTS})
+    return env
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true", help="the stack `make run` started")
+    where.add_argument("--stack", help="a deployed CloudFormation stack's name")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("redrive", help="put dead-lettered events back on the events stream")
+    export = sub.add_parser("export-events", help="write every raw applied event to a CSV")
+    export.add_argument("--out", type=Path, required=True)
+    erase = sub.add_parser("erase-user", help="delete a user's profile and raw events")
+    erase.add_argument("user_id")
+    args = parser.parse_args()
+    settings = Settings.from_env(environment(args))
+    if args.command == "redrive":
+        result = commands.redrive(settings)
+    elif args.command == "export-events":
+        result = commands.export_events(settings, args.out)
+    else:
+        result = commands.erase_user(settings, args.user_id)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
