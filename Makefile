@@ -8,7 +8,7 @@ MODEL := layers/encoder/encoder_model/manifest.json
 CATALOG := build/catalog/catalog.npz
 DATA := data/ml-latest-small
 
-.PHONY: run test eval lint sam-build bench clean
+.PHONY: run test eval replay lint sam-build bench clean
 .DEFAULT_GOAL := run
 
 $(VENV)/.installed: requirements-dev.txt layers/recsys/requirements.txt layers/encoder/requirements.txt
@@ -38,6 +38,11 @@ test: $(CATALOG)
 eval: $(MODEL)
 	@test -n "$(SPLIT)" -a -n "$(OUT)" || (echo "usage: make eval SPLIT=<split dir> OUT=<file.jsonl>" >&2; exit 2)
 	$(PY) -m model_build eval --split $(SPLIT) --out $(OUT)
+
+## replay: real-time vs frozen profiles on a split's test events, through the local stack (SPLIT=dir [USERS=100])
+replay: $(MODEL)
+	@test -n "$(SPLIT)" || (echo "usage: make replay SPLIT=<split dir> [USERS=100]" >&2; exit 2)
+	$(PY) scripts/replay.py --split $(SPLIT) $(if $(USERS),--users $(USERS))
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

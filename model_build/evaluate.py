@@ -40,8 +40,10 @@ def train_profiles(split: Path, index: ItemIndex) -> dict[str, Profile]:
         events[row.user_id].append(Event(event_id=str(n), user_id=row.user_id, type="rating",
                                          timestamp=float(row.timestamp), item_id=row.item_id,
                                          value=min(5.0, max(0.0, row.rating))))
-    return {user: apply_events(Profile(user_id=user), user_events, lambda e: index.vector(e.item_id))
-            for user, user_events in events.items()}
+    profiles = {user: Profile(user_id=user) for user in events}
+    for user, user_events in events.items():
+        apply_events(profiles[user], user_events, lambda e: index.vector(e.item_id))
+    return profiles
 
 
 def test_users(split: Path) -> list[str]:

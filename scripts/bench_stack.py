@@ -111,8 +111,9 @@ def user_profile(index: ItemIndex, ratings: list, user_id: str) -> Profile:
     events = [Event(event_id=f"ml-{r.user_id}-{r.item_id}-{r.timestamp}", user_id=r.user_id, type="rating",
                     timestamp=float(r.timestamp), item_id=r.item_id, value=r.rating)
               for r in ratings if r.user_id == user_id]
-    return apply_events(Profile(user_id=user_id), events,
-                        lambda e: index.vector(e.item_id) if e.item_id else None)
+    profile = Profile(user_id=user_id)
+    apply_events(profile, events, lambda e: index.vector(e.item_id) if e.item_id else None)
+    return profile
 
 
 def bench_scoring(runs: int) -> dict[str, Any]:
