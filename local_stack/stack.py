@@ -131,12 +131,17 @@ class LocalStack:
                           if k.isupper() and k.startswith(("AWS_", "PROFILES", "ITEMS", "EVENTS", "ARTIFACTS",
                                                            "RAW_EVENTS"))
                           and not k.startswith("AWS_LAMBDA")})
-        (self.log_dir.parent / "local-stack.env").write_text("".join(f"{k}={v}\n" for k, v in sorted(names.items())))
+        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(names.items())))
 
     def environment_of(self, logical_id: str) -> dict[str, str]:
         return self.pools[logical_id].environment
 
+    @property
+    def env_file(self) -> Path:
+        return self.log_dir.parent / "local-stack.env"
+
     def stop(self) -> None:
+        self.env_file.unlink(missing_ok=True)
         if self.api:
             self.api.stop()
         for mapping in self.mappings.values():

@@ -87,10 +87,9 @@ def test_categories_and_the_neighbour_prior() -> None:
     index.extend([f"i{n}" for n in range(30)], vectors, np.arange(30, dtype=np.float32),
                  [("Horror",) if n % 2 else ("Comedy", "Drama") for n in range(30)])
     restored, _ = ItemIndex.from_npz(index.to_npz())
-    assert restored.categories_of("i1") == ("Horror",) and restored.categories_of("i2") == ("Comedy", "Drama")
+    assert restored.categories[restored.rows["i1"]] == ("Horror",)
+    assert restored.categories[restored.rows["i2"]] == ("Comedy", "Drama")
     index.upsert("new", vectors[29] * 0.99 + vectors[28] * 0.01, count=0.0)
     index.set_prior("new")
     assert index.counts[index.rows["new"]] == 0
     assert index.popularity_counts[index.rows["new"]] > 15, "a new item near popular ones starts popular"
-    index.set_counts({"i0": 5.0})
-    assert index.counts[index.rows["i0"]] == 5.0 and index.counts[index.rows["i29"]] == 0

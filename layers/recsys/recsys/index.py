@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 
 class ItemIndex:
-    """Unit item vectors, categories and popularity, addressable by item id; grows in place.
+    """Unit item vectors, categories (for filtering) and popularity, by item id; grows in place.
 
     `counts` is the evidence of popularity (interactions, decayed or not); `prior` is
     the estimate for an item with no evidence yet (its neighbours' mean count).
@@ -44,10 +44,6 @@ class ItemIndex:
         row = self.rows.get(item_id)
         return None if row is None else self._vectors[row]
 
-    def categories_of(self, item_id: str) -> tuple[str, ...]:
-        row = self.rows.get(item_id)
-        return () if row is None else self.categories[row]
-
     def upsert(self, item_id: str, vector: np.ndarray, count: float | None = None,
                categories: Sequence[str] | None = None) -> None:
         if vector.shape != (self.dim,):
@@ -70,14 +66,6 @@ class ItemIndex:
         """Give an item the neighbour prior (see `neighbour_count`)."""
         row = self.rows[item_id]
         self._prior[row] = self.neighbour_count(self._vectors[row], exclude=row)
-
-    def set_counts(self, counts: Mapping[str, float]) -> None:
-        """Replace every item's popularity evidence (items absent from `counts` get 0)."""
-        self._counts[:] = 0
-        for item_id, count in counts.items():
-            row = self.rows.get(item_id)
-            if row is not None:
-                self._counts[row] = count
 
     def neighbour_count(self, vector: np.ndarray, k: int = 10, exclude: int | None = None) -> float:
         """The mean interaction count of the k items nearest a vector: the popularity
