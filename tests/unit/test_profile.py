@@ -52,10 +52,12 @@ def test_dwell_raises_a_clicks_weight_and_saturates() -> None:
 def test_ratings_are_centred_on_the_users_own_mean() -> None:
     w = DEFAULT_CONFIG.weight
     assert w(ev("rating", value=1.0)) < 0 < w(ev("rating", value=4.5))
-    assert w(ev("rating", value=DEFAULT_CONFIG.rating_prior_mean)) == 0
+    neutral = DEFAULT_CONFIG.rating_prior_mean - DEFAULT_CONFIG.rating_tolerance
+    assert w(ev("rating", value=neutral)) == 0
     assert w(ev("rating", value=5)) > w(ev("rating", value=4))
     generous = fold(*[ev("rating", "i1", T0 + n, value=5.0) for n in range(20)])
-    assert w(ev("rating", value=4.0), generous) < 0, "a 4 from someone who gives 5s is below their mean"
+    assert w(ev("rating", value=3.0), generous) < 0 < w(ev("rating", value=3.0)), \
+        "a 3 from someone who gives 5s is a poor mark; from a new user it is not"
     harsh = fold(*[ev("rating", "i1", T0 + n, value=2.0) for n in range(20)])
     assert w(ev("rating", value=3.0), harsh) > 0
 

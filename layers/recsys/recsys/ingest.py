@@ -12,7 +12,7 @@ import numpy as np
 from recsys.catalog import Item
 from recsys.events import Event, parse_event
 from recsys.live import LiveCatalog, encoder_for
-from recsys.profile import Profile, apply_events, event_fingerprint
+from recsys.profile import apply_events, event_fingerprint
 from recsys.settings import Settings
 from recsys.storage import (
     CatalogSnapshots,
@@ -24,15 +24,13 @@ from recsys.storage import (
 
 
 class EventIngestor:
-    """Applies a batch of events: coalesced per user, each profile written once per chunk.
+    """Applies a batch of events: coalesced per user, each profile written once.
 
     Kinesis delivers at least once; the effect on profiles is exactly once: an event
     whose id the profile already holds is skipped. A record that is not a valid event
     is dead-lettered with the reason at once (retrying cannot fix it); any other failure
     fails the user's records, which the mapping retries, then dead-letters.
     """
-
-    chunk = 500  # events per profile write
 
     def __init__(self, settings: Settings) -> None:
         settings.require("profiles_table", "items_table", "artifacts_bucket", "raw_events_bucket")
@@ -78,14 +76,7 @@ class EventIngestor:
         known = self.profiles.get(user_id)
         applied_before = set(known.applied_events) if known else set()
         self.raw_events.put(user_id, [e for e in events if event_fingerprint(e.event_id) not in applied_before])
-        events = sorted(events, key=lambda e: (e.timestamp, e.event_id))
-        for start in range(0, len(events), self.chunk):
-            chunk = events[start:start + self.chunk]
-
-            def change(profile: Profile, chunk: list[Event] = chunk) -> list[Event] | None:
-                return apply_events(profile, chunk, vector_of) or None
-
-            self.profiles.update(user_id, change)
+        self.profiles.update(user_id, lambda profile: apply_events(profile, events, vector_of) or None)
 
 
 class ItemEncoder:

@@ -39,9 +39,11 @@ class ProfileConfig:
     # A click left this fast is a bounce: a weak negative.
     bounce_seconds: float = 5.0
     bounce: float = -0.3
-    # A rating counts by how far it is above or below the user's own mean rating
-    # (shrunk towards rating_prior_mean while the user has few ratings).
+    # A rating counts by how far it is above (user's mean - rating_tolerance); the mean is
+    # shrunk towards rating_prior_mean while the user has few ratings. Having rated an item
+    # is itself a sign of interest, so only ratings clearly below the mean push away.
     rating_scale: float = 0.8
+    rating_tolerance: float = 1.0
     rating_prior_mean: float = 3.5
     rating_prior_count: float = 3.0
     long_term_half_life_days: float = 90.0
@@ -60,7 +62,7 @@ class ProfileConfig:
             return self.click * (1.0 + self.dwell_boost * (1.0 - math.exp(-dwell / self.dwell_scale_seconds)))
         if event.type == "rating":
             mean = profile.rating_mean(self) if profile else self.rating_prior_mean
-            return ((event.value or 0.0) - mean) * self.rating_scale
+            return ((event.value or 0.0) - mean + self.rating_tolerance) * self.rating_scale
         return getattr(self, event.type)
 
 
