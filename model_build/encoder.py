@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import importlib.metadata
 import inspect
 import json
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recsys.encoder import load_tokenizer, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "layers" / "encoder" / "encoder_model"
@@ -86,14 +87,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def movie_text(title: str, genres: str) -> str:
     """The text embedded for a catalog item: title and raw MovieLens genres."""
     return title if genres == "(no genres listed)" else f"{title} {genres}"
@@ -138,17 +131,6 @@ def base_model_name(model_dir: Path, override: str | None) -> str:
     if model_dir.resolve() == default_model_dir().resolve():
         return DEFAULT_BASE_MODEL
     return model_dir.resolve().name
-
-
-def load_tokenizer(path: Path, max_length: int) -> Any:
-    """tokenizers.Tokenizer truncating at max_length and padding to the batch's longest."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(path))
-    padding = tokenizer.padding or {}
-    tokenizer.enable_truncation(max_length=max_length)
-    tokenizer.enable_padding(pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", "[PAD]"))
-    return tokenizer
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str]) -> dict[str, np.ndarray]:

@@ -26,7 +26,7 @@ class ArtifactError(Exception):
     """The encoder artifact is missing, corrupt, or does not match its manifest."""
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -55,13 +55,13 @@ def _verify_file(model_dir: Path, name: str, manifest: dict[str, Any]) -> Path:
         raise ArtifactError(f"{model_dir / MANIFEST} has no sha256 for {name}")
     if not path.is_file():
         raise ArtifactError(f"{path} not found")
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise ArtifactError(f"{path} checksum mismatch: manifest sha256 {expected}, file sha256 {actual}")
     return path
 
 
-def _load_tokenizer(path: Path, max_length: int) -> Tokenizer:
+def load_tokenizer(path: Path, max_length: int) -> Tokenizer:
     """The shipped tokenizer.json pads every input to 128; pad to the batch's longest instead."""
     tokenizer = Tokenizer.from_file(str(path))
     padding = tokenizer.padding or {}
@@ -90,7 +90,7 @@ class Encoder:
         self.dim: int = int(manifest["dim"])
         self.max_length: int = int(manifest["max_length"])
         self._output = str(manifest.get("output", DEFAULT_OUTPUT))
-        self._tokenizer = _load_tokenizer(_verify_file(model_dir, TOKENIZER_FILE, manifest), self.max_length)
+        self._tokenizer = load_tokenizer(_verify_file(model_dir, TOKENIZER_FILE, manifest), self.max_length)
         self._session = _session(_verify_file(model_dir, MODEL_FILE, manifest), threads)
         self._input_names = {node.name for node in self._session.get_inputs()}
         self._check_output_dim()
