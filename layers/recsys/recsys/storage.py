@@ -212,7 +212,8 @@ class ItemRepository:
 
     def put_many(self, items: Iterable[tuple[Item, np.ndarray | None]], model_version: str | None,
                  now: float) -> int:
-        """Writes the items of a published snapshot (they stay out of the by_update index)."""
+        """Writes the items of a published snapshot: out of the by_update index, and without
+        their vectors, which the snapshot holds."""
         count = 0
         with self.model.batch_write() as batch:
             for item, vector in items:
@@ -250,7 +251,10 @@ class ItemRepository:
         return self.model(
             item.item_id, title=item.title, description=item.description, categories=item.categories,
             tags=item.tags, attributes=item.attributes, text_hash=item.text_hash,
-            vector=_bytes(vector), vector_text_hash=item.text_hash if vector is not None else None,
+            # A published item's vector lives in the snapshot; the table only records that
+            # its text is encoded, so the catalog function leaves it alone.
+            vector=None if in_snapshot else _bytes(vector),
+            vector_text_hash=item.text_hash if vector is not None else None,
             model_version=model_version if vector is not None else None,
             catalog=None if in_snapshot else CATALOG_PARTITION, updated_at=now)
 
