@@ -37,9 +37,7 @@ def load_demo(stack: LocalStack, client: ApiClient, data: Path, catalog_npz: Pat
 def rating_events(data: Path) -> list[dict]:
     """Every rating as an event, grouped by user: a user's history arrives in order and
     together, as a backfill would send it, so each batch touches few profiles."""
-    return [{"event_id": f"ml-{r.user_id}-{r.item_id}-{r.timestamp}", "user_id": r.user_id, "type": "rating",
-             "item_id": r.item_id, "value": r.rating, "timestamp": r.timestamp}
-            for r in sorted(read_interactions(data), key=lambda r: (r.user_id, r.timestamp))]
+    return [r.as_event().to_json() for r in sorted(read_interactions(data), key=lambda r: (r.user_id, r.timestamp))]
 
 
 def load_users(stack: LocalStack, client: ApiClient, data: Path, timeout: float = 600) -> dict:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recsys.catalog import MAX_LABEL_LENGTH, MAX_LABELS, MAX_TITLE, Item
+from recsys.events import Event
 
 NO_GENRES = "(no genres listed)"
 
@@ -29,6 +30,12 @@ class Interaction:
     item_id: str
     rating: float
     timestamp: int
+
+    def as_event(self) -> Event:
+        """The rating event this interaction is, as a client would send it."""
+        return Event(event_id=f"ml-{self.user_id}-{self.item_id}-{self.timestamp}", user_id=self.user_id,
+                     type="rating", timestamp=float(self.timestamp), item_id=self.item_id,
+                     value=min(5.0, max(0.0, self.rating)))
 
 
 def read_items(directory: Path) -> list[Item]:

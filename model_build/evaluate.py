@@ -36,10 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def train_profiles(split: Path, index: ItemIndex) -> dict[str, Profile]:
     """Every rating in train.csv as a rating event, applied in time order per user."""
     events: dict[str, list[Event]] = defaultdict(list)
-    for n, row in enumerate(read_interactions(split)):
-        events[row.user_id].append(Event(event_id=str(n), user_id=row.user_id, type="rating",
-                                         timestamp=float(row.timestamp), item_id=row.item_id,
-                                         value=min(5.0, max(0.0, row.rating))))
+    for row in read_interactions(split):
+        events[row.user_id].append(row.as_event())
     profiles = {user: Profile(user_id=user) for user in events}
     for user, user_events in events.items():
         apply_events(profiles[user], user_events, lambda e: index.vector(e.item_id))

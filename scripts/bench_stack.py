@@ -46,7 +46,6 @@ from encoder_model import MODEL_DIR  # noqa: E402
 from model_build.data import read_interactions, read_items  # noqa: E402
 from recsys import scoring  # noqa: E402
 from recsys.encoder import Encoder  # noqa: E402
-from recsys.events import Event  # noqa: E402
 from recsys.index import ItemIndex  # noqa: E402
 from recsys.profile import Profile, apply_events  # noqa: E402
 
@@ -108,9 +107,7 @@ def fmt(figure: dict[str, float]) -> str:
 # ---------------------------------------------------------------- 1a: scoring only
 
 def user_profile(index: ItemIndex, ratings: list, user_id: str) -> Profile:
-    events = [Event(event_id=f"ml-{r.user_id}-{r.item_id}-{r.timestamp}", user_id=r.user_id, type="rating",
-                    timestamp=float(r.timestamp), item_id=r.item_id, value=r.rating)
-              for r in ratings if r.user_id == user_id]
+    events = [r.as_event() for r in ratings if r.user_id == user_id]
     profile = Profile(user_id=user_id)
     apply_events(profile, events, lambda e: index.vector(e.item_id) if e.item_id else None)
     return profile

@@ -12,7 +12,7 @@ import numpy as np
 from recsys.catalog import Item
 from recsys.events import Event, parse_event
 from recsys.live import LiveCatalog, encoder_for
-from recsys.profile import apply_events, event_fingerprint
+from recsys.profile import Profile, apply_events, event_fingerprint
 from recsys.settings import Settings
 from recsys.storage import (
     CatalogSnapshots,
@@ -73,10 +73,10 @@ class EventIngestor:
         return failures
 
     def _apply_user(self, user_id: str, events: list[Event], vector_of) -> None:
-        known = self.profiles.get(user_id)
-        applied_before = set(known.applied_events) if known else set()
+        profile = self.profiles.get(user_id) or Profile(user_id=user_id)
+        applied_before = set(profile.applied_events)
         self.raw_events.put(user_id, [e for e in events if event_fingerprint(e.event_id) not in applied_before])
-        self.profiles.update(user_id, lambda profile: apply_events(profile, events, vector_of) or None)
+        self.profiles.update(user_id, lambda p: apply_events(p, events, vector_of) or None, current=profile)
 
 
 class ItemEncoder:

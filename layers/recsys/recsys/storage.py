@@ -165,14 +165,17 @@ class ProfileRepository:
                                              ReturnValues="ALL_OLD")
         return 1 if response.get("Attributes") else 0
 
-    def update(self, user_id: str, change: Callable[[Profile], T | None]) -> T | None:
+    def update(self, user_id: str, change: Callable[[Profile], T | None],
+               current: Profile | None = None) -> T | None:
         """Read, change, write; on a concurrent write re-read and change again.
 
         `change` returns what it did, or None when it left the profile as it was (then
         nothing is written); `update` returns what the write that succeeded did.
+        `current`, a profile the caller has just read, saves the first read.
         """
         for attempt in range(CONFLICT_RETRIES):
-            profile = self.get(user_id) or Profile(user_id=user_id)
+            profile = current if attempt == 0 and current is not None else \
+                self.get(user_id) or Profile(user_id=user_id)
             done = change(profile)
             if done is None:
                 return None
