@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := layers/recsys:layers/encoder:.
 MODEL := layers/encoder/encoder_model/manifest.json
 CATALOG := build/catalog/catalog.npz
+COLLABORATIVE := build/catalog/collaborative.npz
 DATA := data/ml-latest-small
 
 .PHONY: run test eval replay lint sam-build bench clean
@@ -26,12 +27,15 @@ $(MODEL): $(VENV)/.installed model_build/encoder.py
 $(CATALOG): $(MODEL) model_build/catalog.py $(wildcard $(DATA)/*.csv)
 	$(PY) -m model_build catalog --data $(DATA) --out $(CATALOG)
 
+$(COLLABORATIVE): $(VENV)/.installed model_build/collaborative.py $(wildcard $(DATA)/*.csv)
+	$(PY) -m model_build collaborative --data $(DATA) --out $(COLLABORATIVE)
+
 ## run: the whole recommender on this machine (RECSYS_API_KEY, RECSYS_PORT); Ctrl-C stops it
-run: $(CATALOG)
+run: $(CATALOG) $(COLLABORATIVE)
 	exec $(PY) -m local_stack
 
 ## test: the whole test suite (unit, integration over moto server, end to end)
-test: $(CATALOG)
+test: $(CATALOG) $(COLLABORATIVE)
 	$(PY) -m pytest
 
 ## eval: top-50 lists for every test user of a split (SPLIT=dir from shared/eval/split.py, OUT=file.jsonl)
@@ -53,7 +57,7 @@ sam-build: $(MODEL)
 	test -x .venv-sam/bin/sam || ($(PYTHON) -m venv .venv-sam && .venv-sam/bin/pip install --quiet aws-sam-cli==1.170.0)
 	scripts/sam_build.sh
 
-bench: $(CATALOG)
+bench: $(CATALOG) $(COLLABORATIVE)
 	$(PY) scripts/bench_encoder.py
 
 clean:

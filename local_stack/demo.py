@@ -13,8 +13,9 @@ from pathlib import Path
 from local_stack.client import ApiClient
 from local_stack.stack import LocalStack
 from model_build import catalog as catalog_stage
+from model_build import collaborative as collaborative_stage
 from model_build.data import read_interactions
-from model_build.publish import publish_snapshot, write_items
+from model_build.publish import publish_collaborative, publish_snapshot, write_items
 from recsys.settings import Settings
 
 log = logging.getLogger("local_stack")
@@ -22,11 +23,16 @@ EVENTS_PER_REQUEST = 500
 
 
 def load_demo(stack: LocalStack, client: ApiClient, data: Path, catalog_npz: Path) -> dict:
-    """Publishes the catalog snapshot, then writes the items while the users' events flow."""
+    """Publishes the models and the catalog snapshot, then writes the items while the users'
+    events flow. The collaborative model is the collaborative.npz beside the catalog."""
+    collaborative_npz = catalog_npz.with_name("collaborative.npz")
     if not catalog_npz.exists():
         catalog_stage.run(data, catalog_stage.DEFAULT_MODEL, catalog_npz)
+    if not collaborative_npz.exists():
+        collaborative_stage.run(data, collaborative_npz)
     settings = Settings.from_env(stack.environment_of("ApiFunction"))
     written_at = time.time()
+    publish_collaborative(settings, collaborative_npz)
     index, model_version = publish_snapshot(settings, catalog_npz, written_at)
     with ThreadPoolExecutor(max_workers=1) as pool:
         items = pool.submit(write_items, settings, data, index, model_version, written_at)

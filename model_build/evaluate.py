@@ -1,9 +1,12 @@
 """Stage `eval`: ranked lists for a split made by shared/eval/split.py, scored offline.
 
-Trains only on train.csv and items.csv: the catalog is embedded with the encoder,
-each user's train interactions are folded into a profile by the events function's
-own code (`recsys.profile.apply_events`), and lists are ranked by the API's own code
-(`recsys.scoring.recommend`). test.csv is read for its user ids only.
+Trains only on train.csv and items.csv: the catalog is embedded with the encoder, the
+blend weights are fitted on a validation carve of train.csv (model_build/blend.py),
+the collaborative models are trained on all of train.csv, each user's interactions
+are folded into a profile by the events function's own code, and lists are ranked by
+the API's own code (`recsys.scoring.recommend`). test.csv is read for its user ids only.
+Besides the lists, writes <out>.report.json: the fitted weights, validation figures
+and the time each step took.
 """
 from __future__ import annotations
 
@@ -12,17 +15,14 @@ import csv
 import json
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
+from model_build import blend
 from model_build import catalog as catalog_stage
+from model_build.collaborative import train
 from model_build.data import read_interactions
-from recsys import scoring
-from recsys.events import Event
+from recsys.collaborative import Collaborative
 from recsys.index import ItemIndex
-from recsys.profile import Profile, apply_events
-
-LIST_LENGTH = 50
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,36 +33,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=lambda args: run(args.split, args.out, args.model))
 
 
-def train_profiles(split: Path, index: ItemIndex) -> dict[str, Profile]:
-    """Every rating in train.csv as a rating event, applied in time order per user."""
-    events: dict[str, list[Event]] = defaultdict(list)
-    for row in read_interactions(split):
-        events[row.user_id].append(row.as_event())
-    profiles = {user: Profile(user_id=user) for user in events}
-    for user, user_events in events.items():
-        apply_events(profiles[user], user_events, lambda e: index.vector(e.item_id))
-    return profiles
-
-
 def test_users(split: Path) -> list[str]:
     with open(split / "test.csv", newline="", encoding="utf-8") as f:
         return list(dict.fromkeys(row["user_id"] for row in csv.DictReader(f)))
 
 
 def run(split: Path, out: Path, model: Path) -> int:
-    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[step] = round(now - clock, 1)
+        clock = now
+        print(f"eval: {step} done in {timings[step]} s", file=sys.stderr, flush=True)
+
     catalog_npz = Path("build/eval") / split.resolve().name / "catalog.npz"
     catalog_stage.run(split, model, catalog_npz)
     index, _ = ItemIndex.from_npz(catalog_npz.read_bytes())
-    profiles = train_profiles(split, index)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    interactions = list(read_interactions(split))
+    lap("catalog")
+    weights, validation = blend.fit(interactions, index)
+    lap("blend fit (validation)")
+    collaborative = Collaborative(train(interactions), index)
+    lap("collaborative training")
+    profiles = blend.profiles_from(interactions, index)
     users = test_users(split)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         for user in users:
-            profile = profiles.get(user)
-            now = profile.last_event_at if profile and profile.last_event_at else time.time()
-            ranked = scoring.recommend(index, profile, None, LIST_LENGTH, now=now)
-            f.write(json.dumps({"user_id": user, "items": [item for item, _ in ranked]}) + "\n")
-    print(f"eval: {len(users)} users, {len(profiles)} train profiles, {len(index)} items -> {out} "
-          f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            items = blend.rank(index, profiles.get(user), weights, collaborative)
+            f.write(json.dumps({"user_id": user, "items": items}) + "\n")
+    lap("ranking")
+    report = {"weights": json.loads(weights.to_json()), "validation": validation, "seconds": timings,
+              "users": len(users), "train_profiles": len(profiles), "items": len(index)}
+    Path(f"{out}.report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"eval: {len(users)} users -> {out} (report: {out}.report.json) in {sum(timings.values()):.0f} s",
+          file=sys.stderr)
     return 0

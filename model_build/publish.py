@@ -3,7 +3,8 @@
 The vector snapshot goes to the artifacts bucket, where the API and events functions
 load it at cold start; its watermark tells them which later item writes to read from
 the items table. Then the items (with their vectors) go to the items table through
-the same repository the API writes with.
+the same repository the API writes with. The collaborative model (with its blend
+weights) goes to the bucket too; a warm function loads it at its next cold start.
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import time
 from pathlib import Path
 
 from model_build.catalog import DEFAULT_DATA, DEFAULT_OUT
+from model_build.collaborative import DEFAULT_OUT as DEFAULT_COLLABORATIVE
 from model_build.data import read_items
+from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
 from recsys.live import CLOCK_SKEW_SECONDS
 from recsys.settings import Settings
@@ -25,16 +28,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Reads ITEMS_TABLE, ARTIFACTS_BUCKET, AWS_REGION (and AWS_ENDPOINT_URL) from the environment.")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset directory")
     parser.add_argument("--catalog", type=Path, default=DEFAULT_OUT, help="output of the catalog stage")
-    parser.set_defaults(run=lambda args: print(publish_catalog(Settings.from_env(), args.data, args.catalog)) or 0)
+    parser.add_argument("--collaborative", type=Path, default=DEFAULT_COLLABORATIVE,
+                        help="output of the collaborative stage")
+    parser.set_defaults(run=lambda args: print(publish_catalog(
+        Settings.from_env(), args.data, args.catalog, args.collaborative)) or 0)
 
 
-def publish_catalog(settings: Settings, data: Path, catalog: Path) -> dict:
-    """Snapshot first, then the items: functions that start meanwhile already see every vector."""
+def publish_catalog(settings: Settings, data: Path, catalog: Path, collaborative: Path) -> dict:
+    """Models and snapshot first, then the items: functions that start meanwhile already see
+    every vector."""
     settings.require("items_table", "artifacts_bucket")
     written_at = time.time()
+    publish_collaborative(settings, collaborative)
     index, model_version = publish_snapshot(settings, catalog, written_at)
     count = write_items(settings, data, index, model_version, written_at)
     return {"items": count, "vectors": len(index), "model_version": model_version}
+
+
+def publish_collaborative(settings: Settings, collaborative: Path) -> None:
+    """Checked before it leaves: a file the functions could not read is not published."""
+    data = Path(collaborative).read_bytes()
+    CollaborativeModel.from_npz(data)
+    CatalogSnapshots(settings).publish_collaborative(data)
 
 
 def publish_snapshot(settings: Settings, catalog: Path, written_at: float) -> tuple[ItemIndex, str]:

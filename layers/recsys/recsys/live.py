@@ -5,7 +5,9 @@ import time
 from collections.abc import Callable
 from functools import lru_cache
 
+from recsys.collaborative import Collaborative, CollaborativeModel
 from recsys.index import ItemIndex
+from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights
 from recsys.settings import Settings
 from recsys.storage import CatalogSnapshots, ItemRepository
 
@@ -15,7 +17,8 @@ CLOCK_SKEW_SECONDS = 5.0
 
 
 class LiveCatalog:
-    """The published snapshot of item vectors plus every item encoded since, kept fresh.
+    """The published snapshot of item vectors plus every item encoded since, kept fresh,
+    and the collaborative model with the blend weights published next to it.
 
     The first call loads the snapshot from S3; later calls read only the items
     changed since (a Query on the items table's by_update index), at most once per
@@ -27,6 +30,7 @@ class LiveCatalog:
         self.snapshots, self.items, self.dim = snapshots, items, dim
         self.refresh_seconds, self.clock = refresh_seconds, clock
         self._index: ItemIndex | None = None
+        self._collaborative: tuple[Collaborative | None, BlendWeights] | None = None
         self._watermark = 0.0
         self._refreshed_at = float("-inf")
 
@@ -36,6 +40,20 @@ class LiveCatalog:
         if self.clock() - self._refreshed_at >= self.refresh_seconds:
             self.refresh()
         return self._index
+
+    def scorer(self) -> tuple[Collaborative | None, BlendWeights]:
+        """The collaborative model aligned with the index (None when none is published) and
+        the blend weights fitted with it (the defaults without one)."""
+        index = self.index()
+        if self._collaborative is None:
+            data = self.snapshots.load_collaborative()
+            if data is None:
+                self._collaborative = (None, DEFAULT_WEIGHTS)
+            else:
+                model, meta = CollaborativeModel.from_npz(data)
+                weights = BlendWeights.from_json(str(meta["blend"])) if "blend" in meta else DEFAULT_WEIGHTS
+                self._collaborative = (Collaborative(model, index), weights)
+        return self._collaborative
 
     def refresh(self) -> int:
         """Read items changed since the last look; returns how many vectors changed."""

@@ -1,22 +1,46 @@
-"""How a request is scored: similarity to the profile and context, blended with popularity."""
+"""How a request is scored: a weighted sum of collaborative scores (item-item and matrix
+factorisation), similarity to the profile's vectors and the request's context, and popularity."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from recsys.collaborative import Collaborative, history_weights
 from recsys.index import ItemIndex
 from recsys.profile import DEFAULT_CONFIG, Profile, ProfileConfig, unit
 
 
 @dataclass(frozen=True)
 class BlendWeights:
+    """The weight of each score component; the build job fits them on validation data
+    (model_build/blend.py) and publishes them with the collaborative model."""
+
+    item_item: float = 1.0
+    factors: float = 0.5
     long_term: float = 1.0
     session: float = 0.7
     context: float = 1.0
     popularity: float = 0.3
-    # A user with no profile vector leans on popularity.
+    # A user with no history leans on popularity.
     cold_popularity: float = 1.0
+    # Items without collaborative evidence get this share of their neighbours' score.
+    cold_transfer: float = 1.0
+    # How the history is weighted for the collaborative models (see history_weights).
+    recency_half_life: float = 10.0
+    recency_floor: float = 0.2
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BlendWeights:
+        values = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        if not isinstance(values, dict) or set(values) - known:
+            raise ValueError(f"blend weights: expected an object with keys among {sorted(known)}")
+        return cls(**{k: float(v) for k, v in values.items()})
 
 
 DEFAULT_WEIGHTS = BlendWeights()
@@ -31,18 +55,51 @@ def popularity(index: ItemIndex) -> np.ndarray:
 
 def recommend(index: ItemIndex, profile: Profile | None, context: np.ndarray | None, k: int,
               now: float, weights: BlendWeights = DEFAULT_WEIGHTS,
-              config: ProfileConfig = DEFAULT_CONFIG, exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
+              config: ProfileConfig = DEFAULT_CONFIG, exclude: set[str] = frozenset(),
+              collaborative: Collaborative | None = None) -> list[tuple[str, float]]:
     """The k best items for a user (and optional context vector), consumed ones left out."""
+    parts = components(index, profile, context, now, weights, config, collaborative)
+    return top_k(index, combine(parts, weights), k, set(exclude) | (profile.consumed if profile else set()))
+
+
+def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | None, now: float,
+               weights: BlendWeights = DEFAULT_WEIGHTS, config: ProfileConfig = DEFAULT_CONFIG,
+               collaborative: Collaborative | None = None, every: bool = False) -> dict[str, np.ndarray]:
+    """Each score component for every item, by name; those weighted 0 are skipped unless `every`.
+
+    A collaborative component comes in two parts: the model's own scores ("item_item"),
+    and, for items without collaborative evidence, the share borrowed from their
+    neighbours ("item_item_cold", weighted item_item x cold_transfer).
+    """
+    parts = {"popularity": popularity(index)}
+    if collaborative is not None and profile is not None and profile.consumed:
+        history = history_weights(profile, weights.recency_half_life, weights.recency_floor)
+        for name, component in (("item_item", collaborative.item_item), ("factors", collaborative.factors)):
+            part = component(history) if every or getattr(weights, name) else None
+            if part is not None:
+                parts[name], parts[f"{name}_cold"] = part, collaborative.transferred(part)
     long_term = unit(profile.long_term) if profile else None
     session = unit(profile.session) if profile and profile.session_active(now, config) else None
-    has_taste = long_term is not None or session is not None
-    scores = (weights.popularity if has_taste else weights.cold_popularity) * popularity(index)
-    for weight, vector in ((weights.long_term, long_term), (weights.session, session),
-                           (weights.context, context)):
-        if vector is not None:
-            scores = scores + weight * (index.vectors @ vector)
-    skip = set(exclude) | (profile.consumed if profile else set())
-    return top_k(index, scores, k, skip)
+    for name, vector in (("long_term", long_term), ("session", session), ("context", context)):
+        if vector is not None and (every or getattr(weights, name)):
+            parts[name] = index.vectors @ vector
+    return parts
+
+
+def combine(parts: dict[str, np.ndarray], weights: BlendWeights) -> np.ndarray:
+    """The blended score of every item; a user with no taste signal leans on popularity."""
+    has_taste = any(name in parts for name in ("item_item", "factors", "long_term", "session"))
+    scores = (weights.popularity if has_taste else weights.cold_popularity) * parts["popularity"]
+    for name, part in parts.items():
+        if name.endswith("_cold"):
+            weight = getattr(weights, name.removesuffix("_cold")) * weights.cold_transfer
+        elif name != "popularity":
+            weight = getattr(weights, name)
+        else:
+            continue
+        if weight:
+            scores = scores + weight * part
+    return scores
 
 
 def similar(index: ItemIndex, item_id: str, k: int) -> list[tuple[str, float]]:

@@ -71,7 +71,9 @@ class Recommender:
             if context:
                 context_vector = self.encoder.encode([context])[0]
         index = self.catalog.index()
-        ranked = scoring.recommend(index, self.profiles.get(user_id), context_vector, k, now=time.time())
+        collaborative, weights = self.catalog.scorer()
+        ranked = scoring.recommend(index, self.profiles.get(user_id), context_vector, k, now=time.time(),
+                                   weights=weights, collaborative=collaborative)
         return {"recommendation_id": str(uuid.uuid4()), "user_id": user_id,
                 "model_version": self.encoder.version, "items": _scored(ranked)}
 

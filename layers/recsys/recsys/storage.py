@@ -38,6 +38,7 @@ from recsys.settings import Settings
 
 CATALOG_PARTITION = "items"
 SNAPSHOT_KEY = "catalog/item_vectors.npz"
+COLLABORATIVE_KEY = "models/collaborative.npz"
 PROFILE_TTL_SECONDS = 400 * 86_400
 CONFLICT_RETRIES = 20
 T = TypeVar("T")
@@ -294,7 +295,8 @@ class EventStream:
 
 
 class CatalogSnapshots:
-    """The item-vector snapshot the build job publishes to S3; functions load it at cold start."""
+    """What the build job publishes to S3 and functions load at cold start: the item-vector
+    snapshot, and the collaborative model with its blend weights."""
 
     def __init__(self, settings: Settings) -> None:
         self.bucket = settings.artifacts_bucket
@@ -310,6 +312,15 @@ class CatalogSnapshots:
     def publish(self, index: ItemIndex, model_version: str, updated_at: float) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=SNAPSHOT_KEY,
                            Body=index.to_npz(model_version=model_version, updated_at=updated_at))
+
+    def load_collaborative(self) -> bytes | None:
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=COLLABORATIVE_KEY)["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def publish_collaborative(self, npz: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=COLLABORATIVE_KEY, Body=npz)
 
 
 class RawEventLog:

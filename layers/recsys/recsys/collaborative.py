@@ -1,0 +1,204 @@
+"""Collaborative filtering: what the people who chose the same items chose.
+
+Two models, trained by the build job (model_build/collaborative.py) and scored here:
+
+- item-item (EASE, Steck 2019): each item's column regressed in closed form on all the
+  others; row j holds how much having chosen j raises every other item. Kept sparse,
+  the `neighbours` strongest entries per row. A user's scores are the weighted sum of
+  the rows of their history.
+- matrix factorisation with biases, r_ui = q_u . q_i + b_u + b_i, trained by implicit
+  ALS (Hu, Koren, Volinsky 2008). Only the item side is stored: q_u and b_u are solved
+  at request time from the user's history (fold-in), so a user the model never saw,
+  or one whose last click came a second ago, still gets a factor.
+
+History weights favour what the user did last (`history_weights`): recent tastes
+predict the next choice better than old ones.
+
+Items with no collaborative evidence (new, or never chosen in training) borrow it:
+the similarity-weighted mean of the scores of their nearest items by item vector
+that have evidence (`Collaborative.transferred`).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.index import ItemIndex
+from recsys.profile import Profile
+
+TRANSFER_NEIGHBOURS = 20
+TRANSFER_SHARPNESS = 3.0  # neighbour weight = cosine^3: the closest neighbours dominate
+
+
+class ArtifactMismatch(ValueError):
+    """A collaborative artifact that does not fit what reads it."""
+
+
+@dataclass(frozen=True)
+class CollaborativeModel:
+    item_ids: list[str]
+    neighbour_rows: np.ndarray  # (n, N) int32 rows of item_ids, -1 pads
+    neighbour_weights: np.ndarray  # (n, N) float32 item-item coefficients
+    factors: np.ndarray  # (n, k) float32 q_i
+    biases: np.ndarray  # (n,) float32 b_i
+    regularization: float
+    alpha: float  # confidence = 1 + alpha * history weight
+
+    FORMAT = 1
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        if (self.neighbour_rows.shape != self.neighbour_weights.shape or self.neighbour_rows.shape[0] != n
+                or self.factors.shape[0] != n or self.biases.shape != (n,)):
+            raise ArtifactMismatch(f"collaborative model: {n} item ids but arrays shaped "
+                                   f"{self.neighbour_rows.shape}, {self.neighbour_weights.shape}, "
+                                   f"{self.factors.shape}, {self.biases.shape}")
+        if len(self.neighbour_rows) and (self.neighbour_rows.max() >= n or self.neighbour_rows.min() < -1):
+            raise ArtifactMismatch("collaborative model: neighbour rows out of range")
+
+    @property
+    def dim(self) -> int:
+        return self.factors.shape[1]
+
+    def to_npz(self, **meta: str | float) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, format=np.array(self.FORMAT), item_ids=np.array(self.item_ids, dtype=str),
+                 neighbour_rows=self.neighbour_rows, neighbour_weights=self.neighbour_weights,
+                 factors=self.factors, biases=self.biases, regularization=np.array(self.regularization),
+                 alpha=np.array(self.alpha), **{k: np.array(v) for k, v in meta.items()})
+        return buffer.getvalue()
+
+    @classmethod
+    def from_npz(cls, data: bytes) -> tuple[CollaborativeModel, dict[str, str | float]]:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            if int(npz["format"]) != cls.FORMAT:
+                raise ArtifactMismatch(f"collaborative model format {int(npz['format'])}, "
+                                       f"this code reads {cls.FORMAT}")
+            model = cls([str(i) for i in npz["item_ids"]], npz["neighbour_rows"].astype(np.int32),
+                        npz["neighbour_weights"].astype(np.float32), npz["factors"].astype(np.float32),
+                        npz["biases"].astype(np.float32), float(npz["regularization"]), float(npz["alpha"]))
+            fields = {"format", "item_ids", "neighbour_rows", "neighbour_weights", "factors", "biases",
+                      "regularization", "alpha"}
+            meta = {k: npz[k].item() for k in npz.files if k not in fields}
+        return model, meta
+
+
+def history_weights(profile: Profile, half_life_items: float, floor: float) -> dict[str, float]:
+    """Every item the user touched, weighted floor + 2^(-position / half_life) for the most
+    recent ones (position 0 = the last) and `floor` for the rest."""
+    weights = dict.fromkeys(profile.consumed, floor)
+    for position, item_id in enumerate(profile.recent_items):
+        weights[item_id] = floor + 0.5 ** (position / half_life_items)
+    return weights
+
+
+class Collaborative:
+    """A model's scores in an item index's row order, kept aligned as the index grows."""
+
+    def __init__(self, model: CollaborativeModel, index: ItemIndex) -> None:
+        self.model, self.index = model, index
+        model_rows = {item_id: row for row, item_id in enumerate(model.item_ids)}
+        self._model_row_of = model_rows
+        self._index_row = np.full(len(model.item_ids), -1, dtype=np.int64)  # model row -> index row
+        self._aligned = 0
+        k = model.dim
+        z = np.hstack([model.factors, np.ones((len(model.biases), 1), np.float32)]).astype(np.float64)
+        self._gram = z.T @ z + model.regularization * np.eye(k + 1)
+        self._bias_moment = z.T @ model.biases.astype(np.float64)
+        self._transfer_rows = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.int64)
+        self._transfer_weights = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.float32)
+        self._cold_rows = np.zeros(0, dtype=np.int64)
+        self.sync()
+
+    def sync(self) -> None:
+        """Align items the index gained since the last call (the live catalog grows)."""
+        if self._aligned == len(self.index):
+            return
+        new_rows = range(self._aligned, len(self.index))
+        cold = []
+        for row in new_rows:
+            model_row = self._model_row_of.get(self.index.ids[row])
+            if model_row is None:
+                cold.append(row)
+            else:
+                self._index_row[model_row] = row
+        self._aligned = len(self.index)
+        if cold:
+            self._add_cold(np.array(cold, dtype=np.int64))
+
+    def _add_cold(self, rows: np.ndarray) -> None:
+        warm = self._index_row[self._index_row >= 0]
+        if len(warm) == 0:
+            return
+        k = min(TRANSFER_NEIGHBOURS, len(warm))
+        neighbours = np.zeros((len(rows), TRANSFER_NEIGHBOURS), dtype=np.int64)
+        weights = np.zeros((len(rows), TRANSFER_NEIGHBOURS), dtype=np.float32)
+        for start in range(0, len(rows), 1024):
+            chunk = rows[start:start + 1024]
+            similarity = self.index.vectors[chunk] @ self.index.vectors[warm].T
+            best = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+            strength = np.maximum(np.take_along_axis(similarity, best, 1), 0.0) ** TRANSFER_SHARPNESS
+            total = strength.sum(1, keepdims=True)
+            neighbours[start:start + len(chunk), :k] = warm[best]
+            weights[start:start + len(chunk), :k] = np.divide(strength, total, out=np.zeros_like(strength),
+                                                              where=total > 0)
+        self._cold_rows = np.concatenate([self._cold_rows, rows])
+        self._transfer_rows = np.vstack([self._transfer_rows, neighbours])
+        self._transfer_weights = np.vstack([self._transfer_weights, weights])
+
+    def _history(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [(self._model_row_of[i], w) for i, w in history.items() if i in self._model_row_of]
+        if not pairs:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        rows, weights = zip(*pairs, strict=True)
+        return np.array(rows, dtype=np.int64), np.array(weights, dtype=np.float32)
+
+    def item_item(self, history: dict[str, float]) -> np.ndarray | None:
+        """Sum of the history's rows of the item-item model, scaled to a maximum of 1."""
+        rows, weights = self._history(history)
+        if len(rows) == 0:
+            return None
+        neighbours = self.model.neighbour_rows[rows]
+        contribution = weights[:, None] * self.model.neighbour_weights[rows]
+        valid = neighbours >= 0
+        scores = np.bincount(neighbours[valid], weights=contribution[valid], minlength=len(self.model.item_ids))
+        return self._scaled(scores)
+
+    def fold_in(self, history: dict[str, float]) -> tuple[np.ndarray, float] | None:
+        """The user's (q_u, b_u) that ALS would solve for, given the item factors."""
+        rows, weights = self._history(history)
+        if len(rows) == 0:
+            return None
+        z = np.hstack([self.model.factors[rows], np.ones((len(rows), 1), np.float32)]).astype(np.float64)
+        confidence = 1.0 + self.model.alpha * weights.astype(np.float64)
+        bias = self.model.biases[rows].astype(np.float64)
+        matrix = self._gram + (z.T * (confidence - 1.0)) @ z
+        target = z.T @ (confidence * (1.0 - bias) + bias) - self._bias_moment
+        solution = np.linalg.solve(matrix, target)
+        return solution[:-1].astype(np.float32), float(solution[-1])
+
+    def factors(self, history: dict[str, float]) -> np.ndarray | None:
+        """q_u . q_i + b_u + b_i for every item, scaled to a maximum of 1."""
+        folded = self.fold_in(history)
+        if folded is None:
+            return None
+        user, user_bias = folded
+        return self._scaled(self.model.factors @ user + self.model.biases + user_bias)
+
+    def _scaled(self, model_scores: np.ndarray) -> np.ndarray:
+        """Model-row scores placed in index rows (0 where the model has no such item)."""
+        self.sync()
+        top = float(np.abs(model_scores).max())
+        scores = np.zeros(len(self.index), dtype=np.float32)
+        present = self._index_row >= 0
+        scores[self._index_row[present]] = model_scores[present] / (top if top > 0 else 1.0)
+        return scores
+
+    def transferred(self, scores: np.ndarray) -> np.ndarray:
+        """For each item without evidence, the weighted mean score of its neighbours (0 elsewhere)."""
+        borrowed = np.zeros_like(scores)
+        if len(self._cold_rows):
+            borrowed[self._cold_rows] = (scores[self._transfer_rows] * self._transfer_weights).sum(1)
+        return borrowed

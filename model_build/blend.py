@@ -1,0 +1,187 @@
+"""Fitting the blend weights on a validation split carved from the training interactions.
+
+The carve follows shared/eval/split.py's protocol on train alone: a share of items
+becomes "new" (every interaction with them is held out), then each user's last 20%
+of the rest, in time order, is held out too. The collaborative models are trained on
+what is left, profiles are folded from it with the events function's own code, and
+lists are ranked by the API's own code (`recsys.scoring.recommend`) under each
+candidate weighting. Coordinate ascent: one weight at a time over a few values, two
+passes, keeping a change only when the objective rises.
+
+Objective: ndcg@10 + COLD_SHARE x cold_recall@20 (new items must be findable, at a
+small price in ranking quality).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from model_build.collaborative import TrainingConfig, train
+from model_build.data import Interaction
+from recsys import scoring
+from recsys.collaborative import Collaborative
+from recsys.index import ItemIndex
+from recsys.profile import Profile, apply_events
+
+COLD_SHARE = 0.25
+LIST_LENGTH = 50
+SEARCH: dict[str, Sequence[float]] = {
+    "item_item": (0.0, 0.5, 1.0, 2.0),
+    "factors": (0.0, 0.25, 0.5, 1.0),
+    "long_term": (0.0, 0.05, 0.1, 0.25, 0.5),
+    "popularity": (0.0, 0.05, 0.1, 0.3),
+    "cold_transfer": (0.0, 1.0, 1.25, 1.5, 2.0),
+    "recency_half_life": (5.0, 10.0, 20.0, 50.0),
+    "recency_floor": (0.1, 0.2, 0.5, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Validation:
+    train: list[Interaction]
+    held_out: dict[str, set[str]]
+    cold_items: set[str]
+
+
+def carve(interactions: Sequence[Interaction], test_share: float = 0.2, cold_share: float = 0.05,
+          seed: int = 7) -> Validation:
+    """Hold out new items, then the last `test_share` of each user's history (split.py's protocol)."""
+    items = sorted({row.item_id for row in interactions}, key=lambda i: _hash(seed, "item", i))
+    cold = set(items[: int(cold_share * len(items))])
+    by_user: dict[str, list[Interaction]] = defaultdict(list)
+    for row in interactions:
+        by_user[row.user_id].append(row)
+    train_rows: list[Interaction] = []
+    held_out: dict[str, set[str]] = defaultdict(set)
+    for user, rows in by_user.items():
+        warm = sorted((r for r in rows if r.item_id not in cold),
+                      key=lambda r: (r.timestamp, _hash(seed, user, r.item_id)))
+        held_out[user].update(r.item_id for r in rows if r.item_id in cold)
+        if len(warm) >= 2:
+            n_test = min(len(warm) - 1, max(1, math.ceil(test_share * len(warm))))
+            held_out[user].update(r.item_id for r in warm[-n_test:])
+            warm = warm[:-n_test]
+        train_rows += warm
+    trained_users = {r.user_id for r in train_rows}
+    return Validation(train_rows, {u: s for u, s in held_out.items() if s and u in trained_users}, cold)
+
+
+def profiles_from(interactions: Sequence[Interaction], index: ItemIndex) -> dict[str, Profile]:
+    """Each user's interactions as rating events, folded in time order by the events function's code."""
+    events = defaultdict(list)
+    for row in interactions:
+        events[row.user_id].append(row.as_event())
+    profiles = {}
+    for user, user_events in events.items():
+        profiles[user] = Profile(user_id=user)
+        apply_events(profiles[user], user_events, lambda e: index.vector(e.item_id))
+    return profiles
+
+
+def rank(index: ItemIndex, profile: Profile | None, weights: scoring.BlendWeights,
+         collaborative: Collaborative | None) -> list[str]:
+    """A user's top-50 list, as the recommendations route ranks it (no context)."""
+    ranked = scoring.recommend(index, profile, None, LIST_LENGTH, now=_now(profile), weights=weights,
+                               collaborative=collaborative)
+    return [item_id for item_id, _ in ranked]
+
+
+def _now(profile: Profile | None) -> float:
+    """Lists are asked for just after the user's last training event."""
+    return profile.last_event_at if profile and profile.last_event_at else 0.0
+
+
+def metrics(lists: dict[str, list[str]], held_out: dict[str, set[str]], cold: set[str]) -> dict[str, float]:
+    """ndcg@10, recall@20, hr@10 and cold_recall@20 as shared/eval/score.py defines them."""
+    sums = defaultdict(float)
+    cold_users = 0
+    for user, relevant in held_out.items():
+        ranked = lists.get(user, [])
+        hits = [1 if i in relevant else 0 for i in ranked[:20]]
+        dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits[:10]))
+        ideal = sum(1 / math.log2(r + 2) for r in range(min(10, len(relevant))))
+        sums["ndcg@10"] += dcg / ideal
+        sums["recall@20"] += sum(hits) / len(relevant)
+        sums["hr@10"] += 1.0 if any(hits[:10]) else 0.0
+        relevant_cold = relevant & cold
+        if relevant_cold:
+            cold_users += 1
+            sums["cold_recall@20"] += sum(1 for i in ranked[:20] if i in relevant_cold) / len(relevant_cold)
+    n = max(len(held_out), 1)
+    result = {k: round(v / n, 5) for k, v in sums.items() if k != "cold_recall@20"}
+    result["cold_recall@20"] = round(sums["cold_recall@20"] / cold_users, 5) if cold_users else 0.0
+    return result
+
+
+def objective(figures: dict[str, float]) -> float:
+    return figures["ndcg@10"] + COLD_SHARE * figures["cold_recall@20"]
+
+
+def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingConfig = TrainingConfig(),
+        start: scoring.BlendWeights = scoring.DEFAULT_WEIGHTS,
+        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+        ) -> tuple[scoring.BlendWeights, dict[str, float]]:
+    """The best weights found on the validation carve, and their validation figures."""
+    validation = carve(interactions)
+    model = train(validation.train, config)
+    index = _recounted(index, validation.train)
+    collaborative = Collaborative(model, index)
+    profiles = profiles_from(validation.train, index)
+
+    cache: dict[tuple[float, float], dict[str, dict[str, np.ndarray]]] = {}
+
+    def score(weights: scoring.BlendWeights) -> dict[str, float]:
+        """The recommendations route's ranking (components, combine, top_k) under `weights`;
+        components depend on the weights only through the history's recency, so they are
+        computed once per recency setting."""
+        key = (weights.recency_half_life, weights.recency_floor)
+        if key not in cache:
+            cache.clear()
+            cache[key] = {user: scoring.components(index, profiles.get(user), None, _now(profiles.get(user)),
+                                                   weights, collaborative=collaborative, every=True)
+                          for user in validation.held_out}
+        lists = {}
+        for user, parts in cache[key].items():
+            profile = profiles.get(user)
+            ranked = scoring.top_k(index, scoring.combine(parts, weights), LIST_LENGTH,
+                                   profile.consumed if profile else set())
+            lists[user] = [item_id for item_id, _ in ranked]
+        return metrics(lists, validation.held_out, validation.cold_items)
+
+    best, best_figures = start, score(start)
+    log(f"blend: start {best_figures}")
+    for sweep in range(2):
+        improved = False
+        for name, values in SEARCH.items():
+            for value in values:
+                if value == getattr(best, name):
+                    continue
+                candidate = replace(best, **{name: value})
+                figures = score(candidate)
+                if objective(figures) > objective(best_figures) + 1e-5:
+                    best, best_figures, improved = candidate, figures, True
+                    log(f"blend: sweep {sweep + 1}, {name}={value}: {figures}")
+        if not improved:
+            break
+    return best, best_figures
+
+
+def _recounted(index: ItemIndex, interactions: Sequence[Interaction]) -> ItemIndex:
+    """A copy of the index whose popularity counts only the validation's training interactions
+    (items nobody chose count 0, as in a published catalog)."""
+    counts = defaultdict(int)
+    for row in interactions:
+        counts[row.item_id] += 1
+    copy = ItemIndex(index.dim, capacity=len(index))
+    copy.extend(index.ids, index.vectors, [float(counts[i]) for i in index.ids], index.categories)
+    return copy
+
+
+def _hash(seed: int, *parts: str) -> str:
+    return hashlib.sha1(":".join((str(seed),) + parts).encode()).hexdigest()

@@ -1,0 +1,156 @@
+"""Stage `collaborative`: train the item-item (EASE) and matrix-factorisation (ALS) models.
+
+Every interaction counts as one implicit "chose it" (ratings included, whatever the
+value: the next thing a user rates is the next thing they chose to watch). What
+recsys/collaborative.py scores is written as one .npz; see there for the models. The
+blend weights travel in the same file: the defaults (fitted on ml-latest-small's
+validation carve), or, with --fit, weights fitted on a validation carve of this data.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_build.catalog import DEFAULT_DATA
+from model_build.data import Interaction, read_interactions
+from recsys.collaborative import CollaborativeModel
+from recsys.index import ItemIndex
+from recsys.scoring import DEFAULT_WEIGHTS
+
+DEFAULT_OUT = Path("build/catalog/collaborative.npz")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Chosen on a validation split carved from train.csv (see README, "Offline quality")."""
+
+    ease_l2: float = 300.0
+    neighbours: int = 200  # item-item entries kept per item
+    max_items: int = 20_000  # the item-item model covers the most chosen items, at most this many
+    factors: int = 64
+    als_regularization: float = 20.0
+    als_alpha: float = 10.0
+    als_iterations: int = 10
+    seed: int = 7
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("collaborative", help="train the item-item and matrix-factorisation models")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset directory")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .npz")
+    parser.add_argument("--fit", action="store_true",
+                        help="fit the blend weights on a validation carve of the data (needs --catalog)")
+    parser.add_argument("--catalog", type=Path, default=None, help="the catalog stage's .npz, for --fit")
+    parser.set_defaults(run=lambda args: run(args.data, args.out, args.catalog if args.fit else None))
+
+
+def run(data: Path, out: Path, fit_with_catalog: Path | None = None) -> int:
+    started = time.perf_counter()
+    interactions = list(read_interactions(data))
+    weights = DEFAULT_WEIGHTS
+    if fit_with_catalog is not None:
+        from model_build import blend
+        index, _ = ItemIndex.from_npz(fit_with_catalog.read_bytes())
+        weights, figures = blend.fit(interactions, index)
+        log(f"blend fitted on validation: {figures}")
+    model = train(interactions)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(model.to_npz(blend=weights.to_json()))
+    print(f"collaborative: {len(model.item_ids)} items, {model.dim} factors -> {out} "
+          f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+def train(interactions: Iterable[Interaction], config: TrainingConfig = TrainingConfig()) -> CollaborativeModel:
+    chosen: dict[str, set[str]] = defaultdict(set)
+    for row in interactions:
+        chosen[row.user_id].add(row.item_id)
+    counts: dict[str, int] = defaultdict(int)
+    for items in chosen.values():
+        for item_id in items:
+            counts[item_id] += 1
+    item_ids = sorted(counts, key=lambda i: (-counts[i], i))[: config.max_items]
+    if not item_ids:
+        raise ValueError("collaborative: no interactions to train on")
+    column = {item_id: c for c, item_id in enumerate(item_ids)}
+    histories = [np.array(sorted(column[i] for i in items if i in column), dtype=np.int64)
+                 for items in chosen.values()]
+    histories = [h for h in histories if len(h)]
+    rows, weights = ease(histories, len(item_ids), config)
+    log(f"item-item: {len(item_ids)} items, {config.neighbours} neighbours each")
+    factors, biases = als(histories, len(item_ids), config)
+    return CollaborativeModel(item_ids, rows, weights, factors, biases, config.als_regularization, config.als_alpha)
+
+
+def ease(histories: list[np.ndarray], n_items: int, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """B = I - P / diag(P), P = (X'X + l2 I)^-1, zero diagonal; the strongest entries per row."""
+    gram = np.zeros((n_items, n_items), dtype=np.float64)
+    for start in range(0, len(histories), 1024):  # X'X, 1024 users at a time
+        chunk = np.zeros((len(histories[start:start + 1024]), n_items), dtype=np.float32)
+        for row, history in enumerate(histories[start:start + 1024]):
+            chunk[row, history] = 1.0
+        gram += chunk.T @ chunk
+    gram[np.diag_indices(n_items)] += config.ease_l2
+    precision = np.linalg.inv(gram)
+    del gram
+    weights = (precision / -np.diag(precision)).astype(np.float32)
+    del precision
+    np.fill_diagonal(weights, 0.0)
+    keep = min(config.neighbours, n_items - 1) if n_items > 1 else 0
+    if keep == 0:
+        return np.full((n_items, 1), -1, dtype=np.int32), np.zeros((n_items, 1), dtype=np.float32)
+    rows = np.argpartition(-np.abs(weights), keep - 1, axis=1)[:, :keep]
+    return rows.astype(np.int32), np.take_along_axis(weights, rows, 1)
+
+
+def als(histories: list[np.ndarray], n_items: int, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Implicit ALS with biases: confidence 1 + alpha on chosen items, 1 elsewhere (preference 0).
+
+    Biases ride along as an extra coordinate: users solve for (q_u, b_u) against [q_i, 1]
+    with target p - b_i, items for (q_i, b_i) against [q_u, 1] with target p - b_u.
+    """
+    rng = np.random.default_rng(config.seed)
+    k = config.factors
+    items = rng.normal(0, 0.01, (n_items, k))
+    item_bias = np.zeros(n_items)
+    users = np.zeros((len(histories), k))
+    user_bias = np.zeros(len(histories))
+    by_item: list[list[int]] = [[] for _ in range(n_items)]
+    for user, history in enumerate(histories):
+        for item in history:
+            by_item[item].append(user)
+    item_histories = [np.array(u, dtype=np.int64) for u in by_item]
+    for iteration in range(config.als_iterations):
+        _solve_side(histories, items, item_bias, users, user_bias, config)
+        _solve_side(item_histories, users, user_bias, items, item_bias, config)
+        log(f"als: iteration {iteration + 1}/{config.als_iterations}")
+    return items.astype(np.float32), item_bias.astype(np.float32)
+
+
+def _solve_side(chosen: list[np.ndarray], other: np.ndarray, other_bias: np.ndarray,
+                out: np.ndarray, out_bias: np.ndarray, config: TrainingConfig) -> None:
+    """One half-step of ALS: every row of `out` given the fixed `other` side."""
+    z = np.hstack([other, np.ones((len(other), 1))])
+    gram = z.T @ z + config.als_regularization * np.eye(z.shape[1])
+    bias_moment = z.T @ other_bias
+    confidence = 1.0 + config.als_alpha
+    for row, picked in enumerate(chosen):
+        if len(picked) == 0:
+            out[row], out_bias[row] = 0.0, 0.0
+            continue
+        zp, bias = z[picked], other_bias[picked]
+        matrix = gram + (confidence - 1.0) * (zp.T @ zp)
+        target = zp.T @ (confidence * (1.0 - bias) + bias) - bias_moment
+        solution = np.linalg.solve(matrix, target)
+        out[row], out_bias[row] = solution[:-1], solution[-1]
+
+
+def log(message: str) -> None:
+    print(f"collaborative: {message}", file=sys.stderr, flush=True)

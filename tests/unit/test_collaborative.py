@@ -1,0 +1,124 @@
+"""The collaborative models: trained by model_build/collaborative.py on tiny synthetic
+tastes, scored by recsys/collaborative.py and recsys/scoring.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model_build.collaborative import TrainingConfig, train
+from model_build.data import Interaction
+from recsys.collaborative import ArtifactMismatch, Collaborative, CollaborativeModel, history_weights
+from recsys.index import ItemIndex
+from recsys.profile import Profile
+from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights, recommend
+
+DIM = 8
+SMALL = TrainingConfig(ease_l2=10.0, neighbours=6, factors=2, als_regularization=10.0, als_iterations=8)
+GROUPS = {"a": [f"a{i}" for i in range(5)], "b": [f"b{i}" for i in range(5)]}
+
+
+def interactions(users_per_group: int = 100, seed: int = 3) -> list[Interaction]:
+    """Two tastes: 'a' users choose each a item with probability 0.8 (b users, b items),
+    and now and then one item of the other taste."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for group, other in (("a", "b"), ("b", "a")):
+        for u in range(users_per_group):
+            chosen = [i for i in GROUPS[group] if rng.random() < 0.8]
+            chosen += [str(rng.choice(GROUPS[other]))] if rng.random() < 0.2 else []
+            rows += [Interaction(f"{group}{u}", item, 4.0, 1_000 + t) for t, item in enumerate(chosen)]
+    return rows
+
+
+def index_with(item_ids: list[str], seed: int = 5) -> ItemIndex:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(len(item_ids), DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = ItemIndex(DIM)
+    index.extend(item_ids, vectors, np.ones(len(item_ids)))
+    return index
+
+
+@pytest.fixture(scope="module")
+def model() -> CollaborativeModel:
+    return train(interactions(), SMALL)
+
+
+@pytest.fixture()
+def collaborative(model: CollaborativeModel) -> Collaborative:
+    return Collaborative(model, index_with(GROUPS["a"] + GROUPS["b"]))
+
+
+def ranked(collaborative: Collaborative, scores: np.ndarray, skip: set[str]) -> list[str]:
+    order = [collaborative.index.ids[r] for r in np.argsort(-scores, kind="stable")]
+    return [i for i in order if i not in skip]
+
+
+@pytest.mark.parametrize("component", ["item_item", "factors"])
+def test_a_user_is_offered_the_rest_of_their_taste_first(collaborative: Collaborative, component: str) -> None:
+    history = {"a0": 1.0, "a1": 1.0}
+    scores = getattr(collaborative, component)(history)
+    assert set(ranked(collaborative, scores, set(history))[:3]) == {"a2", "a3", "a4"}
+
+
+def test_fold_in_serves_a_user_the_model_never_saw(collaborative: Collaborative) -> None:
+    """Users b0..b99 trained the model; a user made of b items only is folded in at request time."""
+    user, bias = collaborative.fold_in({"b3": 1.0, "b4": 1.0})
+    assert user.shape == (SMALL.factors,) and np.isfinite(bias)
+    top = ranked(collaborative, collaborative.factors({"b3": 1.0, "b4": 1.0}), {"b3", "b4"})[:3]
+    assert set(top) == {"b0", "b1", "b2"}
+
+
+def test_no_known_history_gives_no_collaborative_score(collaborative: Collaborative) -> None:
+    assert collaborative.item_item({"unknown": 1.0}) is None
+    assert collaborative.factors({}) is None
+
+
+def test_a_new_item_borrows_the_score_of_its_nearest_items(collaborative: Collaborative) -> None:
+    index = collaborative.index
+    twin = index.vector("a2") + 0.05 * index.vector("b0")
+    index.upsert("a2-remastered", (twin / np.linalg.norm(twin)).astype(np.float32), 0.0)
+    scores = collaborative.item_item({"a0": 1.0, "a1": 1.0})  # aligns the grown index
+    borrowed = collaborative.transferred(scores)
+    new = index.rows["a2-remastered"]
+    assert scores[new] == 0.0 and borrowed[new] > 0
+    assert np.count_nonzero(borrowed) == 1
+    assert borrowed[new] > max(scores[index.rows[b]] for b in GROUPS["b"])
+
+
+def test_the_latest_choices_weigh_most() -> None:
+    profile = Profile("u", recent_items=["c", "b", "a"], consumed={"a", "b", "c", "old"})
+    weights = history_weights(profile, half_life_items=1.0, floor=0.2)
+    assert weights == pytest.approx({"c": 1.2, "b": 0.7, "a": 0.45, "old": 0.2})
+
+
+def test_recommend_blends_collaborative_scores_and_leaves_out_consumed(collaborative: Collaborative) -> None:
+    profile = Profile("u", recent_items=["a1", "a0"], consumed={"a0", "a1"}, last_event_at=1_000.0)
+    weights = BlendWeights(long_term=0.0, session=0.0, popularity=0.0)
+    top = recommend(collaborative.index, profile, None, 3, now=1_000.0, weights=weights,
+                    collaborative=collaborative)
+    assert {item for item, _ in top} == {"a2", "a3", "a4"}
+
+
+def test_artifact_round_trips_with_its_blend(model: CollaborativeModel) -> None:
+    loaded, meta = CollaborativeModel.from_npz(model.to_npz(blend=DEFAULT_WEIGHTS.to_json()))
+    assert loaded.item_ids == model.item_ids
+    np.testing.assert_array_equal(loaded.neighbour_weights, model.neighbour_weights)
+    np.testing.assert_array_equal(loaded.factors, model.factors)
+    assert BlendWeights.from_json(str(meta["blend"])) == DEFAULT_WEIGHTS
+
+
+def test_mismatched_artifacts_are_refused(model: CollaborativeModel) -> None:
+    with pytest.raises(ArtifactMismatch, match="item ids"):
+        CollaborativeModel(model.item_ids[:-1], model.neighbour_rows, model.neighbour_weights,
+                           model.factors, model.biases, 1.0, 1.0)
+    with pytest.raises(ArtifactMismatch, match="out of range"):
+        CollaborativeModel(model.item_ids, model.neighbour_rows + 100, model.neighbour_weights,
+                           model.factors, model.biases, 1.0, 1.0)
+    with pytest.raises(ValueError, match="keys among"):
+        BlendWeights.from_json('{"popularity": 1, "magic": 2}')
+
+
+def test_training_needs_interactions() -> None:
+    with pytest.raises(ValueError, match="no interactions"):
+        train([], SMALL)
