@@ -32,9 +32,10 @@ from recsys.profile import Profile, apply_events
 COLD_SHARE = 0.25
 LIST_LENGTH = 50
 SEARCH: dict[str, Sequence[float]] = {
-    "item_item": (0.0, 0.5, 1.0, 2.0),
+    "item_item": (0.0, 0.5, 1.0, 2.0, 4.0),
     "factors": (0.0, 0.25, 0.5, 1.0),
-    "long_term": (0.0, 0.05, 0.1, 0.25, 0.5),
+    "long_term": (0.0, 0.1, 0.25, 0.5, 1.0),
+    "session": (0.0, 0.35, 0.7, 1.4),
     "popularity": (0.0, 0.05, 0.1, 0.3),
     "cold_transfer": (0.0, 1.0, 1.25, 1.5, 2.0),
     "recency_half_life": (5.0, 10.0, 20.0, 50.0),

@@ -3,8 +3,8 @@
 Every interaction counts as one implicit "chose it" (ratings included, whatever the
 value: the next thing a user rates is the next thing they chose to watch). What
 recsys/collaborative.py scores is written as one .npz; see there for the models. The
-blend weights travel in the same file: the defaults (fitted on ml-latest-small's
-validation carve), or, with --fit, weights fitted on a validation carve of this data.
+blend weights fitted with --fit on a validation carve of this data travel in the same
+file; without --fit, the functions use the defaults (recsys.scoring.BlendWeights).
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from model_build.catalog import DEFAULT_DATA
 from model_build.data import Interaction, read_interactions
 from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
-from recsys.scoring import DEFAULT_WEIGHTS
 
 DEFAULT_OUT = Path("build/catalog/collaborative.npz")
 
@@ -54,15 +53,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(data: Path, out: Path, fit_with_catalog: Path | None = None) -> int:
     started = time.perf_counter()
     interactions = list(read_interactions(data))
-    weights = DEFAULT_WEIGHTS
+    meta = {}
     if fit_with_catalog is not None:
         from model_build import blend
         index, _ = ItemIndex.from_npz(fit_with_catalog.read_bytes())
         weights, figures = blend.fit(interactions, index)
         log(f"blend fitted on validation: {figures}")
+        meta["blend"] = weights.to_json()
     model = train(interactions)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(model.to_npz(blend=weights.to_json()))
+    out.write_bytes(model.to_npz(**meta))
     print(f"collaborative: {len(model.item_ids)} items, {model.dim} factors -> {out} "
           f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0

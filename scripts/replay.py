@@ -2,7 +2,8 @@
 
     make replay SPLIT=<dir from shared/eval/split.py> [USERS=100] [SEED=7]
 
-1. Starts the local stack, publishes the split's catalog (items.csv, embedded once),
+1. Starts the local stack, publishes the split's catalog (items.csv, embedded once) and
+   collaborative model (trained on train.csv),
    and bootstraps every user from train.csv through POST /events, Kinesis and the
    events function (this measures events/s through the stack).
 2. Takes a seeded sample of test users and their test.csv events in time order.
@@ -37,7 +38,8 @@ from local_stack.client import ApiClient  # noqa: E402
 from local_stack.demo import load_users  # noqa: E402
 from local_stack.stack import LocalStack, configure_logging, free_port  # noqa: E402
 from model_build import catalog as catalog_stage  # noqa: E402
-from model_build.publish import publish_snapshot, write_items  # noqa: E402
+from model_build import collaborative as collaborative_stage  # noqa: E402
+from model_build.publish import publish_collaborative, publish_snapshot, write_items  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
 
 API_KEY = "replay-key"
@@ -106,11 +108,14 @@ def main() -> int:
     started = time.perf_counter()
     catalog_npz = REPO_ROOT / "build" / "eval" / args.split.resolve().name / "catalog.npz"
     catalog_stage.run(args.split, catalog_stage.DEFAULT_MODEL, catalog_npz)
+    collaborative_npz = catalog_npz.with_name("collaborative.npz")
+    collaborative_stage.run(args.split, collaborative_npz)
     rows, all_users = test_events(args.split, args.users, args.seed)
     with LocalStack(api_key=API_KEY, port=free_port(), log_dir=REPO_ROOT / "build" / "logs" / "replay") as stack:
         api = ApiClient(stack.url, API_KEY)
         settings = Settings.from_env(stack.environment_of("ApiFunction"))
         written_at = time.time()
+        publish_collaborative(settings, collaborative_npz)
         index, model_version = publish_snapshot(settings, catalog_npz, written_at)
         write_items(settings, args.split, index, model_version, written_at)
         bootstrap_started = time.perf_counter()

@@ -15,21 +15,25 @@ from recsys.profile import DEFAULT_CONFIG, Profile, ProfileConfig, unit
 @dataclass(frozen=True)
 class BlendWeights:
     """The weight of each score component; the build job fits them on validation data
-    (model_build/blend.py) and publishes them with the collaborative model."""
+    (model_build/blend.py) and publishes them with the collaborative model. The defaults
+    were fitted on a validation carve of ml-latest-small's train split (README, "Offline
+    evaluation"); the matrix-factorisation weight came out 0 there. `context` is not fitted
+    (the offline data has no request context): an explicit request ("zombies", a search,
+    the page's text) should steer the list, so it outweighs the collaborative scores."""
 
-    item_item: float = 1.0
-    factors: float = 0.5
-    long_term: float = 1.0
+    item_item: float = 2.0
+    factors: float = 0.0
+    long_term: float = 0.5
     session: float = 0.7
-    context: float = 1.0
-    popularity: float = 0.3
+    context: float = 5.0
+    popularity: float = 0.0
     # A user with no history leans on popularity.
     cold_popularity: float = 1.0
     # Items without collaborative evidence get this share of their neighbours' score.
-    cold_transfer: float = 1.0
+    cold_transfer: float = 1.5
     # How the history is weighted for the collaborative models (see history_weights).
-    recency_half_life: float = 10.0
-    recency_floor: float = 0.2
+    recency_half_life: float = 5.0
+    recency_floor: float = 0.1
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
