@@ -5,7 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys import popularity as live_popularity
 from recsys.index import ItemIndex
+from recsys.popularity import DEFAULT_POPULARITY, PopularityConfig
 from recsys.profile import DEFAULT_CONFIG, Profile, ProfileConfig, unit
 
 
@@ -23,7 +25,8 @@ DEFAULT_WEIGHTS = BlendWeights()
 
 
 def popularity(index: ItemIndex) -> np.ndarray:
-    """Interaction counts squashed to [0, 1] on a log scale."""
+    """Popularity counts (live decayed sums, or the snapshot's counts before there are any)
+    squashed to [0, 1] on a log scale."""
     counts = np.log1p(index.popularity_counts)
     top = float(counts.max()) if len(counts) else 0.0
     return counts / top if top > 0 else counts
@@ -43,6 +46,20 @@ def recommend(index: ItemIndex, profile: Profile | None, context: np.ndarray | N
             scores = scores + weight * (index.vectors @ vector)
     skip = set(exclude) | (profile.consumed if profile else set())
     return top_k(index, scores, k, skip)
+
+
+def trending(index: ItemIndex, k: int, category: str | None = None,
+             config: PopularityConfig = DEFAULT_POPULARITY) -> list[tuple[str, float]]:
+    """The k items whose recent pace most exceeds their long-run pace (see
+    `popularity.trending`), optionally only those of one category; only items with
+    recent evidence qualify."""
+    scores = live_popularity.trending(index.counts.astype(np.float64), index.recent.astype(np.float64), config)
+    eligible = scores > 0
+    if category is not None:
+        eligible &= np.array([category in labels for labels in index.categories], dtype=bool)
+    rows = np.flatnonzero(eligible)
+    best = rows[np.argsort(-scores[rows], kind="stable")[:k]]
+    return [(index.ids[r], round(float(scores[r]), 6)) for r in best]
 
 
 def similar(index: ItemIndex, item_id: str, k: int) -> list[tuple[str, float]]:
