@@ -158,3 +158,25 @@ def test_events_posted_over_http_move_trending_and_cold_users_within_seconds(api
     assert status == 200 and item in [e["item_id"] for e in after["items"]][:3]
     status, body = api.get("/trending", k=0)
     assert status == 400 and "k must be" in body["error"]["message"]
+
+
+def test_two_writers_of_one_shard_never_overwrite_each_other(stack):
+    """Lambda runs one batch per shard at a time; should two ever hold a shard, the
+    conditional put makes the stale one re-read and fold its batch again."""
+    from recsys.ingest import PopularityCounter
+    from recsys.settings import Settings
+
+    settings = Settings.from_env(stack.environment_of("PopularityFunction"))
+    first, second = PopularityCounter(settings), PopularityCounter(settings)
+    shard, user = f"shardId-writers-{uuid.uuid4().hex[:6]}", f"writer-{uuid.uuid4().hex[:6]}"
+
+    def batch(start: int) -> list[tuple[str, bytes]]:
+        return [(str(start + n), json.dumps(event(user, start + n, type="purchase", item_id="1")).encode())
+                for n in range(10)]
+
+    assert first.apply(shard, batch(100))["counted"] == 10
+    assert second.apply(shard, batch(200))["counted"] == 10  # reads what the first wrote
+    assert first.apply(shard, batch(300))["counted"] == 10  # its copy is stale: the put fails, it re-reads
+    counters = PopularityCounters.from_npz(popularity_object(stack, shard)[1])
+    assert counters.watermark == "309" and len(counters.remembered) == 30
+    assert counters.item_ids == ["1"] and counters.popular[0] > 29 * 3.0

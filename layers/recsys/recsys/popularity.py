@@ -31,7 +31,7 @@ DAY = 86_400.0
 
 @dataclass(frozen=True)
 class PopularityConfig:
-    popular_half_life_days: float = 30.0
+    popular_half_life_days: float = 90.0
     recent_half_life_days: float = 1.0
     remembered_events: int = 50_000
     # An item whose popular sum decays below this is dropped (a weight-1 event after ~13 half-lives).
