@@ -47,21 +47,25 @@ def rating_events(data: Path) -> list[dict]:
 
 
 def load_users(stack: LocalStack, client: ApiClient, data: Path, timeout: float = 600) -> dict:
-    """Posts every rating as an event, then waits until the events function has applied them."""
+    """Posts every rating as an event, then waits until every consumer of the stream (profiles,
+    popularity) has applied them."""
     events = rating_events(data)
-    mapping = stack.mappings["EventsFunction"]
-    before = mapping.processed
+    mappings = stack.mappings_reading("EventsStream")
+    before = {m.name: m.processed for m in mappings}
     accepted = 0
     for start in range(0, len(events), EVENTS_PER_REQUEST):
         status, body = client.post("/events", {"events": events[start:start + EVENTS_PER_REQUEST]})
         if status != 202 or body["errors"]:
             raise RuntimeError(f"loading ratings failed at event {start}: {status} {body}")
         accepted += body["accepted"]
-    log.info("posted %d events; %d applied so far", accepted, mapping.processed - before)
+    log.info("posted %d events; applied so far: %s", accepted,
+             ", ".join(f"{m.name} {m.processed - before[m.name]}" for m in mappings))
     deadline = time.time() + timeout
-    while mapping.processed - before < accepted:
-        if time.time() > deadline:
-            raise RuntimeError(f"only {mapping.processed - before} of {accepted} events applied in {timeout:.0f} s")
-        time.sleep(0.2)
+    for mapping in mappings:
+        while mapping.processed - before[mapping.name] < accepted:
+            if time.time() > deadline:
+                raise RuntimeError(f"{mapping.name}: only {mapping.processed - before[mapping.name]} of {accepted} "
+                                   f"events applied in {timeout:.0f} s")
+            time.sleep(0.2)
     return {"events": accepted, "users": len({e["user_id"] for e in events}),
-            "dead_lettered": mapping.dead_lettered}
+            "dead_lettered": sum(m.dead_lettered for m in mappings)}

@@ -31,7 +31,7 @@ class StreamReader:
     def shards(self) -> list[str]: ...
     def iterator(self, shard: str, position: str) -> str: ...
     def read(self, iterator: str, limit: int) -> tuple[list[dict], str | None]: ...
-    def to_lambda(self, record: dict) -> dict: ...
+    def to_lambda(self, record: dict, shard: str) -> dict: ...
     def filter_view(self, record: dict) -> dict: ...
     def arrival(self, record: dict) -> float: ...
     def sequence(self, record: dict) -> str: ...
@@ -55,13 +55,13 @@ class KinesisReader(StreamReader):
         response = self.kinesis.get_records(ShardIterator=iterator, Limit=limit)
         return response["Records"], response.get("NextShardIterator")
 
-    def to_lambda(self, record: dict) -> dict:
+    def to_lambda(self, record: dict, shard: str) -> dict:
         return {"kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": record["PartitionKey"],
                             "sequenceNumber": record["SequenceNumber"],
                             "data": base64.b64encode(record["Data"]).decode(),
                             "approximateArrivalTimestamp": self.arrival(record)},
                 "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventName": "aws:kinesis:record",
-                "eventID": f"shardId-000000000000:{record['SequenceNumber']}",
+                "eventID": f"{shard}:{record['SequenceNumber']}",
                 "invokeIdentityArn": "arn:aws:iam::123456789012:role/local", "awsRegion": self.region,
                 "eventSourceARN": self.arn}
 
@@ -96,7 +96,7 @@ class DynamoDBStreamReader(StreamReader):
         response = self.streams.get_records(ShardIterator=iterator, Limit=limit)
         return response["Records"], response.get("NextShardIterator")
 
-    def to_lambda(self, record: dict) -> dict:
+    def to_lambda(self, record: dict, shard: str) -> dict:
         stream_record = _base64_binaries(record["dynamodb"])
         if "ApproximateCreationDateTime" in stream_record:
             stream_record["ApproximateCreationDateTime"] = _epoch(stream_record["ApproximateCreationDateTime"])
@@ -205,7 +205,7 @@ class EventSourceMapping:
             batch, attempts = batches.pop(0)
             error, failed_from = None, None
             try:
-                response = self.function.invoke({"Records": [self.reader.to_lambda(r) for r in batch]})
+                response = self.function.invoke({"Records": [self.reader.to_lambda(r, shard) for r in batch]})
                 failed_from = self._first_failure(batch, response)
             except FunctionError as raised:
                 error, failed_from = raised, 0

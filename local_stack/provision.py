@@ -79,8 +79,21 @@ def _bucket(template: Template, logical_id: str, s3) -> None:
     if props.get("VersioningConfiguration", {}).get("Status") == "Enabled":
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     rules = props.get("LifecycleConfiguration", {}).get("Rules", [])
+    rules = [_lifecycle_rule(n, rule) for n, rule in enumerate(rules)]
     if rules:
-        s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [
-            {"ID": rule.get("Id", f"rule{n}"), "Status": rule["Status"], "Filter": {"Prefix": rule.get("Prefix", "")},
-             "Expiration": {"Days": int(rule["ExpirationInDays"])}}
-            for n, rule in enumerate(rules) if "ExpirationInDays" in rule]})
+        s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": rules})
+
+
+def _lifecycle_rule(n: int, rule: dict) -> dict:
+    """CloudFormation's shape of an S3 lifecycle rule in the S3 API's (the two the template uses)."""
+    converted = {"ID": rule.get("Id", f"rule{n}"), "Status": rule["Status"],
+                 "Filter": {"Prefix": rule.get("Prefix", "")}}
+    if "ExpirationInDays" in rule:
+        converted["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    if "NoncurrentVersionExpiration" in rule:
+        converted["NoncurrentVersionExpiration"] = {
+            "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])}
+    if len(converted) == 3:
+        raise ValueError(f"lifecycle rule {converted['ID']}: only ExpirationInDays and "
+                         "NoncurrentVersionExpiration run locally")
+    return converted

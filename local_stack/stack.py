@@ -123,6 +123,11 @@ class LocalStack:
                                   properties, self.aws["sqs"], dead_letter_url,
                                   self.template.get_att(source.function, "Arn"))
 
+    def mappings_reading(self, source_logical_id: str) -> list[EventSourceMapping]:
+        """The event-source mappings that poll one stream or table (every consumer of it)."""
+        return [self.mappings[s.function] for s in self.template.event_sources()
+                if s.source_logical_id == source_logical_id]
+
     def _write_env_file(self) -> None:
         """Names and endpoint of this stack, for `python -m ops --local`."""
         names = {}

@@ -59,6 +59,12 @@ def recommendations(user_id: str):
     return recommender.recommend(user_id, query("k"), query("context"))
 
 
+@app.get("/trending")
+def trending():
+    query = app.current_event.get_query_string_value
+    return recommender.trending(query("k"), query("category"))
+
+
 @app.exception_handler(BadRequest)
 def bad_request(error: BadRequest):
     return _error(400, "bad_request", str(error))

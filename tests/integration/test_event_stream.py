@@ -1,4 +1,5 @@
-"""The events path: exactly-once effect under redelivery, poison records, concurrent writers."""
+"""The events path: exactly-once effect under redelivery (profiles, raw events, popularity
+counters), poison records, concurrent writers, and live popularity over HTTP."""
 from __future__ import annotations
 
 import base64
@@ -8,6 +9,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from local_stack.client import ApiClient
+from recsys.popularity import PopularityCounters
 
 
 def profile_item(stack, user: str) -> dict | None:
@@ -28,7 +32,14 @@ def event(user: str, n: int, **fields) -> dict:
             "dwell_seconds": 30, "timestamp": time.time() - 10_000 + n, **fields}
 
 
-def kinesis_batch(stack, events: list[dict], raw: dict[int, bytes] | None = None) -> dict:
+def popularity_object(stack, shard: str) -> tuple[str, bytes]:
+    """The shard's popularity counters in S3: ETag and bytes."""
+    s3, bucket = stack.aws["s3"], stack.template.physical_name("ArtifactsBucket")
+    stored = s3.get_object(Bucket=bucket, Key=f"popularity/{shard}.npz")
+    return stored["ETag"], stored["Body"].read()
+
+
+def kinesis_batch(stack, events: list[dict], raw: dict[int, bytes] | None = None, shard: str = "shardId-0") -> dict:
     """A Lambda Kinesis event as the mapping delivers it (payloads optionally replaced)."""
     raw = raw or {}
     stream = stack.template.get_att("EventsStream", "Arn")
@@ -36,21 +47,34 @@ def kinesis_batch(stack, events: list[dict], raw: dict[int, bytes] | None = None
         "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": e["user_id"], "sequenceNumber": str(90000 + n),
                     "data": base64.b64encode(raw.get(n, json.dumps(e).encode())).decode(),
                     "approximateArrivalTimestamp": time.time()},
-        "eventSource": "aws:kinesis", "eventName": "aws:kinesis:record", "eventID": f"shardId-0:{90000 + n}",
+        "eventSource": "aws:kinesis", "eventName": "aws:kinesis:record", "eventID": f"{shard}:{90000 + n}",
         "awsRegion": "us-east-1", "eventSourceARN": stream} for n, e in enumerate(events)]}
 
 
-def test_replaying_a_batch_leaves_profiles_and_raw_events_byte_identical(stack):
+def test_replaying_a_batch_leaves_profiles_raw_events_and_counters_byte_identical(stack):
     users = [f"replay-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    shard = f"shardId-replay-{uuid.uuid4().hex[:6]}"  # a shard of its own: no other test writes its counters
     events = [event(users[n % 3], n) for n in range(60)]
-    batch = kinesis_batch(stack, events)
-    events_function = stack.pools["EventsFunction"]
+    batch = kinesis_batch(stack, events, shard=shard)
+    events_function, popularity_function = stack.pools["EventsFunction"], stack.pools["PopularityFunction"]
     assert events_function.invoke(batch) == {"batchItemFailures": []}
-    state = lambda: {u: (profile_item(stack, u), raw_events(stack, u)) for u in users}  # noqa: E731
+    assert popularity_function.invoke(batch)["counted"] == 60
+    state = lambda: ({u: (profile_item(stack, u), raw_events(stack, u)) for u in users},  # noqa: E731
+                     popularity_object(stack, shard))
     before = state()
-    assert all(int(profile["event_count"]["N"]) == 20 and len(raw) == 1 for profile, raw in before.values())
+    assert all(int(profile["event_count"]["N"]) == 20 and len(raw) == 1 for profile, raw in before[0].values())
     assert events_function.invoke(batch) == {"batchItemFailures": []}
+    assert popularity_function.invoke(batch) == {"records": 60, "counted": 0, "invalid": 0, "already_applied": 60}
     assert state() == before
+    # The same events again under new sequence numbers (a client resending, a redrive): still counted once.
+    resent = kinesis_batch(stack, events, shard=shard)
+    for n, record in enumerate(resent["Records"]):
+        record["kinesis"]["sequenceNumber"] = str(95000 + n)
+    assert popularity_function.invoke(resent)["counted"] == 0
+    assert popularity_object(stack, shard) == before[1], "nothing counted, nothing written"
+    counters = PopularityCounters.from_npz(before[1][1])
+    assert counters.watermark == "90059"
+    assert sorted(counters.item_ids) == sorted({e["item_id"] for e in events})
 
 
 def test_one_poison_record_among_100_is_dead_lettered_with_its_reason(stack):
@@ -91,3 +115,68 @@ def test_concurrent_writers_on_one_user_count_every_event_once(stack, writers, e
         failures = [f for result in pool.map(writer, range(writers)) for f in result]
     assert failures == []
     assert int(profile_item(stack, user)["event_count"]["N"]) == writers * events_each
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def test_events_posted_over_http_move_trending_and_cold_users_within_seconds(api: ApiClient):
+    tag = uuid.uuid4().hex[:8]
+    item, category = f"live-{tag}", f"Testgenre{tag}"
+    status, _ = api.put(f"/items/{item}", {"title": f"Night of the Living Counters {tag}",
+                                           "description": "A zombie film nobody has seen yet.",
+                                           "categories": ["Horror", category]})
+    assert status == 200
+    wait_for(lambda: api.get(f"/items/{item}/similar", k=1)[0] == 200, 60, "the new item encoded and served")
+    cold_user = f"cold-{tag}"
+    status, before = api.get(f"/users/{cold_user}/recommendations", k=10)
+    assert status == 200 and item not in [e["item_id"] for e in before["items"]]
+    status, body = api.get("/trending", category=category)
+    assert (status, body) == (200, {"category": category, "items": []})
+
+    posted = time.monotonic()
+    status, body = api.post("/events", {"events": [
+        {"event_id": f"{tag}-{n}", "user_id": f"buyer-{tag}-{n}", "type": "purchase", "item_id": item}
+        for n in range(30)]})
+    assert (status, body) == (202, {"accepted": 30, "errors": []})
+    trending = wait_for(lambda: api.get("/trending", category=category, k=5)[1]["items"], 15,
+                        "the item trending in its category")
+    seconds = time.monotonic() - posted
+    assert [e["item_id"] for e in trending] == [item]
+    print(f"event -> /trending in {seconds:.2f} s")
+    status, body = api.get("/trending", k=3)
+    assert status == 200 and item in [e["item_id"] for e in body["items"]]
+    status, after = api.get(f"/users/{cold_user}/recommendations", k=10)
+    assert status == 200 and item in [e["item_id"] for e in after["items"]][:3]
+    status, body = api.get("/trending", k=0)
+    assert status == 400 and "k must be" in body["error"]["message"]
+
+
+def test_two_writers_of_one_shard_never_overwrite_each_other(stack):
+    """Lambda runs one batch per shard at a time; should two ever hold a shard, the
+    conditional put makes the stale one re-read and fold its batch again."""
+    from recsys.ingest import PopularityCounter
+    from recsys.settings import Settings
+
+    settings = Settings.from_env(stack.environment_of("PopularityFunction"))
+    first, second = PopularityCounter(settings), PopularityCounter(settings)
+    shard, user = f"shardId-writers-{uuid.uuid4().hex[:6]}", f"writer-{uuid.uuid4().hex[:6]}"
+
+    def batch(start: int) -> list[tuple[str, bytes]]:
+        return [(str(start + n), json.dumps(event(user, start + n, type="purchase", item_id="1")).encode())
+                for n in range(10)]
+
+    assert first.apply(shard, batch(100))["counted"] == 10
+    assert second.apply(shard, batch(200))["counted"] == 10  # reads what the first wrote
+    assert first.apply(shard, batch(300))["counted"] == 10  # its copy is stale: the put fails, it re-reads
+    counters = PopularityCounters.from_npz(popularity_object(stack, shard)[1])
+    assert counters.watermark == "309" and len(counters.remembered) == 30
+    assert counters.item_ids == ["1"] and counters.popular[0] > 29 * 3.0

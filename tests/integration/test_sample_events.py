@@ -13,6 +13,7 @@ import itertools
 import json
 import re
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -35,7 +36,7 @@ from recsys import storage
 from recsys.catalog import Item
 from recsys.encoder import Encoder
 from recsys.index import ItemIndex
-from recsys.live import CLOCK_SKEW_SECONDS
+from recsys.live import CLOCK_SKEW_SECONDS, POPULARITY_REFRESH_SECONDS
 from recsys.settings import Settings, get_settings
 from recsys.storage import CatalogSnapshots, ItemRepository, ProfileRepository
 
@@ -47,7 +48,8 @@ STACK, REGION = "recsys-local", "us-east-1"
 CATALOG_SIZE = 20
 PUBLISHED_AT = 1_717_000_000.0
 # A sample file goes to the function its name starts with.
-FUNCTION_OF_PREFIX = {"api-": "ApiFunction", "kinesis-": "EventsFunction", "items-": "CatalogFunction"}
+FUNCTION_OF_PREFIX = {"api-": "ApiFunction", "kinesis-": "EventsFunction", "items-": "CatalogFunction",
+                      "popularity-": "PopularityFunction"}
 SETTINGS_ENVIRONMENT = ("PROFILES_TABLE", "ITEMS_TABLE", "EVENTS_STREAM", "ARTIFACTS_BUCKET", "AWS_ENDPOINT_URL",
                         "RECSYS_MODEL_DIR")
 SAMPLES = sorted(EVENTS.glob("*.json"))
@@ -153,7 +155,8 @@ class Stack:
         settings = self.settings()
         index = ItemIndex(catalog.vectors.shape[1])
         index.extend([item.item_id for item in catalog.items], catalog.vectors,
-                     np.arange(len(catalog.items), 0, -1, dtype=np.float32))
+                     np.arange(len(catalog.items), 0, -1, dtype=np.float32),
+                     [item.categories for item in catalog.items])
         CatalogSnapshots(settings).publish(index, catalog.model_version, PUBLISHED_AT + CLOCK_SKEW_SECONDS)
         ItemRepository(settings).put_many(zip(catalog.items, catalog.vectors, strict=True), catalog.model_version,
                                           now=PUBLISHED_AT)
@@ -279,6 +282,8 @@ def test_sample_event_runs_through_its_function(aws_stack: Stack, sample: Path) 
     response = aws_stack.invoke(function_id, event)
     if function_id == "ApiFunction":
         assert 200 <= response["statusCode"] < 300, response["body"]
+    elif function_id == "PopularityFunction":
+        assert response["counted"] > 0
     else:
         assert response == {"batchItemFailures": []}
 
@@ -418,3 +423,33 @@ def test_items_stream_does_not_re_encode_its_own_vector_write(aws_stack: Stack) 
     stored = aws_stack.stored_item(item.item_id)
     assert stored["model_version"]["S"] == "marker"
     assert np.array_equal(np.frombuffer(stored["vector"]["B"], dtype=np.float32), marker)
+
+
+def test_kinesis_batch_moves_popularity_trending_and_cold_users(aws_stack: Stack, catalog: Catalog) -> None:
+    status, body = aws_stack.call_api("api-trending.json")
+    assert (status, body) == (200, {"category": "Comedy", "items": []}), "nothing trends before any event"
+    cold = load("api-recommendations.json")
+    cold["path"], cold["pathParameters"] = "/users/nobody/recommendations", {"user_id": "nobody"}
+    cold["queryStringParameters"] = cold["multiValueQueryStringParameters"] = None  # no context: popularity only
+    before = [e["item_id"] for e in json.loads(aws_stack.invoke("ApiFunction", cold)["body"])["items"]]
+    assert before[:2] == ["1", "2"], "the snapshot's counts: the first movies count highest"
+
+    event = load("popularity-kinesis.json")
+    # A purchase and a 4.5-star rating of 5, a 90 s click on 2; a hide of 3 does not count.
+    assert aws_stack.invoke("PopularityFunction", event) == {"records": 4, "counted": 3, "invalid": 0,
+                                                             "already_applied": 0}
+    s3, bucket = aws_stack.aws["s3"], aws_stack.environment("PopularityFunction")["ARTIFACTS_BUCKET"]
+    stored = s3.get_object(Bucket=bucket, Key="popularity/shardId-000000000000.npz")
+    assert aws_stack.invoke("PopularityFunction", event)["counted"] == 0
+    again = s3.get_object(Bucket=bucket, Key="popularity/shardId-000000000000.npz")
+    assert (again["ETag"], again["Body"].read()) == (stored["ETag"], stored["Body"].read())
+
+    time.sleep(POPULARITY_REFRESH_SECONDS)  # the warm API function lists the counters at most this often
+    status, body = aws_stack.call_api("api-trending.json")
+    assert status == 200 and [e["item_id"] for e in body["items"]] == ["5"], "Jumanji (2) is not a comedy"
+    everything = load("api-trending.json")
+    everything["queryStringParameters"] = everything["multiValueQueryStringParameters"] = None
+    body = json.loads(aws_stack.invoke("ApiFunction", everything)["body"])
+    assert [e["item_id"] for e in body["items"]] == ["5", "2"]
+    after = [e["item_id"] for e in json.loads(aws_stack.invoke("ApiFunction", cold)["body"])["items"]]
+    assert after[:2] == ["5", "2"], "live counts replace the snapshot's"

@@ -15,7 +15,7 @@ class ListReader(StreamReader):
     arn = "arn:aws:kinesis:us-east-1:123456789012:stream/s"
     batch_info_key = "KinesisBatchInfo"
 
-    def to_lambda(self, record: dict) -> dict:
+    def to_lambda(self, record: dict, shard: str) -> dict:
         return {"kinesis": {"sequenceNumber": record["seq"], "data": record["data"]}}
 
     def arrival(self, record: dict) -> float:

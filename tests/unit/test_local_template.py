@@ -9,7 +9,7 @@ from local_stack.template import Route, Template, TemplateError
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = {"ApiFunction": "functions/api", "EventsFunction": "functions/events",
-             "CatalogFunction": "functions/catalog"}
+             "CatalogFunction": "functions/catalog", "PopularityFunction": "functions/popularity"}
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def template() -> Template:
     return loaded
 
 
-def test_the_three_functions_and_their_code(template: Template) -> None:
+def test_the_functions_and_their_code(template: Template) -> None:
     functions = template.functions()
     assert set(functions) == set(FUNCTIONS)
     for logical_id, code in FUNCTIONS.items():
@@ -44,13 +44,15 @@ def test_environment_names_the_stacks_resources(template: Template) -> None:
     catalog = template.functions()["CatalogFunction"].environment
     assert catalog["ITEMS_TABLE"] == "recsys-local-ItemsTable"
     assert "EVENTS_STREAM" not in catalog
+    popularity = template.functions()["PopularityFunction"].environment
+    assert popularity["ARTIFACTS_BUCKET"] == "recsys-local-artifactsbucket"
 
 
 def test_the_api_routes(template: Template) -> None:
     routes = {(r.method, r.path) for r in template.routes()}
     assert routes == {("GET", "/health"), ("GET", "/items/{item_id}"), ("PUT", "/items/{item_id}"),
                       ("GET", "/items/{item_id}/similar"), ("POST", "/events"),
-                      ("GET", "/users/{user_id}/recommendations")}
+                      ("GET", "/users/{user_id}/recommendations"), ("GET", "/trending")}
     assert all(r.function == "ApiFunction" and r.api_key_required for r in template.routes())
 
 
@@ -75,24 +77,27 @@ def test_a_greedy_path_parameter() -> None:
 
 
 def test_event_sources(template: Template) -> None:
-    sources = {s.kind: s for s in template.event_sources()}
-    assert set(sources) == {"Kinesis", "DynamoDB"}
-    kinesis, dynamodb = sources["Kinesis"], sources["DynamoDB"]
-    assert (kinesis.function, kinesis.source_logical_id) == ("EventsFunction", "EventsStream")
-    assert (dynamodb.function, dynamodb.source_logical_id) == ("CatalogFunction", "ItemsTable")
-    assert kinesis.properties["BatchSize"] == 500
-    assert dynamodb.properties["BatchSize"] == 100
-    assert dynamodb.properties["FilterCriteria"]["Filters"][0]["Pattern"] == '{"eventName": ["INSERT", "MODIFY"]}'
-    for source in (kinesis, dynamodb):
+    sources = {s.function: s for s in template.event_sources()}
+    assert {(f, s.kind, s.source_logical_id) for f, s in sources.items()} == {
+        ("EventsFunction", "Kinesis", "EventsStream"), ("PopularityFunction", "Kinesis", "EventsStream"),
+        ("CatalogFunction", "DynamoDB", "ItemsTable")}
+    events, counters, catalog = sources["EventsFunction"], sources["PopularityFunction"], sources["CatalogFunction"]
+    assert events.properties["BatchSize"] == 500
+    assert counters.properties["BatchSize"] == 5000 and counters.properties["MaximumBatchingWindowInSeconds"] == 1
+    assert catalog.properties["BatchSize"] == 100
+    assert catalog.properties["FilterCriteria"]["Filters"][0]["Pattern"] == '{"eventName": ["INSERT", "MODIFY"]}'
+    for source in sources.values():
         props = source.properties
         assert props["StartingPosition"] == "TRIM_HORIZON"
         assert props["BisectBatchOnFunctionError"] is True
         assert props["MaximumRetryAttempts"] >= 0 and props["MaximumRecordAgeInSeconds"] > 0
-        assert "ReportBatchItemFailures" in props["FunctionResponseTypes"]
+    assert "ReportBatchItemFailures" in events.properties["FunctionResponseTypes"]
+    assert "ReportBatchItemFailures" in catalog.properties["FunctionResponseTypes"]
+    assert "FunctionResponseTypes" not in counters.properties, "a batch is applied whole or not at all"
 
 
 def test_arns_and_provisioned_attributes(template: Template) -> None:
-    kinesis = next(s for s in template.event_sources() if s.kind == "Kinesis")
+    kinesis = next(s for s in template.event_sources() if s.function == "EventsFunction")
     destination = kinesis.properties["DestinationConfig"]["OnFailure"]["Destination"]
     assert template.resolve(destination) == "arn:aws:sqs:us-east-1:123456789012:recsys-local-EventsDeadLetterQueue"
     assert template.resolve({"Fn::GetAtt": ["EventsStream", "Arn"]}) == \

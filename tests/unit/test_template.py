@@ -85,14 +85,23 @@ def test_cfn_lint_reports_nothing() -> None:
     assert [str(m) for m in matches] == []
 
 
+# Consumers that apply a batch whole or not at all (one conditional write per batch, a
+# sequence watermark against retries): a partial-batch response would mean nothing.
+ALL_OR_NOTHING_CONSUMERS = {"PopularityFunction"}
+
+
 def test_every_stream_event_source_handles_failures(resources: dict[str, Any]) -> None:
     stream_events = events_of(resources, STREAM_EVENT_TYPES)
     assert stream_events, "expected Kinesis/DynamoDB event sources"
     for fn_name, event_name, props in stream_events:
         where = f"{fn_name}.{event_name}"
-        assert "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []), (
-            where
-        )
+        if fn_name in ALL_OR_NOTHING_CONSUMERS:
+            assert "FunctionResponseTypes" not in props, where
+            assert props.get("ParallelizationFactor") == 1, f"{where}: one writer per shard"
+        else:
+            assert "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []), (
+                where
+            )
         if "Stream" in props:  # SQS sources have no bisect, record age or destination
             assert props.get("BisectBatchOnFunctionError") is True, where
             retries = props.get("MaximumRetryAttempts")
@@ -227,6 +236,7 @@ def test_contract_others_depend_on(
         ("GET", "/items/{item_id}/similar"),
         ("POST", "/events"),
         ("GET", "/users/{user_id}/recommendations"),
+        ("GET", "/trending"),
     }
     expected_env = {
         "ApiFunction": {
@@ -238,6 +248,7 @@ def test_contract_others_depend_on(
         "EventsFunction": {"PROFILES_TABLE", "ITEMS_TABLE", "ARTIFACTS_BUCKET",
                            "RAW_EVENTS_BUCKET", "EVENTS_DLQ_URL"},
         "CatalogFunction": {"ITEMS_TABLE"},
+        "PopularityFunction": {"ARTIFACTS_BUCKET"},
     }
     for fn_name, names in expected_env.items():
         env = resources[fn_name]["Properties"]["Environment"]["Variables"]

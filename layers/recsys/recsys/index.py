@@ -10,8 +10,10 @@ import numpy as np
 class ItemIndex:
     """Unit item vectors, categories (for filtering) and popularity, by item id; grows in place.
 
-    `counts` is the evidence of popularity (interactions, decayed or not); `prior` is
-    the estimate for an item with no evidence yet (its neighbours' mean count).
+    `counts` is the evidence of popularity: the snapshot's interaction counts until live
+    counters replace them (`set_live_counts`), which also bring `recent`, the
+    short-half-life sums trending is made of. An item added after the snapshot gets a
+    prior: the mean current count of its nearest neighbours (`set_prior`).
     """
 
     FORMAT = 2  # the .npz layout: 2 added categories
@@ -23,7 +25,8 @@ class ItemIndex:
         self.categories: list[tuple[str, ...]] = []
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
         self._counts = np.zeros(capacity, dtype=np.float32)
-        self._prior = np.zeros(capacity, dtype=np.float32)
+        self._recent = np.zeros(capacity, dtype=np.float32)
+        self._neighbours: dict[int, np.ndarray] = {}  # row -> rows its prior is the mean count of
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -37,8 +40,19 @@ class ItemIndex:
         return self._counts[: len(self.ids)]
 
     @property
+    def recent(self) -> np.ndarray:
+        return self._recent[: len(self.ids)]
+
+    @property
     def popularity_counts(self) -> np.ndarray:
-        return np.maximum(self.counts, self._prior[: len(self.ids)])
+        """Counts, raised to the neighbour prior for items that have one."""
+        counts = self.counts
+        if not self._neighbours:
+            return counts
+        raised = counts.copy()
+        for row, neighbours in self._neighbours.items():
+            raised[row] = max(counts[row], float(counts[neighbours].mean()))
+        return raised
 
     def vector(self, item_id: str) -> np.ndarray | None:
         row = self.rows.get(item_id)
@@ -62,22 +76,31 @@ class ItemIndex:
         if categories is not None:
             self.categories[row] = tuple(categories)
 
-    def set_prior(self, item_id: str) -> None:
-        """Give an item the neighbour prior (see `neighbour_count`)."""
+    def set_prior(self, item_id: str, k: int = 10) -> None:
+        """Let an item nobody has interacted with yet start at the mean count of the k
+        nearest items with evidence, so it is not ranked as if unwanted. The neighbours
+        are chosen now; their counts are read when popularity is, so the prior follows
+        live counters."""
         row = self.rows[item_id]
-        self._prior[row] = self.neighbour_count(self._vectors[row], exclude=row)
-
-    def neighbour_count(self, vector: np.ndarray, k: int = 10, exclude: int | None = None) -> float:
-        """The mean interaction count of the k items nearest a vector: the popularity
-        prior of an item nobody has interacted with yet, so it is not ranked as if unwanted."""
         seen = np.flatnonzero(self.counts > 0)
-        if exclude is not None:
-            seen = seen[seen != exclude]
+        seen = seen[seen != row]
         if len(seen) == 0:
-            return 0.0
-        similarity = self.vectors[seen] @ vector
-        nearest = seen[np.argpartition(-similarity, min(k, len(seen)) - 1)[:k]]
-        return float(self.counts[nearest].mean())
+            self._neighbours.pop(row, None)
+            return
+        similarity = self.vectors[seen] @ self._vectors[row]
+        self._neighbours[row] = seen[np.argpartition(-similarity, min(k, len(seen)) - 1)[:k]]
+
+    def set_live_counts(self, item_ids: Sequence[str], popular: np.ndarray, recent: np.ndarray) -> None:
+        """Live counters replace the counts: an item they do not name has no evidence now
+        (items not in the index yet are left out)."""
+        self._counts[: len(self.ids)] = 0.0
+        self._recent[: len(self.ids)] = 0.0
+        pairs = [(self.rows.get(i), n) for n, i in enumerate(item_ids)]
+        rows = np.array([row for row, _ in pairs if row is not None], dtype=np.int64)
+        at = np.array([n for row, n in pairs if row is not None], dtype=np.int64)
+        if len(rows):
+            self._counts[rows] = popular[at]
+            self._recent[rows] = recent[at]
 
     def extend(self, ids: list[str], vectors: np.ndarray, counts: np.ndarray,
                categories: Sequence[Sequence[str]] | None = None) -> None:
@@ -89,7 +112,7 @@ class ItemIndex:
         capacity = max(1024, 2 * len(self._vectors))
         self._vectors = _resized(self._vectors, (capacity, self.dim))
         self._counts = _resized(self._counts, (capacity,))
-        self._prior = _resized(self._prior, (capacity,))
+        self._recent = _resized(self._recent, (capacity,))
 
     def to_npz(self, **meta: str | float) -> bytes:
         """Serialise as .npz (no pickle): ids, vectors, counts, categories, plus scalar metadata."""

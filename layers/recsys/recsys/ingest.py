@@ -1,4 +1,5 @@
-"""Stream-side work: fold user events into profiles, and encode changed catalog items."""
+"""Stream-side work: fold user events into profiles and popularity counters, and encode
+changed catalog items."""
 from __future__ import annotations
 
 import json
@@ -12,12 +13,15 @@ import numpy as np
 from recsys.catalog import Item
 from recsys.events import Event, parse_event
 from recsys.live import LiveCatalog, encoder_for
+from recsys.popularity import DEFAULT_POPULARITY, PopularityConfig, PopularityCounters
 from recsys.profile import Profile, apply_events, event_fingerprint
 from recsys.settings import Settings
 from recsys.storage import (
     CatalogSnapshots,
+    ConcurrentUpdate,
     DeadLetterQueue,
     ItemRepository,
+    PopularityStore,
     ProfileRepository,
     RawEventLog,
 )
@@ -77,6 +81,59 @@ class EventIngestor:
         applied_before = set(profile.applied_events)
         self.raw_events.put(user_id, [e for e in events if event_fingerprint(e.event_id) not in applied_before])
         self.profiles.update(user_id, lambda p: apply_events(p, events, vector_of) or None, current=profile)
+
+
+class PopularityCounter:
+    """Folds a batch of stream records into its shard's popularity counters, written once.
+
+    The whole batch is one conditional S3 write, so it is applied entirely or not at
+    all; a retried or replayed batch is skipped by the shard's sequence watermark. The
+    counters stay in memory between batches (one writer per shard); a write that finds
+    them changed re-reads and folds the batch again. A record that is not a valid event
+    does not count (the events function dead-letters it).
+    """
+
+    def __init__(self, settings: Settings, config: PopularityConfig = DEFAULT_POPULARITY) -> None:
+        settings.require("artifacts_bucket")
+        self.store = PopularityStore(settings)
+        self.config = config
+        self._shards: dict[str, tuple[PopularityCounters, str | None]] = {}
+
+    def apply(self, shard_id: str, records: list[tuple[str, bytes]]) -> dict[str, int]:
+        """Fold (sequence number, payload) records of one shard; returns what counted."""
+        now = time.time()
+        parsed = [(sequence, _event_or_none(payload, now)) for sequence, payload in records]
+        for attempt in range(2):
+            counters, etag = self._read(shard_id, fresh=attempt > 0)
+            watermark = counters.watermark
+            try:
+                counted = counters.apply(parsed, self.config)
+                if counted:
+                    etag = self.store.save(shard_id, counters, etag)
+            except ConcurrentUpdate:
+                self._shards.pop(shard_id, None)
+                continue
+            except BaseException:
+                self._shards.pop(shard_id, None)  # memory may be ahead of S3 now
+                raise
+            self._shards[shard_id] = (counters, etag)
+            return {"records": len(records), "counted": counted,
+                    "invalid": sum(event is None for _, event in parsed),
+                    "already_applied": sum(int(s) <= int(watermark) for s, _ in records) if watermark else 0}
+        raise ConcurrentUpdate(f"popularity counters of {shard_id}: another writer holds the shard")
+
+    def _read(self, shard_id: str, fresh: bool) -> tuple[PopularityCounters, str | None]:
+        if not fresh and shard_id in self._shards:
+            return self._shards[shard_id]
+        loaded = self.store.load(shard_id)
+        return loaded if loaded is not None else (PopularityCounters(), None)
+
+
+def _event_or_none(payload: bytes, now: float) -> Event | None:
+    try:
+        return parse_event(json.loads(payload), now=now)
+    except ValueError:
+        return None
 
 
 class ItemEncoder:

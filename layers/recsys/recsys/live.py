@@ -1,4 +1,5 @@
-"""What a warm function keeps between invocations: the encoder and the live item index."""
+"""What a warm function keeps between invocations: the encoder and the live item index
+(vectors, categories and popularity)."""
 from __future__ import annotations
 
 import time
@@ -7,13 +8,16 @@ from functools import lru_cache
 
 from recsys.collaborative import Collaborative, CollaborativeModel
 from recsys.index import ItemIndex
+from recsys.popularity import LivePopularity, PopularityCounters
 from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights
 from recsys.settings import Settings
-from recsys.storage import CatalogSnapshots, ItemRepository
+from recsys.storage import CatalogSnapshots, ItemRepository, PopularityStore
 
 # Items written up to this long before the newest one we saw are read again, so a
 # writer whose clock lags a little is not missed. Re-reading an item is harmless.
 CLOCK_SKEW_SECONDS = 5.0
+# How often a warm function lists the popularity counters (one S3 LIST; a GET per changed shard).
+POPULARITY_REFRESH_SECONDS = 2.0
 
 
 class LiveCatalog:
@@ -22,23 +26,36 @@ class LiveCatalog:
 
     The first call loads the snapshot from S3; later calls read only the items
     changed since (a Query on the items table's by_update index), at most once per
-    `refresh_seconds`.
+    `refresh_seconds`. With a popularity store, the shards' live counters replace the
+    snapshot's counts once any exist; they are listed at most once per
+    `popularity_seconds`, and a shard's object is read again only when its ETag changed.
     """
 
     def __init__(self, snapshots: CatalogSnapshots, items: ItemRepository, dim: int,
-                 refresh_seconds: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+                 refresh_seconds: float = 1.0, clock: Callable[[], float] = time.time,
+                 popularity: PopularityStore | None = None,
+                 popularity_seconds: float = POPULARITY_REFRESH_SECONDS) -> None:
         self.snapshots, self.items, self.dim = snapshots, items, dim
         self.refresh_seconds, self.clock = refresh_seconds, clock
+        self.popularity, self.popularity_seconds = popularity, popularity_seconds
         self._index: ItemIndex | None = None
         self._collaborative: tuple[Collaborative | None, BlendWeights] | None = None
         self._watermark = 0.0
         self._refreshed_at = float("-inf")
+        self._shards: dict[str, tuple[str, PopularityCounters]] = {}  # key -> (ETag, counters)
+        self._live: LivePopularity | None = None
+        self._popularity_at = float("-inf")
 
     def index(self) -> ItemIndex:
         if self._index is None:
             self._load_snapshot()
+        changed = 0
         if self.clock() - self._refreshed_at >= self.refresh_seconds:
-            self.refresh()
+            changed = self.refresh()
+        if self.popularity is not None and self.clock() - self._popularity_at >= self.popularity_seconds:
+            changed += self.refresh_popularity()
+        if changed and self._live is not None:
+            self._index.set_live_counts(self._live.item_ids, self._live.popular, self._live.recent)
         return self._index
 
     def scorer(self) -> tuple[Collaborative | None, BlendWeights]:
@@ -54,6 +71,22 @@ class LiveCatalog:
                 weights = BlendWeights.from_json(str(meta["blend"])) if "blend" in meta else DEFAULT_WEIGHTS
                 self._collaborative = (Collaborative(model, index), weights)
         return self._collaborative
+
+    def refresh_popularity(self) -> int:
+        """Read the shards' counters that changed since the last look; returns how many did."""
+        listed = self.popularity.etags()
+        stale = [key for key, etag in listed.items() if self._shards.get(key, ("",))[0] != etag]
+        gone = set(self._shards) - set(listed)
+        for key in stale:
+            counters, etag = self.popularity.get(key)
+            self._shards[key] = (etag, counters)
+        for key in gone:
+            del self._shards[key]
+        if stale or gone:
+            self._live = LivePopularity.combine([counters for _, counters in self._shards.values()]) \
+                if self._shards else None
+        self._popularity_at = self.clock()
+        return len(stale) + len(gone)
 
     def refresh(self) -> int:
         """Read items changed since the last look; returns how many vectors changed."""

@@ -7,8 +7,10 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from recsys import popularity as live_popularity
 from recsys.collaborative import Collaborative, history_weights
 from recsys.index import ItemIndex
+from recsys.popularity import DEFAULT_POPULARITY, PopularityConfig
 from recsys.profile import DEFAULT_CONFIG, Profile, ProfileConfig, unit
 
 
@@ -51,7 +53,8 @@ DEFAULT_WEIGHTS = BlendWeights()
 
 
 def popularity(index: ItemIndex) -> np.ndarray:
-    """Interaction counts squashed to [0, 1] on a log scale."""
+    """Popularity counts (live decayed sums, or the snapshot's counts before there are any)
+    squashed to [0, 1] on a log scale."""
     counts = np.log1p(index.popularity_counts)
     top = float(counts.max()) if len(counts) else 0.0
     return counts / top if top > 0 else counts
@@ -104,6 +107,20 @@ def combine(parts: dict[str, np.ndarray], weights: BlendWeights) -> np.ndarray:
         if weight:
             scores = scores + weight * part
     return scores
+
+
+def trending(index: ItemIndex, k: int, category: str | None = None,
+             config: PopularityConfig = DEFAULT_POPULARITY) -> list[tuple[str, float]]:
+    """The k items whose recent pace most exceeds their long-run pace (see
+    `popularity.trending`), optionally only those of one category; only items with
+    recent evidence qualify."""
+    scores = live_popularity.trending(index.counts.astype(np.float64), index.recent.astype(np.float64), config)
+    eligible = scores > 0
+    if category is not None:
+        eligible &= np.array([category in labels for labels in index.categories], dtype=bool)
+    rows = np.flatnonzero(eligible)
+    best = rows[np.argsort(-scores[rows], kind="stable")[:k]]
+    return [(index.ids[r], round(float(scores[r]), 6)) for r in best]
 
 
 def similar(index: ItemIndex, item_id: str, k: int) -> list[tuple[str, float]]:

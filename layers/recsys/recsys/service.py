@@ -11,9 +11,10 @@ from recsys.catalog import parse_item
 from recsys.events import MAX_EVENTS_PER_REQUEST, MAX_QUERY_LENGTH, InvalidEvent, parse_event, validate_id
 from recsys.live import LiveCatalog, encoder_for
 from recsys.settings import Settings
-from recsys.storage import CatalogSnapshots, EventStream, ItemRepository, ProfileRepository
+from recsys.storage import CatalogSnapshots, EventStream, ItemRepository, PopularityStore, ProfileRepository
 
 MAX_K = 100
+MAX_CATEGORY_LENGTH = 128
 
 
 class BadRequest(ValueError):
@@ -34,7 +35,8 @@ class Recommender:
         self.items = ItemRepository(self.settings)
         self.profiles = ProfileRepository(self.settings)
         self.stream = EventStream(self.settings)
-        self.catalog = LiveCatalog(CatalogSnapshots(self.settings), self.items, self.encoder.dim)
+        self.catalog = LiveCatalog(CatalogSnapshots(self.settings), self.items, self.encoder.dim,
+                                   popularity=PopularityStore(self.settings))
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "items": len(self.catalog.index()), "model_version": self.encoder.version}
@@ -76,6 +78,12 @@ class Recommender:
                                    weights=weights, collaborative=collaborative)
         return {"recommendation_id": str(uuid.uuid4()), "user_id": user_id,
                 "model_version": self.encoder.version, "items": _scored(ranked)}
+
+    def trending(self, k: Any, category: str | None) -> dict[str, Any]:
+        if category is not None and not (0 < len(category) <= MAX_CATEGORY_LENGTH):
+            raise BadRequest(f"category must be 1-{MAX_CATEGORY_LENGTH} characters")
+        ranked = scoring.trending(self.catalog.index(), parse_k(k), category)
+        return {"category": category, "items": _scored(ranked)}
 
     def submit_events(self, body: Any) -> dict[str, Any]:
         raw_events = body.get("events") if isinstance(body, dict) else None

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from urllib.parse import quote
 
 import boto3
 import numpy as np
+from botocore.exceptions import ClientError
 from pynamodb.attributes import (
     BinaryAttribute,
     ListAttribute,
@@ -33,19 +35,22 @@ from pynamodb.models import Model
 from recsys.catalog import Item
 from recsys.events import Event
 from recsys.index import ItemIndex
+from recsys.popularity import PopularityCounters
 from recsys.profile import Profile
 from recsys.settings import Settings
 
 CATALOG_PARTITION = "items"
 SNAPSHOT_KEY = "catalog/item_vectors.npz"
 COLLABORATIVE_KEY = "models/collaborative.npz"
+POPULARITY_PREFIX = "popularity/"
 PROFILE_TTL_SECONDS = 400 * 86_400
 CONFLICT_RETRIES = 20
+SHARD_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 T = TypeVar("T")
 
 
 class ConcurrentUpdate(Exception):
-    """The profile changed between read and write more often than we retry."""
+    """What was read (a profile, a shard's popularity counters) changed before the write."""
 
 
 @cache
@@ -321,6 +326,54 @@ class CatalogSnapshots:
 
     def publish_collaborative(self, npz: bytes) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=COLLABORATIVE_KEY, Body=npz)
+
+
+class PopularityStore:
+    """Each stream shard's popularity counters: one object per shard
+    (`popularity/<shard id>.npz`), replaced whole once per batch. The put is conditional
+    on the ETag the writer read (or on there being no object yet), so if two writers
+    ever hold one shard, the second to write fails with ConcurrentUpdate instead of
+    overwriting the first."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.artifacts_bucket
+        self.s3 = aws_client("s3", settings.region, settings.endpoint_url)
+
+    @staticmethod
+    def key(shard_id: str) -> str:
+        if not SHARD_ID.fullmatch(shard_id):
+            raise ValueError(f"not a shard id: {shard_id!r}")
+        return f"{POPULARITY_PREFIX}{shard_id}.npz"
+
+    def load(self, shard_id: str) -> tuple[PopularityCounters, str] | None:
+        """The shard's counters and their ETag, or None before its first write."""
+        try:
+            return self.get(self.key(shard_id))
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def save(self, shard_id: str, counters: PopularityCounters, etag: str | None) -> str:
+        """Replace the counters read with `etag` (None: there were none); returns the new ETag."""
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            response = self.s3.put_object(Bucket=self.bucket, Key=self.key(shard_id), Body=counters.to_npz(),
+                                          **condition)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise ConcurrentUpdate(f"popularity counters of {shard_id} changed since read") from error
+            raise
+        return response["ETag"]
+
+    def etags(self) -> dict[str, str]:
+        """Object key -> ETag of every shard's counters (one list request per 1,000 shards)."""
+        found = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=POPULARITY_PREFIX):
+            found.update((o["Key"], o["ETag"]) for o in page.get("Contents", []) if o["Key"].endswith(".npz"))
+        return found
+
+    def get(self, key: str) -> tuple[PopularityCounters, str]:
+        response = self.s3.get_object(Bucket=self.bucket, Key=key)
+        return PopularityCounters.from_npz(response["Body"].read()), response["ETag"]
 
 
 class RawEventLog:
