@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_build.catalog import DEFAULT_DATA
+from model_build.catalog import DEFAULT_DATA, fingerprint
 from model_build.data import Interaction, read_interactions
 from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
@@ -51,9 +51,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(data: Path, out: Path, fit_with_catalog: Path | None = None) -> int:
+    """Trains and writes the model, unless `out` was trained on the same data with the same
+    code and settings (and needs no fit)."""
     started = time.perf_counter()
+    source = fingerprint(data, f"collaborative:{CollaborativeModel.FORMAT}:{TrainingConfig()}")
+    if out.exists() and fit_with_catalog is None:
+        _, existing = CollaborativeModel.from_npz(out.read_bytes())
+        if existing.get("source") == source and "blend" not in existing:
+            print(f"collaborative: {out} is current, nothing to do", file=sys.stderr)
+            return 0
     interactions = list(read_interactions(data))
-    meta = {}
+    meta = {"source": source}
     if fit_with_catalog is not None:
         from model_build import blend
         index, _ = ItemIndex.from_npz(fit_with_catalog.read_bytes())
