@@ -1,64 +1,104 @@
-"""Stage `publish`: put the embedded catalog where the functions read it.
+"""Stage `publish`: one versioned release of what the functions serve, then the items.
 
-The vector snapshot goes to the artifacts bucket, where the API and events functions
-load it at cold start; its watermark tells them which later item writes to read from
-the items table. Then the items (with their vectors) go to the items table through
-the same repository the API writes with. The collaborative model (with its blend
-weights) goes to the bucket too; a warm function loads it at its next cold start.
+A release (see recsys/release.py) holds the item vectors with their ids, the
+collaborative model with its blend weights, and the encoder (model.onnx,
+tokenizer.json, its manifest as encoder.json), plus manifest.json: sha256 and size of
+every file, dimensions, the evaluation metrics when a report is given, and source
+versions. It is written to a directory (build/releases/<version>/) and to the
+artifacts bucket (releases/<version>/); the pointer releases/current.json moves last,
+and warm functions follow it within a minute. Then the items go to the items table
+through the repository the API writes with.
+
+Resource names come from the environment (ITEMS_TABLE, ARTIFACTS_BUCKET, AWS_REGION,
+AWS_ENDPOINT_URL), from a deployed stack's outputs (--stack NAME) or from the running
+local stack (--local).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import time
 from pathlib import Path
+from typing import Any
 
-from model_build.catalog import DEFAULT_DATA, DEFAULT_OUT
+from model_build.catalog import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_OUT
 from model_build.collaborative import DEFAULT_OUT as DEFAULT_COLLABORATIVE
 from model_build.data import read_items
+from ops.environment import environment
 from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
 from recsys.live import CLOCK_SKEW_SECONDS
+from recsys.release import COLLABORATIVE, ITEM_VECTORS, build_manifest
 from recsys.settings import Settings
-from recsys.storage import CatalogSnapshots, ItemRepository
+from recsys.storage import ItemRepository, Releases
+
+DEFAULT_RELEASES = Path("build/releases")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "publish", help="write the embedded catalog to the items table and the artifacts bucket",
-        description="Reads ITEMS_TABLE, ARTIFACTS_BUCKET, AWS_REGION (and AWS_ENDPOINT_URL) from the environment.")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset directory")
+        "publish", help="publish a versioned release and write the items to the items table",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset directory (its items)")
     parser.add_argument("--catalog", type=Path, default=DEFAULT_OUT, help="output of the catalog stage")
     parser.add_argument("--collaborative", type=Path, default=DEFAULT_COLLABORATIVE,
                         help="output of the collaborative stage")
-    parser.set_defaults(run=lambda args: print(publish_catalog(
-        Settings.from_env(), args.data, args.catalog, args.collaborative)) or 0)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="encoder artifact directory")
+    parser.add_argument("--report", type=Path, default=None, help="an eval report (<out>.report.json) to record")
+    parser.add_argument("--releases", type=Path, default=DEFAULT_RELEASES, help="local directory of releases")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--stack", help="find the bucket and table from this CloudFormation stack's outputs")
+    where.add_argument("--local", action="store_true", help="the stack `make run` started")
+    parser.set_defaults(run=lambda args: print(json.dumps(publish(
+        Settings.from_env(environment(args.local, args.stack)), args.data, args.catalog, args.collaborative,
+        args.model, args.report, args.releases))) or 0)
 
 
-def publish_catalog(settings: Settings, data: Path, catalog: Path, collaborative: Path) -> dict:
-    """Models and snapshot first, then the items: functions that start meanwhile already see
-    every vector."""
+def publish(settings: Settings, data: Path, catalog: Path, collaborative: Path, model: Path,
+            report: Path | None = None, releases: Path = DEFAULT_RELEASES) -> dict[str, Any]:
     settings.require("items_table", "artifacts_bucket")
     written_at = time.time()
-    publish_collaborative(settings, collaborative)
-    index, model_version = publish_snapshot(settings, catalog, written_at)
-    count = write_items(settings, data, index, model_version, written_at)
-    return {"items": count, "vectors": len(index), "model_version": model_version}
+    metrics = json.loads(report.read_text()) if report else None
+    version, files, manifest = build_release(catalog, collaborative, model, written_at, metrics)
+    save_release(releases, version, files, manifest)
+    Releases(settings).publish(version, files, manifest)
+    index, _ = ItemIndex.from_npz(files[ITEM_VECTORS])
+    count = write_items(settings, data, index, manifest["model_version"], written_at)
+    return {"release": version, "items": count, "vectors": len(index), "model_version": manifest["model_version"]}
 
 
-def publish_collaborative(settings: Settings, collaborative: Path) -> None:
-    """Checked before it leaves: a file the functions could not read is not published."""
-    data = Path(collaborative).read_bytes()
-    CollaborativeModel.from_npz(data)
-    CatalogSnapshots(settings).publish_collaborative(data)
+def build_release(catalog: Path, collaborative: Path, model: Path, written_at: float,
+                  metrics: dict[str, Any] | None = None) -> tuple[str, dict[str, bytes], dict[str, Any]]:
+    """The release's files and manifest. Readers re-read items written after
+    (snapshot time - CLOCK_SKEW_SECONDS); this catalog's items, stamped `written_at`,
+    are in the snapshot and are not read again at cold start."""
+    index, catalog_meta = ItemIndex.from_npz(Path(catalog).read_bytes())
+    collaborative_bytes = Path(collaborative).read_bytes()
+    _, collaborative_meta = CollaborativeModel.from_npz(collaborative_bytes)
+    files = {
+        ITEM_VECTORS: index.to_npz(model_version=str(catalog_meta["model_version"]),
+                                   updated_at=written_at + CLOCK_SKEW_SECONDS),
+        COLLABORATIVE: collaborative_bytes,
+        "model.onnx": (model / "model.onnx").read_bytes(),
+        "tokenizer.json": (model / "tokenizer.json").read_bytes(),
+        "encoder.json": (model / "manifest.json").read_bytes(),
+    }
+    digest = hashlib.sha256(b"".join(hashlib.sha256(files[n]).digest() for n in sorted(files))).hexdigest()
+    version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(written_at)) + "-" + digest[:8]
+    encoder = json.loads(files["encoder.json"])
+    sources = {"catalog_data": catalog_meta.get("source"), "collaborative_data": collaborative_meta.get("source"),
+               "encoder_weights": encoder.get("source_weights"), "packages": encoder.get("versions")}
+    return version, files, build_manifest(version, files, written_at, metrics, sources)
 
 
-def publish_snapshot(settings: Settings, catalog: Path, written_at: float) -> tuple[ItemIndex, str]:
-    """Readers re-read items written after (watermark - CLOCK_SKEW_SECONDS); the items of this
-    catalog, stamped `written_at`, are in the snapshot and are not read again at cold start."""
-    index, meta = ItemIndex.from_npz(Path(catalog).read_bytes())
-    model_version = str(meta["model_version"])
-    CatalogSnapshots(settings).publish(index, model_version, written_at + CLOCK_SKEW_SECONDS)
-    return index, model_version
+def save_release(releases: Path, version: str, files: dict[str, bytes], manifest: dict[str, Any]) -> Path:
+    directory = releases / version
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return directory
 
 
 def write_items(settings: Settings, data: Path, index: ItemIndex, model_version: str, written_at: float) -> int:

@@ -9,37 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-
-import boto3
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "layers" / "recsys")]
 
 from ops import commands  # noqa: E402
+from ops.environment import StackNotFound, environment  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
-
-LOCAL_ENV = REPO_ROOT / "build" / "local-stack.env"
-OUTPUTS = {"ProfilesTableName": "PROFILES_TABLE", "ItemsTableName": "ITEMS_TABLE",
-           "EventsStreamName": "EVENTS_STREAM", "ArtifactsBucketName": "ARTIFACTS_BUCKET",
-"RawEventsBucketName": "RAW_EVENTS_BUCKET",
-           "EventsDeadLetterQueueUrl": "EVENTS_DLQ_URL"}
-
-
-def environment(args: argparse.Namespace) -> dict[str, str]:
-    env = dict(os.environ)
-    if args.local:
-        if not LOCAL_ENV.exists():
-            sys.exit(f"ops: {LOCAL_ENV} not found: is `make run` up?")
-        env.update(line.split("=", 1) for line in LOCAL_ENV.read_text().splitlines() if "=" in line)
-        os.environ.update(env)
-    if args.stack:
-        stack = boto3.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"][0]
-        env.update({OUTPUTS[o["OutputKey"]]: o["OutputValue"] for o in stack.get("Outputs", [])
-                    if o["OutputKey"] in OUTPUTS})
-    return env
 
 
 def main() -> int:
@@ -55,7 +33,10 @@ def main() -> int:
     erase = sub.add_parser("erase-user", help="delete a user's profile and raw events")
     erase.add_argument("user_id")
     args = parser.parse_args()
-    settings = Settings.from_env(environment(args))
+    try:
+        settings = Settings.from_env(environment(args.local, args.stack))
+    except StackNotFound as error:
+        sys.exit(f"ops: {error}")
     if args.command == "redrive":
         result = commands.redrive(settings)
     elif args.command == "export-events":

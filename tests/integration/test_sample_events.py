@@ -31,14 +31,16 @@ from moto import mock_aws
 
 from local_stack.provision import provision
 from local_stack.template import Template
-from model_build.data import read_items
+from model_build.collaborative import TrainingConfig, train
+from model_build.data import read_interactions, read_items
+from model_build.publish import build_release
 from recsys import storage
 from recsys.catalog import Item
 from recsys.encoder import Encoder
 from recsys.index import ItemIndex
-from recsys.live import CLOCK_SKEW_SECONDS, POPULARITY_REFRESH_SECONDS
+from recsys.live import POPULARITY_REFRESH_SECONDS
 from recsys.settings import Settings, get_settings
-from recsys.storage import CatalogSnapshots, ItemRepository, ProfileRepository
+from recsys.storage import ItemRepository, ProfileRepository, Releases
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -102,6 +104,22 @@ def catalog(encoder_model_dir: Path) -> Catalog:
     return Catalog(items, encoder.encode([item.text for item in items]), encoder)
 
 
+@pytest.fixture(scope="module")
+def release(catalog: Catalog, encoder_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A release as the build job makes one: the catalog's vectors, a collaborative model
+    trained on the dataset's ratings of those items, the encoder."""
+    index = ItemIndex(catalog.vectors.shape[1])
+    index.extend([item.item_id for item in catalog.items], catalog.vectors,
+                 np.arange(len(catalog.items), 0, -1, dtype=np.float32),
+                 [item.categories for item in catalog.items])
+    workdir = tmp_path_factory.mktemp("release")
+    catalog_npz, collaborative_npz = workdir / "catalog.npz", workdir / "collaborative.npz"
+    catalog_npz.write_bytes(index.to_npz(model_version=catalog.model_version))
+    ratings = [row for row in read_interactions(DATA) if row.item_id in index.rows]
+    collaborative_npz.write_bytes(train(ratings, TrainingConfig(factors=8, als_iterations=2)).to_npz())
+    return build_release(catalog_npz, collaborative_npz, encoder_model_dir, PUBLISHED_AT)
+
+
 _module_numbers = itertools.count()
 
 
@@ -150,14 +168,10 @@ class Stack:
         response = self.invoke("ApiFunction", load(name))
         return response["statusCode"], json.loads(response["body"])
 
-    def publish(self, catalog: Catalog) -> None:
-        """What model_build's publish stage does: the snapshot, then the items with their vectors."""
+    def publish(self, catalog: Catalog, release: tuple[str, dict[str, bytes], dict[str, Any]]) -> None:
+        """What model_build's publish stage does: the release, then the items with their vectors."""
         settings = self.settings()
-        index = ItemIndex(catalog.vectors.shape[1])
-        index.extend([item.item_id for item in catalog.items], catalog.vectors,
-                     np.arange(len(catalog.items), 0, -1, dtype=np.float32),
-                     [item.categories for item in catalog.items])
-        CatalogSnapshots(settings).publish(index, catalog.model_version, PUBLISHED_AT + CLOCK_SKEW_SECONDS)
+        Releases(settings).publish(*release)
         ItemRepository(settings).put_many(zip(catalog.items, catalog.vectors, strict=True), catalog.model_version,
                                           now=PUBLISHED_AT)
 
@@ -207,7 +221,7 @@ def session_sharing_service_models() -> botocore.session.Session:
 
 
 @pytest.fixture
-def aws_stack(monkeypatch: pytest.MonkeyPatch, encoder_model_dir: Path, catalog: Catalog):
+def aws_stack(monkeypatch: pytest.MonkeyPatch, encoder_model_dir: Path, catalog: Catalog, release):
     for name in (*SETTINGS_ENVIRONMENT, "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -223,7 +237,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch, encoder_model_dir: Path, catalog:
         template = Template(TEMPLATE, STACK, REGION)
         provision(template, aws)
         running = Stack(template, aws, monkeypatch, encoder_model_dir)
-        running.publish(catalog)
+        running.publish(catalog, release)
         yield running
     clear_caches()
 
@@ -290,10 +304,11 @@ def test_sample_event_runs_through_its_function(aws_stack: Stack, sample: Path) 
 
 # ---- what each sample does -----------------------------------------------------
 
-def test_health_counts_the_published_catalog(aws_stack: Stack, catalog: Catalog) -> None:
+def test_health_counts_the_published_catalog(aws_stack: Stack, catalog: Catalog, release) -> None:
     status, body = aws_stack.call_api("api-health.json")
     assert status == 200
-    assert body == {"status": "ok", "items": CATALOG_SIZE, "model_version": catalog.model_version}
+    assert body == {"status": "ok", "items": CATALOG_SIZE, "model_version": catalog.model_version,
+                    "release": release[0], "release_error": None}
 
 
 def test_put_item_then_get_item_reads_it_back(aws_stack: Stack) -> None:

@@ -17,13 +17,13 @@ from recsys.popularity import DEFAULT_POPULARITY, PopularityConfig, PopularityCo
 from recsys.profile import Profile, apply_events, event_fingerprint
 from recsys.settings import Settings
 from recsys.storage import (
-    CatalogSnapshots,
     ConcurrentUpdate,
     DeadLetterQueue,
     ItemRepository,
     PopularityStore,
     ProfileRepository,
     RawEventLog,
+    Releases,
 )
 
 
@@ -44,8 +44,8 @@ class EventIngestor:
         self.dead_letters = DeadLetterQueue(settings) if settings.events_dead_letter_queue else None
         # Events about an item added in the last few seconds move the profile's recent
         # items but not its vectors; a slower refresh than the API's keeps the query load low.
-        self.catalog = LiveCatalog(CatalogSnapshots(settings), ItemRepository(settings), self.encoder.dim,
-                                   refresh_seconds=5.0)
+        self.catalog = LiveCatalog(Releases(settings), ItemRepository(settings), self.encoder.version,
+                                   self.encoder.dim, refresh_seconds=5.0)
 
     def apply(self, records: Mapping[str, bytes]) -> dict[str, Exception]:
         """Apply events keyed by record id; returns the records that failed and why."""

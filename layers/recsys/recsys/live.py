@@ -1,45 +1,59 @@
-"""What a warm function keeps between invocations: the encoder and the live item index
-(vectors, categories and popularity)."""
+"""What a warm function keeps between invocations: the encoder, the release it serves and
+the live item index (vectors, categories and popularity)."""
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from functools import lru_cache
 
-from recsys.collaborative import Collaborative, CollaborativeModel
+from recsys.collaborative import Collaborative
 from recsys.index import ItemIndex
 from recsys.popularity import LivePopularity, PopularityCounters
+from recsys.release import Release, ReleaseError, open_release
 from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights
 from recsys.settings import Settings
-from recsys.storage import CatalogSnapshots, ItemRepository, PopularityStore
+from recsys.storage import ItemRepository, PopularityStore, Releases
+
+log = logging.getLogger(__name__)
 
 # Items written up to this long before the newest one we saw are read again, so a
 # writer whose clock lags a little is not missed. Re-reading an item is harmless.
 CLOCK_SKEW_SECONDS = 5.0
 # How often a warm function lists the popularity counters (one S3 LIST; a GET per changed shard).
 POPULARITY_REFRESH_SECONDS = 2.0
+# How often a warm function reads the release pointer (one small S3 GET).
+RELEASE_CHECK_SECONDS = 30.0
 
 
 class LiveCatalog:
-    """The published snapshot of item vectors plus every item encoded since, kept fresh,
-    and the collaborative model with the blend weights published next to it.
+    """The current release's item vectors plus every item encoded since, kept fresh, and
+    the release's collaborative model and blend weights.
 
-    The first call loads the snapshot from S3; later calls read only the items
+    The first call loads the release the pointer names; later calls read only the items
     changed since (a Query on the items table's by_update index), at most once per
-    `refresh_seconds`. With a popularity store, the shards' live counters replace the
-    snapshot's counts once any exist; they are listed at most once per
-    `popularity_seconds`, and a shard's object is read again only when its ETag changed.
+    `refresh_seconds`, and follow the pointer to a new release at most once per
+    `release_seconds`. A release that fails its checks is refused (logged, and kept in
+    `release_error`) and the one loaded before keeps serving. With a popularity store,
+    the shards' live counters replace the snapshot's counts once any exist; they are
+    listed at most once per `popularity_seconds`, and a shard's object is read again
+    only when its ETag changed.
     """
 
-    def __init__(self, snapshots: CatalogSnapshots, items: ItemRepository, dim: int,
+    def __init__(self, releases: Releases, items: ItemRepository, encoder_version: str, dim: int,
                  refresh_seconds: float = 1.0, clock: Callable[[], float] = time.time,
                  popularity: PopularityStore | None = None,
-                 popularity_seconds: float = POPULARITY_REFRESH_SECONDS) -> None:
-        self.snapshots, self.items, self.dim = snapshots, items, dim
+                 popularity_seconds: float = POPULARITY_REFRESH_SECONDS,
+                 release_seconds: float = RELEASE_CHECK_SECONDS) -> None:
+        self.releases, self.items, self.encoder_version, self.dim = releases, items, encoder_version, dim
         self.refresh_seconds, self.clock = refresh_seconds, clock
         self.popularity, self.popularity_seconds = popularity, popularity_seconds
+        self.release_seconds = release_seconds
+        self.release: Release | None = None
+        self.release_error: str | None = None
+        self._release_checked_at = float("-inf")
         self._index: ItemIndex | None = None
-        self._collaborative: tuple[Collaborative | None, BlendWeights] | None = None
+        self._collaborative: Collaborative | None = None
         self._watermark = 0.0
         self._refreshed_at = float("-inf")
         self._shards: dict[str, tuple[str, PopularityCounters]] = {}  # key -> (ETag, counters)
@@ -47,8 +61,8 @@ class LiveCatalog:
         self._popularity_at = float("-inf")
 
     def index(self) -> ItemIndex:
-        if self._index is None:
-            self._load_snapshot()
+        if self._index is None or self.clock() - self._release_checked_at >= self.release_seconds:
+            self._follow_pointer()
         changed = 0
         if self.clock() - self._refreshed_at >= self.refresh_seconds:
             changed = self.refresh()
@@ -59,18 +73,12 @@ class LiveCatalog:
         return self._index
 
     def scorer(self) -> tuple[Collaborative | None, BlendWeights]:
-        """The collaborative model aligned with the index (None when none is published) and
-        the blend weights fitted with it (the defaults without one)."""
-        index = self.index()
-        if self._collaborative is None:
-            data = self.snapshots.load_collaborative()
-            if data is None:
-                self._collaborative = (None, DEFAULT_WEIGHTS)
-            else:
-                model, meta = CollaborativeModel.from_npz(data)
-                weights = BlendWeights.from_json(str(meta["blend"])) if "blend" in meta else DEFAULT_WEIGHTS
-                self._collaborative = (Collaborative(model, index), weights)
-        return self._collaborative
+        """The release's collaborative model aligned with the index (None before the first
+        release) and the blend weights published with it."""
+        self.index()
+        if self.release is None:
+            return None, DEFAULT_WEIGHTS
+        return self._collaborative, self.release.weights
 
     def refresh_popularity(self) -> int:
         """Read the shards' counters that changed since the last look; returns how many did."""
@@ -102,15 +110,29 @@ class LiveCatalog:
         self._refreshed_at = self.clock()
         return changed
 
-    def _load_snapshot(self) -> None:
-        loaded = self.snapshots.load()
-        if loaded is None:
+    def _follow_pointer(self) -> None:
+        self._release_checked_at = self.clock()
+        version = self.releases.current()
+        if self._index is not None and (version is None or (self.release and version == self.release.version)):
+            return
+        if version is None:
             self._index = ItemIndex(self.dim)
             return
-        index, meta = loaded
-        if index.dim != self.dim:
-            raise RuntimeError(f"catalog snapshot has {index.dim}-d vectors, the encoder makes {self.dim}-d")
-        self._index, self._watermark = index, float(meta.get("updated_at", 0.0))
+        try:
+            release = open_release(self.releases.manifest(version), lambda name: self.releases.read(version, name),
+                                   self.encoder_version, self.dim)
+        except (ReleaseError, ValueError, KeyError) as error:
+            self.release_error = f"release {version} refused: {error}"
+            log.error(self.release_error)
+            if self._index is None:
+                self._index = ItemIndex(self.dim)
+            return
+        self.release, self.release_error = release, None
+        self._index, self._watermark = release.index, release.updated_at
+        self._collaborative = Collaborative(release.collaborative, release.index)
+        self._refreshed_at = float("-inf")  # read the items written since this release's snapshot
+        if self._live is not None:
+            self._index.set_live_counts(self._live.item_ids, self._live.popular, self._live.recent)
 
 
 @lru_cache(maxsize=1)

@@ -11,7 +11,7 @@ from recsys.catalog import parse_item
 from recsys.events import MAX_EVENTS_PER_REQUEST, MAX_QUERY_LENGTH, InvalidEvent, parse_event, validate_id
 from recsys.live import LiveCatalog, encoder_for
 from recsys.settings import Settings
-from recsys.storage import CatalogSnapshots, EventStream, ItemRepository, PopularityStore, ProfileRepository
+from recsys.storage import EventStream, ItemRepository, PopularityStore, ProfileRepository, Releases
 
 MAX_K = 100
 MAX_CATEGORY_LENGTH = 128
@@ -35,11 +35,15 @@ class Recommender:
         self.items = ItemRepository(self.settings)
         self.profiles = ProfileRepository(self.settings)
         self.stream = EventStream(self.settings)
-        self.catalog = LiveCatalog(CatalogSnapshots(self.settings), self.items, self.encoder.dim,
+        self.catalog = LiveCatalog(Releases(self.settings), self.items, self.encoder.version, self.encoder.dim,
                                    popularity=PopularityStore(self.settings))
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "items": len(self.catalog.index()), "model_version": self.encoder.version}
+        """Also says which release is served, and why a newer one was refused, if it was."""
+        items = len(self.catalog.index())
+        release = self.catalog.release
+        return {"status": "ok", "items": items, "model_version": self.encoder.version,
+                "release": release.version if release else None, "release_error": self.catalog.release_error}
 
     def put_item(self, item_id: str, body: Any) -> dict[str, Any]:
         try:

@@ -34,14 +34,13 @@ from pynamodb.models import Model
 
 from recsys.catalog import Item
 from recsys.events import Event
-from recsys.index import ItemIndex
 from recsys.popularity import PopularityCounters
 from recsys.profile import Profile
 from recsys.settings import Settings
 
 CATALOG_PARTITION = "items"
-SNAPSHOT_KEY = "catalog/item_vectors.npz"
-COLLABORATIVE_KEY = "models/collaborative.npz"
+RELEASES_PREFIX = "releases/"
+RELEASE_POINTER_KEY = "releases/current.json"
 POPULARITY_PREFIX = "popularity/"
 PROFILE_TTL_SECONDS = 400 * 86_400
 CONFLICT_RETRIES = 20
@@ -299,33 +298,42 @@ class EventStream:
         return pending
 
 
-class CatalogSnapshots:
-    """What the build job publishes to S3 and functions load at cold start: the item-vector
-    snapshot, and the collaborative model with its blend weights."""
+class Releases:
+    """Versioned releases in the artifacts bucket: `releases/<version>/<file>`, each with its
+    `manifest.json`, and `releases/current.json` naming the version to serve."""
 
     def __init__(self, settings: Settings) -> None:
         self.bucket = settings.artifacts_bucket
         self.s3 = aws_client("s3", settings.region, settings.endpoint_url)
 
-    def load(self) -> tuple[ItemIndex, dict] | None:
+    def current(self) -> str | None:
+        """The version the pointer names, or None before the first release."""
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=SNAPSHOT_KEY)["Body"].read()
+            body = self.s3.get_object(Bucket=self.bucket, Key=RELEASE_POINTER_KEY)["Body"].read()
         except self.s3.exceptions.NoSuchKey:
             return None
-        return ItemIndex.from_npz(body)
-
-    def publish(self, index: ItemIndex, model_version: str, updated_at: float) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=SNAPSHOT_KEY,
-                           Body=index.to_npz(model_version=model_version, updated_at=updated_at))
-
-    def load_collaborative(self) -> bytes | None:
         try:
-            return self.s3.get_object(Bucket=self.bucket, Key=COLLABORATIVE_KEY)["Body"].read()
-        except self.s3.exceptions.NoSuchKey:
-            return None
+            return str(json.loads(body)["version"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"s3://{self.bucket}/{RELEASE_POINTER_KEY} is not {{\"version\": ...}}: {error}") from None
 
-    def publish_collaborative(self, npz: bytes) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=COLLABORATIVE_KEY, Body=npz)
+    def manifest(self, version: str) -> dict[str, Any]:
+        return json.loads(self.read(version, "manifest.json"))
+
+    def read(self, version: str, name: str) -> bytes:
+        return self.s3.get_object(Bucket=self.bucket, Key=f"{RELEASES_PREFIX}{version}/{name}")["Body"].read()
+
+    def publish(self, version: str, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
+        """Files, then the manifest, then the pointer: a reader never sees a partial release."""
+        for name, data in files.items():
+            self.s3.put_object(Bucket=self.bucket, Key=f"{RELEASES_PREFIX}{version}/{name}", Body=data)
+        self.s3.put_object(Bucket=self.bucket, Key=f"{RELEASES_PREFIX}{version}/manifest.json",
+                           Body=json.dumps(manifest, indent=2).encode())
+        self.point_to(version)
+
+    def point_to(self, version: str) -> None:
+        """Serve `version` (a rollback is pointing back to an earlier one)."""
+        self.s3.put_object(Bucket=self.bucket, Key=RELEASE_POINTER_KEY, Body=json.dumps({"version": version}).encode())
 
 
 class PopularityStore:

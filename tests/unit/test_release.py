@@ -1,0 +1,124 @@
+"""Versioned releases: the manifest's checks, and a warm LiveCatalog following the pointer
+(S3 and DynamoDB in-process with moto's mock_aws)."""
+from __future__ import annotations
+
+import json
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+
+from model_build.collaborative import TrainingConfig, train
+from model_build.data import Interaction
+from recsys.index import ItemIndex
+from recsys.live import LiveCatalog
+from recsys.release import COLLABORATIVE, ITEM_VECTORS, ReleaseError, build_manifest, open_release
+from recsys.scoring import BlendWeights
+from recsys.settings import Settings
+from recsys.storage import ItemRepository, Releases, item_model
+
+DIM = 8
+ENCODER = "test-encoder-int8-000000000000"
+REGION = "us-east-1"
+
+
+def release_files(n_items: int = 12, blend: BlendWeights | None = None, dim: int = DIM,
+                  encoder_version: str = ENCODER) -> dict[str, bytes]:
+    rng = np.random.default_rng(n_items)
+    ids = [f"i{n}" for n in range(n_items)]
+    vectors = rng.normal(size=(n_items, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = ItemIndex(dim)
+    index.extend(ids, vectors, np.ones(n_items))
+    rows = [Interaction(f"u{u}", ids[(u + k) % n_items], 4.0, k) for u in range(30) for k in range(3)]
+    model = train(rows, TrainingConfig(ease_l2=10.0, neighbours=4, factors=2, als_iterations=2))
+    meta = {"blend": blend.to_json()} if blend else {}
+    return {ITEM_VECTORS: index.to_npz(model_version=encoder_version, updated_at=100.0),
+            COLLABORATIVE: model.to_npz(**meta), "model.onnx": b"onnx bytes", "tokenizer.json": b"{}",
+            "encoder.json": json.dumps({"model_version": encoder_version, "dim": dim}).encode()}
+
+
+def test_a_release_opens_with_its_blend_and_snapshot_time() -> None:
+    blend = BlendWeights(item_item=3.0, popularity=0.2)
+    files = release_files(blend=blend)
+    manifest = build_manifest("v1", files, created_at=1.0, metrics={"ndcg@10": 0.14})
+    release = open_release(manifest, files.__getitem__, ENCODER, DIM)
+    assert release.version == "v1" and release.weights == blend and release.updated_at == 100.0
+    assert len(release.index) == 12 and manifest["dimensions"]["factors"] == 2
+    assert manifest["metrics"] == {"ndcg@10": 0.14} and set(manifest["files"]) == set(files)
+
+
+def test_a_file_that_is_not_the_manifests_is_refused() -> None:
+    files = release_files()
+    manifest = build_manifest("v1", files, created_at=1.0)
+    tampered = dict(files, **{COLLABORATIVE: release_files(n_items=13)[COLLABORATIVE]})
+    with pytest.raises(ReleaseError, match=r"release v1: collaborative.npz has sha256 \w+ \(\d+ bytes\), "
+                                           r"the manifest says"):
+        open_release(manifest, tampered.__getitem__, ENCODER, DIM)
+
+
+def test_a_release_for_another_encoder_or_dimension_is_refused() -> None:
+    files = release_files()
+    manifest = build_manifest("v1", files, created_at=1.0)
+    with pytest.raises(ReleaseError, match="built with encoder test-encoder.*this function runs other"):
+        open_release(manifest, files.__getitem__, "other", DIM)
+    with pytest.raises(ReleaseError, match="item vectors are 8-d, the encoder makes 384-d"):
+        open_release(manifest, files.__getitem__, ENCODER, 384)
+    with pytest.raises(ReleaseError, match="item vectors are 8-d, the encoder makes 16-d"):
+        build_manifest("v2", dict(files, **{"encoder.json": b'{"model_version": "x", "dim": 16}'}), 1.0)
+    with pytest.raises(ReleaseError, match="missing model.onnx"):
+        build_manifest("v3", {k: v for k, v in files.items() if k != "model.onnx"}, 1.0)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        settings = Settings(items_table="items-release-test", artifacts_bucket="artifacts-release-test",
+                            region=REGION)
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=settings.artifacts_bucket)
+        item_model(settings).create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+        yield settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_warm_catalog_follows_the_pointer_and_refuses_a_broken_release(aws: Settings) -> None:
+    releases, clock = Releases(aws), Clock()
+    catalog = LiveCatalog(releases, ItemRepository(aws), ENCODER, DIM, clock=clock, release_seconds=30.0)
+    assert len(catalog.index()) == 0 and catalog.scorer()[0] is None
+
+    first = release_files(n_items=12)
+    releases.publish("v1", first, build_manifest("v1", first, created_at=1.0))
+    clock.now += 31
+    assert len(catalog.index()) == 12 and catalog.release.version == "v1"
+    assert catalog.scorer()[0] is not None
+
+    second = release_files(n_items=20, blend=BlendWeights(item_item=3.0))
+    releases.publish("v2", second, build_manifest("v2", second, created_at=2.0))
+    clock.now += 10
+    assert catalog.release.version == "v1", "the pointer is read at most every release_seconds"
+    clock.now += 21
+    assert len(catalog.index()) == 20 and catalog.release.version == "v2"
+    assert catalog.scorer()[1] == BlendWeights(item_item=3.0) and catalog.release_error is None
+
+    third = release_files(n_items=25)
+    manifest = build_manifest("v3", third, created_at=3.0)
+    releases.publish("v3", dict(third, **{ITEM_VECTORS: first[ITEM_VECTORS]}), manifest)
+    clock.now += 31
+    assert len(catalog.index()) == 20 and catalog.release.version == "v2"
+    assert catalog.release_error.startswith("release v3 refused: release v3: item_vectors.npz has sha256")
+
+    releases.point_to("v1")  # a rollback
+    clock.now += 31
+    assert len(catalog.index()) == 12 and catalog.release.version == "v1" and catalog.release_error is None
