@@ -1,4 +1,5 @@
-"""moto's server, with three costs that are quadratic in moto 5 made linear.
+"""moto's server, with three costs that are quadratic in moto 5 made linear, and
+DynamoDB's conditional writes made atomic.
 
 - Kinesis: a shard's newest sequence number is found by listing every key on each
   put, and get_records scans the whole shard, so loading 100k events stalls for
@@ -9,7 +10,11 @@
   size is kept as a running total instead; the limit is enforced as before.
 - Every request lists moto's package folder (and stats each entry) to route it; the
   list is read once instead.
-Behaviour is unchanged; only the cost is. werkzeug's per-request log is silenced.
+- DynamoDB: moto checks a write's condition and then writes, with nothing between
+  concurrent requests (the server handles each in its own thread), so two writers of
+  one version could both pass an optimistic-locking check and one update be lost. In
+  DynamoDB a conditional write is atomic; one lock around each write makes moto's so.
+Otherwise behaviour is unchanged; only the cost is. werkzeug's per-request log is silenced.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import threading
 import time
 
 from moto import backends, server
+from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, ItemSizeTooLarge, LimitedSizeDict, bytesize
 from moto.kinesis.models import Shard
 
@@ -83,6 +89,18 @@ Shard.get_max_sequence_number = _max_sequence_number
 Shard.get_min_sequence_number = _min_sequence_number
 Shard.get_records = _get_records
 
+_WRITE_LOCK = threading.RLock()
+
+
+def _atomic(method):
+    def wrapper(*args, **kwargs):
+        with _WRITE_LOCK:
+            return method(*args, **kwargs)
+    return wrapper
+
+
+for _name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+    setattr(DynamoDBBackend, _name, _atomic(getattr(DynamoDBBackend, _name)))
 
 
 def _exit_with_parent() -> None:
