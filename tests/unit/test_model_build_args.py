@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from model_build import encoder
@@ -15,6 +16,7 @@ def test_encoder_subcommand_defaults() -> None:
     assert args.out == encoder.DEFAULT_OUT
     assert args.model_dir is None
     assert args.force is False
+    assert (args.min_cosine, args.min_overlap) == (0.99, 0.97)
     assert args.run is encoder.run
 
 
@@ -23,15 +25,54 @@ def test_a_stage_is_required() -> None:
         build_parser().parse_args([])
 
 
-def test_fidelity_sample_is_fixed_and_evenly_spread(tmp_path: Path) -> None:
-    csv_path = tmp_path / "movies.csv"
-    rows = [f'{i},"Movie {i} (2000)",Drama|Comedy' for i in range(1000)]
-    rows.append('1000,"No Genre (2001)",(no genres listed)')
-    csv_path.write_text("movieId,title,genres\r\n" + "\r\n".join(rows) + "\r\n")
-    sample = encoder.fidelity_sample(csv_path, size=10)
-    assert sample == encoder.fidelity_sample(csv_path, size=10)
-    assert sample[:2] == ["Movie 0 (2000) Drama|Comedy", "Movie 100 (2000) Drama|Comedy"]
-    assert encoder.fidelity_sample(csv_path, size=5000)[-1] == "No Genre (2001)"
+def test_held_out_texts_never_calibrate() -> None:
+    texts = [f"Movie {i}" for i in range(35)]
+    calibration, held_out = encoder.split_texts(texts)
+    assert calibration == ["Movie 0", "Movie 10", "Movie 20", "Movie 30"]
+    assert len(held_out) == 31
+    assert not set(calibration) & set(held_out)
+
+
+def test_evenly_spaced_is_fixed_and_spread() -> None:
+    assert encoder.evenly_spaced(1000, 10) == list(range(0, 1000, 100))
+    assert encoder.evenly_spaced(5, 10) == [0, 1, 2, 3, 4]
+
+
+def test_blockwise_int8_round_trips_within_half_a_step() -> None:
+    weight = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    weight[:16, 0] = 0.0
+    quantized, scales = encoder.blockwise_int8(weight)
+    assert quantized.shape == (8, 64 // encoder.BLOCK_SIZE, encoder.BLOCK_SIZE)
+    restored = (quantized.astype(np.float32) - 128) * scales.reshape(8, -1, 1)
+    step = np.repeat(scales.reshape(8, -1), encoder.BLOCK_SIZE, axis=1)
+    assert np.all(np.abs(restored.reshape(8, 64).T - weight) <= step.T / 2 + 1e-7)
+
+
+def test_quantize_int8_keeps_the_chosen_matmuls_fp32() -> None:
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    weights = [rng.standard_normal((32, 32)).astype(np.float32) for _ in range(2)]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w0"], ["h"], name="first"),
+         helper.make_node("MatMul", ["h", "w1"], ["y"], name="second")],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 32])],
+        [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert encoder.weight_matmuls(model) == ["first", "second"]
+    quantized = encoder.quantize_int8(model, keep_fp32=["second"])
+    assert [node.op_type for node in quantized.graph.node] == ["MatMulNBits", "MatMul"]
+    assert [node.op_type for node in model.graph.node] == ["MatMul", "MatMul"]
+    x = rng.standard_normal((4, 32)).astype(np.float32)
+    session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(["y"], {"x": x})[0]
+    expected = x @ weights[0] @ weights[1]
+    assert np.abs(got - expected).max() < 0.02 * np.abs(expected).max()
 
 
 def test_max_length_prefers_sentence_config_and_is_capped(tmp_path: Path) -> None:
@@ -45,11 +86,13 @@ def test_up_to_date_needs_same_weights_and_intact_files(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"onnx")
     manifest = {
         "source_weights": {"sha256": "abc"},
+        "build_recipe": {},
         "files": {"model.onnx": {"sha256": encoder.sha256_file(tmp_path / "model.onnx")}},
     }
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    assert encoder.is_up_to_date(tmp_path, "abc")
-    assert not encoder.is_up_to_date(tmp_path, "other")
+    assert encoder.is_up_to_date(tmp_path, "abc", {})
+    assert not encoder.is_up_to_date(tmp_path, "other", {})
+    assert not encoder.is_up_to_date(tmp_path, "abc", {"keep_fp32": 3})
     (tmp_path / "model.onnx").write_bytes(b"changed")
-    assert not encoder.is_up_to_date(tmp_path, "abc")
-    assert not encoder.is_up_to_date(tmp_path / "missing", "abc")
+    assert not encoder.is_up_to_date(tmp_path, "abc", {})
+    assert not encoder.is_up_to_date(tmp_path / "missing", "abc", {})
