@@ -43,6 +43,16 @@ SEARCH: dict[str, Sequence[float]] = {
 }
 
 
+_SILENT = dict(item_item=0.0, factors=0.0, long_term=0.0, session=0.0, popularity=0.0)
+ALONE: dict[str, dict[str, float]] = {  # each component alone, history recency as fitted
+    "popularity alone": {**_SILENT, "popularity": 1.0},
+    "item-item alone": {**_SILENT, "item_item": 1.0},
+    "matrix factorisation alone": {**_SILENT, "factors": 1.0},
+    "long-term content alone": {**_SILENT, "long_term": 1.0},
+    "session content alone": {**_SILENT, "session": 1.0},
+}
+
+
 @dataclass(frozen=True)
 class Validation:
     train: list[Interaction]
@@ -99,9 +109,10 @@ def _now(profile: Profile | None) -> float:
 
 
 def metrics(lists: dict[str, list[str]], held_out: dict[str, set[str]], cold: set[str]) -> dict[str, float]:
-    """ndcg@10, recall@20, hr@10 and cold_recall@20 as shared/eval/score.py defines them."""
+    """ndcg@10, recall@20, hr@10 and cold_recall@20 as shared/eval/score.py defines them,
+    and warm_recall@20: recall@20 counting only items that are not cold."""
     sums = defaultdict(float)
-    cold_users = 0
+    cold_users = warm_users = 0
     for user, relevant in held_out.items():
         ranked = lists.get(user, [])
         hits = [1 if i in relevant else 0 for i in ranked[:20]]
@@ -114,9 +125,14 @@ def metrics(lists: dict[str, list[str]], held_out: dict[str, set[str]], cold: se
         if relevant_cold:
             cold_users += 1
             sums["cold_recall@20"] += sum(1 for i in ranked[:20] if i in relevant_cold) / len(relevant_cold)
+        relevant_warm = relevant - cold
+        if relevant_warm:
+            warm_users += 1
+            sums["warm_recall@20"] += sum(1 for i in ranked[:20] if i in relevant_warm) / len(relevant_warm)
     n = max(len(held_out), 1)
-    result = {k: round(v / n, 5) for k, v in sums.items() if k != "cold_recall@20"}
+    result = {k: round(sums[k] / n, 5) for k in ("ndcg@10", "recall@20", "hr@10")}
     result["cold_recall@20"] = round(sums["cold_recall@20"] / cold_users, 5) if cold_users else 0.0
+    result["warm_recall@20"] = round(sums["warm_recall@20"] / warm_users, 5) if warm_users else 0.0
     return result
 
 
@@ -127,8 +143,9 @@ def objective(figures: dict[str, float]) -> float:
 def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingConfig = TrainingConfig(),
         start: scoring.BlendWeights = scoring.DEFAULT_WEIGHTS,
         log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
-        ) -> tuple[scoring.BlendWeights, dict[str, float]]:
-    """The best weights found on the validation carve, and their validation figures."""
+        ) -> tuple[scoring.BlendWeights, dict[str, dict[str, float]]]:
+    """The best weights found on the validation carve, and validation figures for them
+    ("blend") and for each component alone (`ALONE`)."""
     validation = carve(interactions)
     model = train(validation.train, config)
     index = _recounted(index, validation.train)
@@ -170,7 +187,10 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
                     log(f"blend: sweep {sweep + 1}, {name}={value}: {figures}")
         if not improved:
             break
-    return best, best_figures
+    figures = {"blend": best_figures}
+    for name, only in ALONE.items():
+        figures[name] = score(replace(best, **only))
+    return best, figures
 
 
 def _recounted(index: ItemIndex, interactions: Sequence[Interaction]) -> ItemIndex:

@@ -28,7 +28,7 @@ DEFAULT_OUT = Path("build/catalog/collaborative.npz")
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Chosen on a validation split carved from train.csv (see README, "Offline quality")."""
+    """Chosen on a validation split carved from train.csv (see README, "Offline evaluation")."""
 
     ease_l2: float = 300.0
     neighbours: int = 200  # item-item entries kept per item
@@ -66,7 +66,7 @@ def run(data: Path, out: Path, fit_with_catalog: Path | None = None) -> int:
         from model_build import blend
         index, _ = ItemIndex.from_npz(fit_with_catalog.read_bytes())
         weights, figures = blend.fit(interactions, index)
-        log(f"blend fitted on validation: {figures}")
+        log(f"blend fitted on validation: {figures['blend']}")
         meta["blend"] = weights.to_json()
     model = train(interactions)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,9 @@ blend weights are fitted on a validation carve of train.csv (model_build/blend.p
 the collaborative models are trained on all of train.csv, each user's interactions
 are folded into a profile by the events function's own code, and lists are ranked by
 the API's own code (`recsys.scoring.recommend`). test.csv is read for its user ids only.
-Besides the lists, writes <out>.report.json: the fitted weights, validation figures
-and the time each step took.
+Besides the lists, writes <out>.report.json (the fitted weights, validation figures of
+the blend and of each component alone, the time each step took) and <out>.report.html
+(the same as tables and bar charts).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from model_build import blend
 from model_build import catalog as catalog_stage
 from model_build.collaborative import train
 from model_build.data import read_interactions
+from model_build.report import render
 from recsys.collaborative import Collaborative
 from recsys.index import ItemIndex
 
@@ -69,6 +71,7 @@ def run(split: Path, out: Path, model: Path) -> int:
     report = {"weights": json.loads(weights.to_json()), "validation": validation, "seconds": timings,
               "users": len(users), "train_profiles": len(profiles), "items": len(index)}
     Path(f"{out}.report.json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(f"{out}.report.html").write_text(render(report), encoding="utf-8")
     print(f"eval: {len(users)} users -> {out} (report: {out}.report.json) in {sum(timings.values()):.0f} s",
           file=sys.stderr)
     return 0
