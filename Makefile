@@ -9,7 +9,7 @@ CATALOG := build/catalog/catalog.npz
 COLLABORATIVE := build/catalog/collaborative.npz
 DATA := data/ml-latest-small
 
-.PHONY: run test eval replay lint sam-build bench clean
+.PHONY: run test eval replay model lint sam-build bench clean
 .DEFAULT_GOAL := run
 
 $(VENV)/.installed: requirements-dev.txt layers/recsys/requirements.txt layers/encoder/requirements.txt
@@ -47,6 +47,10 @@ eval: $(MODEL)
 replay: $(MODEL)
 	@test -n "$(SPLIT)" || (echo "usage: make replay SPLIT=<split dir> [USERS=100]" >&2; exit 2)
 	$(PY) scripts/replay.py --split $(SPLIT) $(if $(USERS),--users $(USERS))
+
+## model: the whole build job on DATA=dir ([FINETUNE=1] fine-tunes first, [STACK=name] publishes to that stack)
+model: $(VENV)/.installed
+	$(PY) -m model_build all --data $(DATA) $(if $(FINETUNE),--finetune) $(if $(STACK),--stack $(STACK))
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -10,9 +10,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 LAYER_PATHS = (REPO_ROOT / "layers" / "recsys", REPO_ROOT / "layers" / "encoder")
 sys.path[:0] = [str(path) for path in LAYER_PATHS if str(path) not in sys.path]
 
-from model_build import catalog, collaborative, encoder, evaluate, finetune, publish  # noqa: E402  (stages import the layers' packages)
+from model_build import catalog, collaborative, encoder, evaluate, finetune, pipeline, publish  # noqa: E402  (stages import the layers' packages)
 
-STAGES = (finetune, encoder, catalog, collaborative, publish, evaluate)
+STAGES = (pipeline, finetune, encoder, catalog, collaborative, publish, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
