@@ -1,8 +1,9 @@
 """Benchmark the recommender on the local stack: request latency, event freshness, start time.
 
 1. Recommendation latency, warm, p50/p99 on the demo catalog:
-   (a) scoring only (recsys.scoring.recommend on the catalog's ItemIndex; no AWS), with and
-       without a precomputed context vector, plus the context encode time on its own;
+   (a) scoring only (recsys.scoring.recommend on the catalog's ItemIndex and the collaborative
+       model; no AWS), with and without a precomputed context vector, plus the context
+       encode time on its own;
    (b) the API function's real handler in this process (its DynamoDB profile read goes to
        moto server over HTTP);
    (c) end to end over HTTP through the local REST API (ApiClient).
@@ -45,12 +46,14 @@ sys.path[:0] = [str(REPO_ROOT / "layers" / "recsys"), str(REPO_ROOT / "layers" /
 from encoder_model import MODEL_DIR  # noqa: E402
 from model_build.data import read_interactions, read_items  # noqa: E402
 from recsys import scoring  # noqa: E402
+from recsys.collaborative import Collaborative, CollaborativeModel  # noqa: E402
 from recsys.encoder import Encoder  # noqa: E402
 from recsys.index import ItemIndex  # noqa: E402
 from recsys.profile import Profile, apply_events  # noqa: E402
 
 DATA = REPO_ROOT / "data" / "ml-latest-small"
 CATALOG = REPO_ROOT / "build" / "catalog" / "catalog.npz"
+COLLABORATIVE = REPO_ROOT / "build" / "catalog" / "collaborative.npz"
 API_FUNCTION = REPO_ROOT / "functions" / "api" / "app.py"
 API_KEY = "bench-stack-key"
 CONTEXT = "scary zombie movie"
@@ -115,6 +118,8 @@ def user_profile(index: ItemIndex, ratings: list, user_id: str) -> Profile:
 
 def bench_scoring(runs: int) -> dict[str, Any]:
     index, _ = ItemIndex.from_npz(CATALOG.read_bytes())
+    model, _ = CollaborativeModel.from_npz(COLLABORATIVE.read_bytes())
+    collaborative = Collaborative(model, index)
     ratings = list(read_interactions(DATA))
     encoder = Encoder(MODEL_DIR, threads=1)
     context = encoder.encode([CONTEXT])[0]
@@ -127,11 +132,13 @@ def bench_scoring(runs: int) -> dict[str, Any]:
         in_session = profile.last_event_at + 60.0   # as if the last event were a minute ago
         figures["users"][user_id] = {
             "events": profile.event_count, "consumed": len(profile.consumed),
-            **{name: timed(lambda i, c=vector, t=at, p=profile: scoring.recommend(index, p, c, K, t), runs)
+            **{name: timed(lambda i, c=vector, t=at, p=profile: scoring.recommend(
+                index, p, c, K, t, collaborative=collaborative), runs)
                for name, vector, at in (("profile", None, now), ("profile_context", context, now),
                                         ("profile_session_context", context, in_session))},
         }
-    figures["cold_user"] = timed(lambda i: scoring.recommend(index, None, None, K, time.time()), runs)
+    figures["cold_user"] = timed(lambda i: scoring.recommend(index, None, None, K, time.time(),
+                                                              collaborative=collaborative), runs)
     return figures
 
 
