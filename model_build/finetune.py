@@ -134,7 +134,7 @@ def train(module: Any, tokenizer: Any, examples: list[tuple[str, str]], steps: i
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if (step + 1) % 20 == 0 or step + 1 == steps:
             log(f"step {step + 1}/{steps}: loss {np.mean(losses[-20:]):.3f}")
     module.eval()
