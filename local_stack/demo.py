@@ -14,7 +14,7 @@ from local_stack.client import ApiClient
 from local_stack.stack import LocalStack
 from model_build import catalog as catalog_stage
 from model_build import collaborative as collaborative_stage
-from model_build.data import read_interactions
+from model_build.data import read_interactions, read_items
 from model_build.publish import publish_collaborative, publish_snapshot, write_items
 from recsys.settings import Settings
 
@@ -33,7 +33,7 @@ def load_demo(stack: LocalStack, client: ApiClient, data: Path, catalog_npz: Pat
     settings = Settings.from_env(stack.environment_of("ApiFunction"))
     written_at = time.time()
     publish_collaborative(settings, collaborative_npz)
-    index, model_version = publish_snapshot(settings, catalog_npz, written_at)
+    index, model_version = publish_snapshot(settings, catalog_npz, written_at, read_items(data))
     with ThreadPoolExecutor(max_workers=1) as pool:
         items = pool.submit(write_items, settings, data, index, model_version, written_at)
         users = load_users(stack, client, data)

@@ -15,6 +15,7 @@ from pathlib import Path
 from model_build.catalog import DEFAULT_DATA, DEFAULT_OUT
 from model_build.collaborative import DEFAULT_OUT as DEFAULT_COLLABORATIVE
 from model_build.data import read_items
+from recsys.catalog import Item
 from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
 from recsys.live import CLOCK_SKEW_SECONDS
@@ -40,7 +41,7 @@ def publish_catalog(settings: Settings, data: Path, catalog: Path, collaborative
     settings.require("items_table", "artifacts_bucket")
     written_at = time.time()
     publish_collaborative(settings, collaborative)
-    index, model_version = publish_snapshot(settings, catalog, written_at)
+    index, model_version = publish_snapshot(settings, catalog, written_at, read_items(data))
     count = write_items(settings, data, index, model_version, written_at)
     return {"items": count, "vectors": len(index), "model_version": model_version}
 
@@ -52,10 +53,15 @@ def publish_collaborative(settings: Settings, collaborative: Path) -> None:
     CatalogSnapshots(settings).publish_collaborative(data)
 
 
-def publish_snapshot(settings: Settings, catalog: Path, written_at: float) -> tuple[ItemIndex, str]:
+def publish_snapshot(settings: Settings, catalog: Path, written_at: float,
+                     items: list[Item] | None = None) -> tuple[ItemIndex, str]:
     """Readers re-read items written after (watermark - CLOCK_SKEW_SECONDS); the items of this
-    catalog, stamped `written_at`, are in the snapshot and are not read again at cold start."""
+    catalog, stamped `written_at`, are in the snapshot and are not read again at cold start.
+    `items` (the catalog's items) bring their attributes into the snapshot, for filtering."""
     index, meta = ItemIndex.from_npz(Path(catalog).read_bytes())
+    for item in items or ():
+        if item.item_id in index.rows:
+            index.attributes[index.rows[item.item_id]] = dict(item.attributes)
     model_version = str(meta["model_version"])
     CatalogSnapshots(settings).publish(index, model_version, written_at + CLOCK_SKEW_SECONDS)
     return index, model_version

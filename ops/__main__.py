@@ -24,7 +24,7 @@ from recsys.settings import Settings  # noqa: E402
 LOCAL_ENV = REPO_ROOT / "build" / "local-stack.env"
 OUTPUTS = {"ProfilesTableName": "PROFILES_TABLE", "ItemsTableName": "ITEMS_TABLE",
            "EventsStreamName": "EVENTS_STREAM", "ArtifactsBucketName": "ARTIFACTS_BUCKET",
-"RawEventsBucketName": "RAW_EVENTS_BUCKET",
+           "RawEventsBucketName": "RAW_EVENTS_BUCKET", "ImpressionsTableName": "IMPRESSIONS_TABLE",
            "EventsDeadLetterQueueUrl": "EVENTS_DLQ_URL"}
 
 
@@ -52,7 +52,7 @@ def main() -> int:
     sub.add_parser("redrive", help="put dead-lettered events back on the events stream")
     export = sub.add_parser("export-events", help="write every raw applied event to a CSV")
     export.add_argument("--out", type=Path, required=True)
-    erase = sub.add_parser("erase-user", help="delete a user's profile and raw events")
+    erase = sub.add_parser("erase-user", help="delete a user's profile, raw events and impressions")
     erase.add_argument("user_id")
     args = parser.parse_args()
     settings = Settings.from_env(environment(args))
