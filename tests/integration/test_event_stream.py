@@ -128,10 +128,10 @@ def wait_for(check, timeout: float, what: str):
         time.sleep(0.1)
 
 
-def test_events_posted_over_http_move_trending_and_cold_users_within_seconds(api: ApiClient):
+def test_events_posted_over_http_move_trending_and_cold_users_within_seconds(api: ApiClient, admin: ApiClient):
     tag = uuid.uuid4().hex[:8]
     item, category = f"live-{tag}", f"Testgenre{tag}"
-    status, _ = api.put(f"/items/{item}", {"title": f"Night of the Living Counters {tag}",
+    status, _ = admin.put(f"/items/{item}", {"title": f"Night of the Living Counters {tag}",
                                            "description": "A zombie film nobody has seen yet.",
                                            "categories": ["Horror", category]})
     assert status == 200
