@@ -1,4 +1,8 @@
-"""The template's REST API on 127.0.0.1: each HTTP request becomes an API Gateway proxy event."""
+"""The template's REST APIs on 127.0.0.1: each HTTP request becomes an API Gateway proxy event.
+
+The template has two APIs (clients', admin) with a usage plan and key each; here both are
+served on one port, and a route takes only the key of the API it belongs to.
+"""
 from __future__ import annotations
 
 import json
@@ -17,9 +21,12 @@ MAX_BODY_BYTES = 10 * 1024 * 1024   # API Gateway's payload limit
 
 
 class LocalApi:
-    def __init__(self, routes: list[Route], functions: dict[str, FunctionPool], api_key: str, stage: str,
+    def __init__(self, routes: list[Route], functions: dict[str, FunctionPool], api_keys: dict[str, str], stage: str,
                  host: str = "127.0.0.1", port: int = 3000) -> None:
-        self.routes, self.functions, self.api_key, self.stage = routes, functions, api_key, stage
+        missing = {r.api for r in routes if r.api_key_required} - set(api_keys)
+        if missing:
+            raise ValueError(f"no API key for {sorted(missing)}")
+        self.routes, self.functions, self.api_keys, self.stage = routes, functions, api_keys, stage
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,7 +59,7 @@ class LocalApi:
         route, parameters = self._match(request.command, path)
         if route is None:
             return _send(request, 404, _error("no_route", f"no route {request.command} {path}"))
-        if route.api_key_required and request.headers.get("x-api-key") != self.api_key:
+        if route.api_key_required and request.headers.get("x-api-key") != self.api_keys[route.api]:
             return _send(request, 403, _error("forbidden", "a valid x-api-key header is required"))
         event = self._event(request, route, path, parameters, url.query, body)
         try:

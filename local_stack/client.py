@@ -38,3 +38,6 @@ class ApiClient:
 
     def post(self, path: str, body: Any) -> tuple[int, Any]:
         return self.call("POST", path, body)
+
+    def delete(self, path: str) -> tuple[int, Any]:
+        return self.call("DELETE", path)

@@ -20,6 +20,8 @@ from local_stack.template import Template
 log = logging.getLogger("local_stack")
 ROOT = Path(__file__).resolve().parent.parent
 API_CONCURRENCY = 2
+# The template's two APIs: the clients' (recommendations, events) and the admin one.
+CLIENT_API, ADMIN_API = "RecsysApi", "RecsysAdminApi"
 
 
 def free_port() -> int:
@@ -60,9 +62,11 @@ class MotoServer:
 
 
 class LocalStack:
-    def __init__(self, api_key: str, port: int = 3000, template_path: Path = ROOT / "template.yaml",
+    def __init__(self, api_key: str, admin_key: str, port: int = 3000, template_path: Path = ROOT / "template.yaml",
                  region: str = "us-east-1", stack_name: str = "recsys-local", log_dir: Path = ROOT / "build" / "logs"):
-        self.api_key, self.port, self.region = api_key, port, region
+        if api_key == admin_key:
+            raise ValueError("the admin key must differ from the clients' key")
+        self.api_key, self.admin_key, self.port, self.region = api_key, admin_key, port, region
         self.template = Template(template_path, stack_name, region)
         self.log_dir = log_dir
         self.moto: MotoServer | None = None
@@ -100,12 +104,10 @@ class LocalStack:
         for mapping in self.mappings.values():
             mapping.start()
         self._write_env_file()
-        stage = self.template.resolve(self.template.resources[self._api_id()]["Properties"].get("StageName", "v1"))
-        self.api = LocalApi(self.template.routes(), self.pools, self.api_key, stage, port=self.port)
+        stage = self.template.resolve(self.template.resources[CLIENT_API]["Properties"].get("StageName", "v1"))
+        keys = {CLIENT_API: self.api_key, ADMIN_API: self.admin_key}
+        self.api = LocalApi(self.template.routes(), self.pools, keys, stage, port=self.port)
         self.api.start()
-
-    def _api_id(self) -> str:
-        return next(iter(self.template.of_type("AWS::Serverless::Api")))
 
     def _mapping(self, source) -> EventSourceMapping:
         properties = self.template.resolve(source.properties)
@@ -134,7 +136,7 @@ class LocalStack:
         for pool in self.pools.values():
             names.update({k: v for k, v in pool.environment.items()
                           if k.isupper() and k.startswith(("AWS_", "PROFILES", "ITEMS", "EVENTS", "ARTIFACTS",
-                                                           "RAW_EVENTS"))
+                                                           "RAW_EVENTS", "IMPRESSIONS", "METRICS"))
                           and not k.startswith("AWS_LAMBDA")})
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(names.items())))
 

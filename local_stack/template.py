@@ -37,6 +37,7 @@ class Route:
     path: str
     function: str
     api_key_required: bool
+    api: str = ""              # the logical id of the AWS::Serverless::Api that serves it
     pattern: re.Pattern = field(repr=False, default=None)
 
     def __post_init__(self) -> None:
@@ -187,10 +188,11 @@ class Template:
                 if event.get("Type") != "Api":
                     continue
                 props = event["Properties"]
-                api = self.resources.get(props.get("RestApiId", {}).get("Ref", ""), {})
+                api_id = props.get("RestApiId", {}).get("Ref", "")
+                api = self.resources.get(api_id, {})
                 required = api.get("Properties", {}).get("Auth", {}).get("ApiKeyRequired", False)
                 required = props.get("Auth", {}).get("ApiKeyRequired", required)
-                routes.append(Route(props["Method"].upper(), props["Path"], logical_id, bool(required)))
+                routes.append(Route(props["Method"].upper(), props["Path"], logical_id, bool(required), api_id))
         return routes
 
     def event_sources(self) -> list[EventSource]:

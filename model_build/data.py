@@ -10,6 +10,7 @@ that is not a rating, counts as 1).
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from recsys.catalog import MAX_LABEL_LENGTH, MAX_LABELS, MAX_TITLE, Item
 from recsys.events import Event
 
 NO_GENRES = "(no genres listed)"
+# MovieLens titles end with the release year, "Heat (1995)": kept as the attribute `year`.
+YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
 class DatasetError(ValueError):
@@ -103,5 +106,6 @@ def _item(path: Path, line: int, item_id: str, title: str, genres: str, tags: li
         raise DatasetError(f"{path}:{line}: item {item_id!r} needs an id and a title")
     categories = list(dict.fromkeys(g for g in genres.split("|") if g and g != NO_GENRES))
     clean_tags = list(dict.fromkeys(t.strip()[:MAX_LABEL_LENGTH] for t in tags if t.strip()))
+    year = YEAR.search(title)
     return Item(item_id=item_id, title=title.strip()[:MAX_TITLE], categories=categories[:MAX_LABELS],
-                tags=clean_tags[:MAX_LABELS])
+                tags=clean_tags[:MAX_LABELS], attributes={"year": int(year.group(1))} if year else {})

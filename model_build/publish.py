@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from model_build.catalog import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_OUT
 from model_build.collaborative import DEFAULT_OUT as DEFAULT_COLLABORATIVE
 from model_build.data import read_items
 from ops.environment import environment
+from recsys.catalog import Item
 from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
 from recsys.live import CLOCK_SKEW_SECONDS
@@ -60,7 +62,7 @@ def publish(settings: Settings, data: Path, catalog: Path, collaborative: Path, 
     settings.require("items_table", "artifacts_bucket")
     written_at = time.time()
     metrics = json.loads(report.read_text()) if report else None
-    version, files, manifest = build_release(catalog, collaborative, model, written_at, metrics)
+    version, files, manifest = build_release(catalog, collaborative, model, written_at, metrics, read_items(data))
     save_release(releases, version, files, manifest)
     Releases(settings).publish(version, files, manifest)
     index, _ = ItemIndex.from_npz(files[ITEM_VECTORS])
@@ -69,11 +71,16 @@ def publish(settings: Settings, data: Path, catalog: Path, collaborative: Path, 
 
 
 def build_release(catalog: Path, collaborative: Path, model: Path, written_at: float,
-                  metrics: dict[str, Any] | None = None) -> tuple[str, dict[str, bytes], dict[str, Any]]:
+                  metrics: dict[str, Any] | None = None, items: Iterable[Item] = ()
+                  ) -> tuple[str, dict[str, bytes], dict[str, Any]]:
     """The release's files and manifest. Readers re-read items written after
     (snapshot time - CLOCK_SKEW_SECONDS); this catalog's items, stamped `written_at`,
-    are in the snapshot and are not read again at cold start."""
+    are in the snapshot and are not read again at cold start. `items` (the catalog's)
+    bring their attributes into the snapshot, for filtering."""
     index, catalog_meta = ItemIndex.from_npz(Path(catalog).read_bytes())
+    for item in items:
+        if item.item_id in index.rows:
+            index.attributes[index.rows[item.item_id]] = dict(item.attributes)
     collaborative_bytes = Path(collaborative).read_bytes()
     _, collaborative_meta = CollaborativeModel.from_npz(collaborative_bytes)
     files = {

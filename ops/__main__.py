@@ -30,7 +30,7 @@ def main() -> int:
     sub.add_parser("redrive", help="put dead-lettered events back on the events stream")
     export = sub.add_parser("export-events", help="write every raw applied event to a CSV")
     export.add_argument("--out", type=Path, required=True)
-    erase = sub.add_parser("erase-user", help="delete a user's profile and raw events")
+    erase = sub.add_parser("erase-user", help="delete a user's profile, raw events and impressions")
     erase.add_argument("user_id")
     args = parser.parse_args()
     try:

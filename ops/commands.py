@@ -6,8 +6,9 @@ import csv
 import json
 from pathlib import Path
 
+from recsys import privacy
 from recsys.settings import Settings
-from recsys.storage import ProfileRepository, RawEventLog, aws_client
+from recsys.storage import ImpressionStore, ProfileRepository, RawEventLog, aws_client
 
 EXPORT_COLUMNS = ("user_id", "item_id", "rating", "timestamp", "type", "event_id", "dwell_seconds", "query")
 
@@ -86,6 +87,7 @@ def export_events(settings: Settings, out: Path) -> dict[str, int]:
 
 
 def erase_user(settings: Settings, user_id: str) -> dict[str, int]:
+    """What DELETE /users/{user_id} does (recsys.privacy.erase_user)."""
     settings.require("profiles_table", "raw_events_bucket")
-    profiles = ProfileRepository(settings)
-    return {"profiles": profiles.delete(user_id), "raw_event_objects": RawEventLog(settings).erase(user_id)}
+    impressions = ImpressionStore(settings) if settings.impressions_table else None
+    return privacy.erase_user(user_id, ProfileRepository(settings), RawEventLog(settings), impressions)

@@ -12,7 +12,8 @@ import boto3
 LOCAL_ENV = Path(__file__).resolve().parents[1] / "build" / "local-stack.env"
 OUTPUTS = {"ProfilesTableName": "PROFILES_TABLE", "ItemsTableName": "ITEMS_TABLE",
            "EventsStreamName": "EVENTS_STREAM", "ArtifactsBucketName": "ARTIFACTS_BUCKET",
-           "RawEventsBucketName": "RAW_EVENTS_BUCKET", "EventsDeadLetterQueueUrl": "EVENTS_DLQ_URL"}
+           "RawEventsBucketName": "RAW_EVENTS_BUCKET", "ImpressionsTableName": "IMPRESSIONS_TABLE",
+           "EventsDeadLetterQueueUrl": "EVENTS_DLQ_URL"}
 
 
 class StackNotFound(RuntimeError):

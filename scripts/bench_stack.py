@@ -423,7 +423,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_stack_") as logs:
         say("starting the local stack ...")
         start = time.perf_counter()
-        with LocalStack(api_key=API_KEY, port=free_port(), log_dir=Path(logs)) as stack:
+        with LocalStack(api_key=API_KEY, admin_key=API_KEY + "-admin", port=free_port(), log_dir=Path(logs)) as stack:
             api_up = time.perf_counter() - start
             api = ApiClient(stack.url, API_KEY)
             start = time.perf_counter()

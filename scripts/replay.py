@@ -111,11 +111,12 @@ def main() -> int:
     collaborative_npz = catalog_npz.with_name("collaborative.npz")
     collaborative_stage.run(args.split, collaborative_npz)  # trained once per split
     rows, all_users = test_events(args.split, args.users, args.seed)
-    with LocalStack(api_key=API_KEY, port=free_port(), log_dir=REPO_ROOT / "build" / "logs" / "replay") as stack:
+    with LocalStack(api_key=API_KEY, admin_key=API_KEY + "-admin", port=free_port(),
+                    log_dir=REPO_ROOT / "build" / "logs" / "replay") as stack:
         api = ApiClient(stack.url, API_KEY)
         settings = Settings.from_env(stack.environment_of("ApiFunction"))
         written_at = time.time()
-        _, index, model_version = publish_release(settings, catalog_npz, collaborative_npz, written_at)
+        _, index, model_version = publish_release(settings, args.split, catalog_npz, collaborative_npz, written_at)
         write_items(settings, args.split, index, model_version, written_at)
         bootstrap_started = time.perf_counter()
         train = load_users(stack, api, args.split, timeout=1800)

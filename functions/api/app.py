@@ -1,18 +1,43 @@
-"""REST API: routes in, JSON out. The work is in recsys.service."""
+"""REST API: routes in, JSON out. Powertools validates every request against the types
+below (the same types make GET /openapi.json); the work is in recsys.service."""
 from __future__ import annotations
 
 import json
+from datetime import date
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 
-from recsys.service import BadRequest, NotFound, Recommender
+from recsys.api_models import (
+    ATTRIBUTE_FILTER,
+    CONTEXT,
+    ID,
+    ID_LIST,
+    LABEL_LIST,
+    MAX_BODY_BYTES,
+    RANGE_FILTER,
+    EventsBody,
+    ItemBody,
+    RankBody,
+    validation_message,
+)
+from recsys.service import BadRequest, NotFound, Recommender, RequestFilters
 from recsys.settings import get_settings
 
 logger = Logger()
-app = APIGatewayRestResolver()
+app = APIGatewayRestResolver(enable_validation=True)
 recommender = Recommender(get_settings())
+CLIENT, ADMIN = [{"client_key": []}], [{"admin_key": []}]
+
+UserId = Annotated[str, Path(**ID, description="The user's id.")]
+ItemId = Annotated[str, Path(**ID, description="The item's id.")]
+K = Annotated[int, Query(ge=1, le=100, description="How many items (1-100).")]
+Share = Annotated[float | None, Query(ge=0, le=1)]
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -20,49 +45,94 @@ def _error(status: int, code: str, message: str) -> Response:
                     body=json.dumps({"error": {"code": code, "message": message}}))
 
 
-def _body():
-    try:
-        return app.current_event.json_body
-    except (json.JSONDecodeError, TypeError):
-        raise BadRequest("the body must be valid JSON") from None
+def _json(status: int, body: Any) -> Response:
+    return Response(status_code=status, content_type="application/json", body=json.dumps(body))
 
 
-@app.get("/health")
+@app.get("/health", security=CLIENT, summary="Catalog size and model version")
 def health():
     return recommender.health()
 
 
-@app.put("/items/<item_id>")
-def put_item(item_id: str):
-    return recommender.put_item(item_id, _body())
+@app.get("/openapi.json", include_in_schema=False)
+def openapi():
+    return _json(200, json.loads(SPEC))
 
 
-@app.get("/items/<item_id>")
-def get_item(item_id: str):
+@app.put("/items/<item_id>", security=ADMIN, summary="Create or replace an item (admin key)")
+def put_item(item_id: ItemId, body: ItemBody):
+    return recommender.put_item(item_id, body.model_dump())
+
+
+@app.get("/items/<item_id>", security=CLIENT, summary="An item as stored")
+def get_item(item_id: ItemId):
     return recommender.get_item(item_id)
 
 
-@app.get("/items/<item_id>/similar")
-def similar_items(item_id: str):
-    return recommender.similar(item_id, app.current_event.get_query_string_value("k"))
+@app.get("/items/<item_id>/similar", security=CLIENT, summary="Items nearest to an item, with filters")
+def similar_items(item_id: ItemId, k: K = 10,
+                  exclude: Annotated[str | None, Query(**ID_LIST)] = None,
+                  categories: Annotated[str | None, Query(**LABEL_LIST)] = None,
+                  exclude_categories: Annotated[str | None, Query(**LABEL_LIST)] = None,
+                  attributes: Annotated[str | None, Query(**ATTRIBUTE_FILTER)] = None,
+                  min: Annotated[str | None, Query(**RANGE_FILTER)] = None,  # noqa: A002 -- the spec's name
+                  max: Annotated[str | None, Query(**RANGE_FILTER)] = None):  # noqa: A002
+    filters = RequestFilters(exclude, categories, exclude_categories, attributes, min, max)
+    return recommender.similar(item_id, k, filters)
 
 
-@app.post("/events")
-def post_events():
-    return Response(status_code=202, content_type="application/json",
-                    body=json.dumps(recommender.submit_events(_body())))
+@app.post("/events", security=CLIENT, summary="Record interaction events (up to 500)")
+def post_events(body: EventsBody):
+    return _json(202, recommender.submit_events(body.events))
 
 
-@app.get("/users/<user_id>/recommendations")
-def recommendations(user_id: str):
-    query = app.current_event.get_query_string_value
-    return recommender.recommend(user_id, query("k"), query("context"))
+@app.get("/users/<user_id>/recommendations", security=CLIENT,
+         summary="Recommendations for a user, with filters, diversity, exploration and reasons")
+def recommendations(user_id: UserId, k: K = 10,
+                    context: Annotated[str | None, Query(**CONTEXT)] = None,
+                    exclude: Annotated[str | None, Query(**ID_LIST)] = None,
+                    categories: Annotated[str | None, Query(**LABEL_LIST)] = None,
+                    exclude_categories: Annotated[str | None, Query(**LABEL_LIST)] = None,
+                    attributes: Annotated[str | None, Query(**ATTRIBUTE_FILTER)] = None,
+                    min: Annotated[str | None, Query(**RANGE_FILTER)] = None,  # noqa: A002
+                    max: Annotated[str | None, Query(**RANGE_FILTER)] = None,  # noqa: A002
+                    include_consumed: Annotated[bool, Query(description="Keep items the user consumed.")] = False,
+                    diversity: Share = None, explore: Share = None):
+    filters = RequestFilters(exclude, categories, exclude_categories, attributes, min, max, include_consumed)
+    return recommender.recommend(user_id, k, context, filters, diversity, explore)
 
 
-@app.get("/trending")
-def trending():
-    query = app.current_event.get_query_string_value
-    return recommender.trending(query("k"), query("category"))
+@app.post("/users/<user_id>/rank", security=CLIENT, summary="Rerank a list of up to 500 items for a user")
+def rank(user_id: UserId, body: RankBody):
+    return recommender.rank(user_id, body.item_ids, body.context)
+
+
+@app.get("/trending", security=CLIENT, summary="Items whose recent pace most exceeds their usual pace")
+def trending(k: K = 10, category: Annotated[str | None, Query(min_length=1, max_length=128)] = None):
+    return recommender.trending(k, category)
+
+
+@app.get("/users/<user_id>", security=ADMIN, summary="What the system holds about a user (admin key)")
+def get_user(user_id: UserId):
+    return recommender.user_data(user_id)
+
+
+@app.delete("/users/<user_id>", security=ADMIN, summary="Erase everything held about a user (admin key)")
+def delete_user(user_id: UserId):
+    return recommender.erase_user(user_id)
+
+
+@app.get("/metrics", security=ADMIN, summary="Impressions, clicks, CTR, conversions per variant and day (admin key)")
+def metrics(start: Annotated[date | None, Query(alias="from", description="First day (UTC); default 30 days ago.")]
+            = None,
+            end: Annotated[date | None, Query(alias="to", description="Last day (UTC); default today.")] = None,
+            variant: Annotated[str | None, Query(min_length=1, max_length=64)] = None):
+    return recommender.metrics(start, end, variant)
+
+
+@app.exception_handler(RequestValidationError)
+def invalid_request(error: RequestValidationError):
+    return _error(400, "bad_request", validation_message(error.errors()))
 
 
 @app.exception_handler(BadRequest)
@@ -80,6 +150,18 @@ def no_route(_error_):
     return _error(404, "no_route", f"no route {app.current_event.http_method} {app.current_event.path}")
 
 
+SPEC = app.get_openapi_json_schema(
+    title="recsys", version="1.0.0",
+    description="Real-time recommendations with filters, diversity, exploration, reasons and A/B metrics. "
+                "Client routes take the clients' key, admin routes the admin key, both in x-api-key.",
+    security_schemes={"client_key": APIKey(name="x-api-key", in_=APIKeyIn.header),
+                      "admin_key": APIKey(name="x-api-key", in_=APIKeyIn.header)})
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event, context):
+    body = event.get("body") or ""
+    if len(body) > MAX_BODY_BYTES:
+        return {"statusCode": 413, "headers": {"Content-Type": "application/json"}, "body": json.dumps(
+            {"error": {"code": "payload_too_large", "message": f"the body is over {MAX_BODY_BYTES} bytes"}})}
     return app.resolve(event, context)

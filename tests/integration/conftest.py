@@ -26,6 +26,7 @@ def encoder_model_dir() -> Path:
 CATALOG = REPO_ROOT / "build" / "catalog" / "catalog.npz"
 DATA = REPO_ROOT / "data" / "ml-latest-small"
 API_KEY = "integration-test-key"
+ADMIN_KEY = "integration-admin-key"
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +37,8 @@ def stack(encoder_model_dir, tmp_path_factory):
     from local_stack.demo import load_demo
     from local_stack.stack import LocalStack, free_port
 
-    with LocalStack(api_key=API_KEY, port=free_port(), log_dir=tmp_path_factory.mktemp("logs")) as running:
+    with LocalStack(api_key=API_KEY, admin_key=ADMIN_KEY, port=free_port(),
+                    log_dir=tmp_path_factory.mktemp("logs")) as running:
         running.demo = load_demo(running, ApiClient(running.url, API_KEY), DATA, CATALOG)
         yield running
 
@@ -46,6 +48,14 @@ def api(stack):
     from local_stack.client import ApiClient
 
     return ApiClient(stack.url, API_KEY)
+
+
+@pytest.fixture(scope="session")
+def admin(stack):
+    """A client with the admin key (item writes, users, metrics)."""
+    from local_stack.client import ApiClient
+
+    return ApiClient(stack.url, ADMIN_KEY)
 
 
 @pytest.fixture(scope="session")

@@ -50,13 +50,13 @@ def test_unknown_things_are_404_with_a_json_error(api):
     ({"title": "x", "categories": "Horror"}, "categories"),
     ({"title": "x", "attributes": {"nested": {"a": 1}}}, "attribute"),
 ])
-def test_bad_items_are_refused_with_the_reason(api, body, fragment):
-    status, answer = api.put(f"/items/bad-{uuid.uuid4().hex[:6]}", body)
+def test_bad_items_are_refused_with_the_reason(admin, body, fragment):
+    status, answer = admin.put(f"/items/bad-{uuid.uuid4().hex[:6]}", body)
     assert status == 400 and is_error(answer, "bad_request") and fragment in answer["error"]["message"]
 
 
-def test_a_body_that_is_not_json_is_refused(api):
-    status, body = api.call("PUT", "/items/x", raw=b"{not json")
+def test_a_body_that_is_not_json_is_refused(api, admin):
+    status, body = admin.call("PUT", "/items/x", raw=b"{not json")
     assert status == 400 and is_error(body, "bad_request")
     status, body = api.call("POST", "/events", raw=b"\xff\xfe")
     assert status == 400 and is_error(body)

@@ -128,10 +128,10 @@ def wait_for(check, timeout: float, what: str):
         time.sleep(0.1)
 
 
-def test_events_posted_over_http_move_trending_and_cold_users_within_seconds(api: ApiClient):
+def test_events_posted_over_http_move_trending_and_cold_users_within_seconds(api: ApiClient, admin: ApiClient):
     tag = uuid.uuid4().hex[:8]
     item, category = f"live-{tag}", f"Testgenre{tag}"
-    status, _ = api.put(f"/items/{item}", {"title": f"Night of the Living Counters {tag}",
+    status, _ = admin.put(f"/items/{item}", {"title": f"Night of the Living Counters {tag}",
                                            "description": "A zombie film nobody has seen yet.",
                                            "categories": ["Horror", category]})
     assert status == 200
@@ -157,7 +157,7 @@ def test_events_posted_over_http_move_trending_and_cold_users_within_seconds(api
     status, after = api.get(f"/users/{cold_user}/recommendations", k=10)
     assert status == 200 and item in [e["item_id"] for e in after["items"]][:3]
     status, body = api.get("/trending", k=0)
-    assert status == 400 and "k must be" in body["error"]["message"]
+    assert status == 400 and body["error"]["message"].startswith("k: ")
 
 
 def test_two_writers_of_one_shard_never_overwrite_each_other(stack):

@@ -71,6 +71,7 @@ def test_export_then_erase_a_user(stack, api, tmp_path):
         ("rating", "1", "4.5", ""), ("search", "", "", "heist films")]
 
     erased = commands.erase_user(settings, user)
-    assert erased == {"profiles": 1, "raw_event_objects": 1}
+    assert erased == {"profiles": 1, "dedupe_records": 2, "raw_event_objects": 1, "impressions": 0}
     assert profile_item(stack, user) is None and raw_events(stack, user) == {}
-    assert commands.erase_user(settings, user) == {"profiles": 0, "raw_event_objects": 0}
+    assert commands.erase_user(settings, user) == {"profiles": 0, "dedupe_records": 0, "raw_event_objects": 0,
+                                                   "impressions": 0}

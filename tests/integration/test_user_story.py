@@ -90,9 +90,9 @@ def test_context_turns_the_fan_towards_horror(api, movies, horror_fan):
     assert horror_count(ids(body), movies) >= 5 > horror_count(horror_fan["after"], movies)
 
 
-def test_a_new_item_is_similar_to_horror_and_reaches_the_fan(api, movies, horror_fan):
+def test_a_new_item_is_similar_to_horror_and_reaches_the_fan(api, admin, movies, horror_fan):
     item = f"zombie-night-{uuid.uuid4().hex[:6]}"
-    status, stored = api.put(f"/items/{item}", {
+    status, stored = admin.put(f"/items/{item}", {
         "title": "Zombie Night",
         "description": "A small town is overrun by flesh-eating zombies after dark; survivors barricade "
                        "themselves in a farmhouse and fight the undead until dawn.",

@@ -59,17 +59,19 @@ def test_a_vector_of_the_wrong_shape_raises(shape: tuple[int, ...]) -> None:
 def test_npz_round_trip_without_pickle() -> None:
     index = ItemIndex(DIM, capacity=4)
     ids = ["i0", "movie:42", "ünï", "x" * 40, "i4"]
-    index.extend(ids, unit_vectors(5), np.array([0, 1, 2.5, 30, 4]))
+    index.extend(ids, unit_vectors(5), np.array([0, 1, 2.5, 30, 4]),
+                 attributes=[{"year": 1995}, {}, {"lang": "en", "new": True}, {}, {"price": 9.5}])
     data = index.to_npz(model="mini-lm", version=3.0)
 
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        assert set(npz.files) == {"ids", "vectors", "counts", "categories", "model", "version"}
+        assert set(npz.files) == {"ids", "vectors", "counts", "categories", "attributes", "model", "version"}
 
     loaded, meta = ItemIndex.from_npz(data)
     assert loaded.ids == ids and loaded.dim == DIM
     np.testing.assert_array_equal(loaded.vectors, index.vectors)
     np.testing.assert_array_equal(loaded.counts, index.counts)
     assert meta == {"model": "mini-lm", "version": 3.0}
+    assert loaded.attributes == index.attributes and loaded.attributes[2] == {"lang": "en", "new": True}
     loaded.upsert("new", unit_vectors(1, seed=9)[0])
     assert len(loaded) == 6
 

@@ -50,10 +50,16 @@ def test_environment_names_the_stacks_resources(template: Template) -> None:
 
 def test_the_api_routes(template: Template) -> None:
     routes = {(r.method, r.path) for r in template.routes()}
-    assert routes == {("GET", "/health"), ("GET", "/items/{item_id}"), ("PUT", "/items/{item_id}"),
-                      ("GET", "/items/{item_id}/similar"), ("POST", "/events"),
-                      ("GET", "/users/{user_id}/recommendations"), ("GET", "/trending")}
+    assert routes == {("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/items/{item_id}"),
+                      ("PUT", "/items/{item_id}"), ("GET", "/items/{item_id}/similar"), ("POST", "/events"),
+                      ("GET", "/users/{user_id}/recommendations"), ("POST", "/users/{user_id}/rank"),
+                      ("GET", "/trending"), ("GET", "/users/{user_id}"), ("DELETE", "/users/{user_id}"),
+                      ("GET", "/metrics")}
     assert all(r.function == "ApiFunction" and r.api_key_required for r in template.routes())
+    admin = {(r.method, r.path) for r in template.routes() if r.api == "RecsysAdminApi"}
+    assert admin == {("PUT", "/items/{item_id}"), ("GET", "/users/{user_id}"), ("DELETE", "/users/{user_id}"),
+                     ("GET", "/metrics")}
+    assert {r.api for r in template.routes()} == {"RecsysApi", "RecsysAdminApi"}
 
 
 def route(template: Template, method: str, path: str) -> Route:

@@ -231,22 +231,39 @@ def test_contract_others_depend_on(
     }
     assert routes == {
         ("GET", "/health"),
+        ("GET", "/openapi.json"),
         ("GET", "/items/{item_id}"),
         ("PUT", "/items/{item_id}"),
         ("GET", "/items/{item_id}/similar"),
         ("POST", "/events"),
         ("GET", "/users/{user_id}/recommendations"),
+        ("POST", "/users/{user_id}/rank"),
         ("GET", "/trending"),
+        ("GET", "/users/{user_id}"),
+        ("DELETE", "/users/{user_id}"),
+        ("GET", "/metrics"),
     }
+    admin = {
+        (props["Method"].upper(), props["Path"])
+        for _, _, props in events_of(resources, {"Api"})
+        if referenced_name(props["RestApiId"]) == "RecsysAdminApi"
+    }
+    assert admin == {("PUT", "/items/{item_id}"), ("GET", "/users/{user_id}"),
+                     ("DELETE", "/users/{user_id}"), ("GET", "/metrics")}
     expected_env = {
         "ApiFunction": {
             "PROFILES_TABLE",
             "ITEMS_TABLE",
             "EVENTS_STREAM",
             "ARTIFACTS_BUCKET",
+            "RAW_EVENTS_BUCKET",
+            "IMPRESSIONS_TABLE",
+            "METRICS_TABLE",
+            "AB_VARIANTS",
+            "IMPRESSION_RETENTION_DAYS",
         },
         "EventsFunction": {"PROFILES_TABLE", "ITEMS_TABLE", "ARTIFACTS_BUCKET",
-                           "RAW_EVENTS_BUCKET", "EVENTS_DLQ_URL"},
+                           "RAW_EVENTS_BUCKET", "EVENTS_DLQ_URL", "IMPRESSIONS_TABLE", "METRICS_TABLE"},
         "CatalogFunction": {"ITEMS_TABLE"},
         "PopularityFunction": {"ARTIFACTS_BUCKET"},
     }
@@ -264,6 +281,8 @@ def test_contract_others_depend_on(
     assert set(template["Outputs"]) >= {
         "ApiUrl",
         "ApiKeyId",
+        "AdminApiUrl",
+        "AdminApiKeyId",
         "ArtifactsBucketName",
         "ProfilesTableName",
         "ItemsTableName",
@@ -318,8 +337,13 @@ def test_sam_transform_generates_the_api_key_output(template: dict[str, Any]) ->
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     transformed = transform(packaged, {}, NoManagedPolicies())
     out = transformed["Resources"]
-    key_id = template["Outputs"]["ApiKeyId"]["Value"]["Ref"]
-    assert out[key_id]["Type"] == "AWS::ApiGateway::ApiKey"
-    for path, methods in out["RecsysApi"]["Properties"]["Body"]["paths"].items():
-        for method, operation in methods.items():
-            assert operation.get("security") == [{"api_key": []}], (path, method)
+    keys = [template["Outputs"][name]["Value"]["Ref"] for name in ("ApiKeyId", "AdminApiKeyId")]
+    assert keys[0] != keys[1] and all(out[key]["Type"] == "AWS::ApiGateway::ApiKey" for key in keys)
+    plans = {api: next(r for r in out.values() if r["Type"] == "AWS::ApiGateway::UsagePlan"
+                       and r["Properties"]["ApiStages"][0]["ApiId"] == {"Ref": api})
+             for api in ("RecsysApi", "RecsysAdminApi")}
+    assert plans["RecsysApi"] is not plans["RecsysAdminApi"], "each key reaches only its own API"
+    for api in ("RecsysApi", "RecsysAdminApi"):
+        for path, methods in out[api]["Properties"]["Body"]["paths"].items():
+            for method, operation in methods.items():
+                assert operation.get("security") == [{"api_key": []}], (api, path, method)

@@ -166,6 +166,28 @@ class Collaborative:
         scores = np.bincount(neighbours[valid], weights=contribution[valid], minlength=len(self.model.item_ids))
         return self._scaled(scores)
 
+    def contributions(self, history: dict[str, float], index_rows: list[int],
+                      top: int = 2) -> dict[int, list[tuple[str, float]]]:
+        """For each of some index rows, the history items that added most to its item-item
+        score (weight x coefficient, before scaling), largest first."""
+        rows, weights = self._history(history)
+        wanted = {self._model_row_of[self.index.ids[r]]: r for r in index_rows
+                  if self.index.ids[r] in self._model_row_of}
+        if len(rows) == 0 or not wanted:
+            return {}
+        neighbours = self.model.neighbour_rows[rows]
+        hit_history, hit_column = np.nonzero(np.isin(neighbours, np.fromiter(wanted, dtype=np.int64)))
+        found: dict[int, list[tuple[str, float]]] = {}
+        values = weights[hit_history] * self.model.neighbour_weights[rows[hit_history], hit_column]
+        for h, target, value in zip(rows[hit_history], neighbours[hit_history, hit_column], values, strict=True):
+            if value > 0:
+                found.setdefault(wanted[int(target)], []).append((self.model.item_ids[h], float(value)))
+        return {row: sorted(pairs, key=lambda p: -p[1])[:top] for row, pairs in found.items()}
+
+    def is_cold(self, index_row: int) -> bool:
+        """Whether an item has no collaborative evidence (its item-item score is borrowed)."""
+        return self.index.ids[index_row] not in self._model_row_of
+
     def fold_in(self, history: dict[str, float]) -> tuple[np.ndarray, float] | None:
         """The user's (q_u, b_u) that ALS would solve for, given the item factors."""
         rows, weights = self._history(history)

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 
 class ItemIndex:
-    """Unit item vectors, categories (for filtering) and popularity, by item id; grows in place.
+    """Unit item vectors, categories and attributes (for filtering) and popularity, by item id;
+    grows in place.
 
     `counts` is the evidence of popularity: the snapshot's interaction counts until live
     counters replace them (`set_live_counts`), which also bring `recent`, the
@@ -16,13 +19,16 @@ class ItemIndex:
     prior: the mean current count of its nearest neighbours (`set_prior`).
     """
 
-    FORMAT = 2  # the .npz layout: 2 added categories
+    FORMAT = 3  # the .npz layout: 2 added categories, 3 attributes (JSON per item)
 
     def __init__(self, dim: int, capacity: int = 1024) -> None:
         self.dim = dim
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
         self.categories: list[tuple[str, ...]] = []
+        self.attributes: list[Mapping[str, Any]] = []
+        self._columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # attribute -> (numbers, values)
+        self._labelled: dict[str, list[int]] | None = None  # category -> rows
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
         self._counts = np.zeros(capacity, dtype=np.float32)
         self._recent = np.zeros(capacity, dtype=np.float32)
@@ -59,7 +65,7 @@ class ItemIndex:
         return None if row is None else self._vectors[row]
 
     def upsert(self, item_id: str, vector: np.ndarray, count: float | None = None,
-               categories: Sequence[str] | None = None) -> None:
+               categories: Sequence[str] | None = None, attributes: Mapping[str, Any] | None = None) -> None:
         if vector.shape != (self.dim,):
             raise ValueError(f"item {item_id}: vector has shape {vector.shape}, the index holds {self.dim}")
         row = self.rows.get(item_id)
@@ -70,11 +76,40 @@ class ItemIndex:
             self.ids.append(item_id)
             self.rows[item_id] = row
             self.categories.append(())
+            self.attributes.append({})
+            self._columns.clear()
         self._vectors[row] = vector
         if count is not None:
             self._counts[row] = count
         if categories is not None:
             self.categories[row] = tuple(categories)
+            self._labelled = None
+        if attributes is not None:
+            self.attributes[row] = dict(attributes)
+            self._columns.clear()
+
+    def category_mask(self, labels: Sequence[str] | frozenset[str]) -> np.ndarray:
+        """Items that have any of the categories."""
+        if self._labelled is None:
+            self._labelled = {}
+            for row, item_labels in enumerate(self.categories):
+                for label in item_labels:
+                    self._labelled.setdefault(label, []).append(row)
+        mask = np.zeros(len(self.ids), dtype=bool)
+        for label in labels:
+            mask[self._labelled.get(label, [])] = True
+        return mask
+
+    def attribute(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """One attribute over every item: (numbers, NaN where not numeric; values as strings,
+        "" where absent), built once until the index changes."""
+        if name not in self._columns:
+            values = [a.get(name) for a in self.attributes]
+            numbers = np.array([float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+                                for v in values], dtype=np.float64)
+            text = np.array(["" if v is None else _as_text(v) for v in values], dtype=object)
+            self._columns[name] = (numbers, text)
+        return self._columns[name]
 
     def set_prior(self, item_id: str, k: int = 10) -> None:
         """Let an item nobody has interacted with yet start at the mean count of the k
@@ -103,10 +138,12 @@ class ItemIndex:
             self._recent[rows] = recent[at]
 
     def extend(self, ids: list[str], vectors: np.ndarray, counts: np.ndarray,
-               categories: Sequence[Sequence[str]] | None = None) -> None:
+               categories: Sequence[Sequence[str]] | None = None,
+               attributes: Sequence[Mapping[str, Any]] | None = None) -> None:
         categories = categories if categories is not None else [()] * len(ids)
-        for item_id, vector, count, labels in zip(ids, vectors, counts, categories, strict=True):
-            self.upsert(item_id, vector, float(count), labels)
+        attributes = attributes if attributes is not None else [None] * len(ids)
+        for item_id, vector, count, labels, values in zip(ids, vectors, counts, categories, attributes, strict=True):
+            self.upsert(item_id, vector, float(count), labels, values)
 
     def _grow(self) -> None:
         capacity = max(1024, 2 * len(self._vectors))
@@ -119,6 +156,7 @@ class ItemIndex:
         buffer = io.BytesIO()
         np.savez(buffer, ids=np.array(self.ids, dtype=str), vectors=self.vectors, counts=self.counts,
                  categories=np.array(["|".join(c) for c in self.categories], dtype=str),
+                 attributes=np.array([json.dumps(a, sort_keys=True) for a in self.attributes], dtype=str),
                  **{k: np.array(v) for k, v in meta.items()})
         return buffer.getvalue()
 
@@ -129,9 +167,19 @@ class ItemIndex:
             index = cls(vectors.shape[1], capacity=max(1024, int(len(vectors) * 1.25)))
             categories = ([tuple(c for c in str(labels).split("|") if c) for labels in npz["categories"]]
                           if "categories" in npz.files else None)
-            index.extend([str(i) for i in npz["ids"]], vectors, npz["counts"], categories)
-            meta = {k: npz[k].item() for k in npz.files if k not in ("ids", "vectors", "counts", "categories")}
+            attributes = ([json.loads(str(a)) for a in npz["attributes"]] if "attributes" in npz.files else None)
+            index.extend([str(i) for i in npz["ids"]], vectors, npz["counts"], categories, attributes)
+            meta = {k: npz[k].item() for k in npz.files
+                    if k not in ("ids", "vectors", "counts", "categories", "attributes")}
         return index, meta
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _resized(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -3,8 +3,9 @@ changed catalog items."""
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,12 +20,19 @@ from recsys.settings import Settings
 from recsys.storage import (
     ConcurrentUpdate,
     DeadLetterQueue,
+    Impression,
+    ImpressionStore,
     ItemRepository,
+    MetricsStore,
     PopularityStore,
     ProfileRepository,
     RawEventLog,
     Releases,
 )
+
+log = logging.getLogger(__name__)
+# Event types attributed to the list they came from (their recommendation_id), by counter.
+ATTRIBUTED = {"click": "clicks", "purchase": "conversions"}
 
 
 class EventIngestor:
@@ -42,6 +50,9 @@ class EventIngestor:
         self.profiles = ProfileRepository(settings)
         self.raw_events = RawEventLog(settings)
         self.dead_letters = DeadLetterQueue(settings) if settings.events_dead_letter_queue else None
+        attributing = settings.impressions_table and settings.metrics_table
+        self.impressions = ImpressionStore(settings) if attributing else None
+        self.metrics = MetricsStore(settings) if attributing else None
         # Events about an item added in the last few seconds move the profile's recent
         # items but not its vectors; a slower refresh than the API's keeps the query load low.
         self.catalog = LiveCatalog(Releases(settings), ItemRepository(settings), self.encoder.version,
@@ -69,18 +80,46 @@ class EventIngestor:
         def vector_of(event: Event) -> np.ndarray | None:
             return query_vectors[event.query] if event.type == "search" else index.vector(event.item_id)
 
+        applied: list[Event] = []
         for user_id, batch in by_user.items():
             try:
-                self._apply_user(user_id, [event for _, event in batch], vector_of)
+                applied += self._apply_user(user_id, [event for _, event in batch], vector_of)
             except Exception as error:  # noqa: BLE001 -- the user's records are retried, then dead-lettered
                 failures.update((record_id, error) for record_id, _ in batch)
+        if self.metrics is not None:
+            self.attribute(applied)
         return failures
 
-    def _apply_user(self, user_id: str, events: list[Event], vector_of) -> None:
+    def _apply_user(self, user_id: str, events: list[Event], vector_of) -> list[Event]:
         profile = self.profiles.get(user_id) or Profile(user_id=user_id)
         applied_before = set(profile.applied_events)
         self.raw_events.put(user_id, [e for e in events if event_fingerprint(e.event_id) not in applied_before])
-        self.profiles.update(user_id, lambda p: apply_events(p, events, vector_of) or None, current=profile)
+        return self.profiles.update(user_id, lambda p: apply_events(p, events, vector_of) or None,
+                                    current=profile) or []
+
+    def attribute(self, applied: list[Event]) -> Counter:
+        """Counts the clicks and purchases that name the list they came from, for that list's
+        variant and day, one write per (variant, day). Only events newly applied to their
+        profile count (a redelivered one does not); the item must be in the list and the
+        list must be the user's. A failed counter write is logged, not retried: the counters
+        are at most once."""
+        counts: Counter = Counter()
+        lists: dict[str, Impression | None] = {}
+        for event in applied:
+            counter = ATTRIBUTED.get(event.type)
+            if counter is None or event.recommendation_id is None:
+                continue
+            if event.recommendation_id not in lists:
+                lists[event.recommendation_id] = self.impressions.get(event.recommendation_id)
+            shown = lists[event.recommendation_id]
+            if shown is not None and shown.user_id == event.user_id and event.item_id in shown.items:
+                counts[(shown.variant, shown.day, counter)] += 1
+        for (variant, day, counter), n in counts.items():
+            try:
+                self.metrics.add(variant, day, **{counter: n})
+            except Exception:  # noqa: BLE001 -- the profiles are written; the counters are best effort
+                log.exception("metrics counter not written: %s %s %s +%d", variant, day, counter, n)
+        return counts
 
 
 class PopularityCounter:

@@ -102,7 +102,8 @@ class LiveCatalog:
         for item in self.items.changed_since(self._watermark - CLOCK_SKEW_SECONDS):
             if item.vector is not None and item.vector.shape == (self.dim,):
                 new = item.item_id not in self._index.rows
-                self._index.upsert(item.item_id, item.vector, categories=item.categories)
+                self._index.upsert(item.item_id, item.vector, categories=item.categories,
+                                   attributes=item.attributes)
                 if new:
                     self._index.set_prior(item.item_id)
                 changed += 1

@@ -95,18 +95,25 @@ def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | 
 
 def combine(parts: dict[str, np.ndarray], weights: BlendWeights) -> np.ndarray:
     """The blended score of every item; a user with no taste signal leans on popularity."""
-    has_taste = any(name in parts for name in ("item_item", "factors", "long_term", "session"))
-    scores = (weights.popularity if has_taste else weights.cold_popularity) * parts["popularity"]
-    for name, part in parts.items():
-        if name.endswith("_cold"):
-            weight = getattr(weights, name.removesuffix("_cold")) * weights.cold_transfer
-        elif name != "popularity":
-            weight = getattr(weights, name)
-        else:
-            continue
+    scores = np.zeros_like(parts["popularity"])
+    for name, weight in part_weights(parts, weights).items():
         if weight:
-            scores = scores + weight * part
+            scores = scores + weight * parts[name]
     return scores
+
+
+def part_weights(parts: dict[str, np.ndarray], weights: BlendWeights) -> dict[str, float]:
+    """The weight each present component gets in `combine` (what explanations weigh too)."""
+    has_taste = any(name in parts for name in ("item_item", "factors", "long_term", "session"))
+    found = {}
+    for name in parts:
+        if name == "popularity":
+            found[name] = weights.popularity if has_taste else weights.cold_popularity
+        elif name.endswith("_cold"):
+            found[name] = getattr(weights, name.removesuffix("_cold")) * weights.cold_transfer
+        else:
+            found[name] = getattr(weights, name)
+    return found
 
 
 def trending(index: ItemIndex, k: int, category: str | None = None,

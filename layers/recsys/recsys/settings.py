@@ -19,6 +19,10 @@ class Settings:
     artifacts_bucket: str = ""
     raw_events_bucket: str = ""
     events_dead_letter_queue: str = ""
+    impressions_table: str = ""
+    metrics_table: str = ""
+    variants: str = ""  # JSON, see recsys.experiments
+    impression_retention_days: float = 90.0
     region: str = "us-east-1"
     endpoint_url: str | None = None
     model_dir: Path | None = None
@@ -34,6 +38,10 @@ class Settings:
             artifacts_bucket=env.get("ARTIFACTS_BUCKET", ""),
             raw_events_bucket=env.get("RAW_EVENTS_BUCKET", ""),
             events_dead_letter_queue=env.get("EVENTS_DLQ_URL", ""),
+            impressions_table=env.get("IMPRESSIONS_TABLE", ""),
+            metrics_table=env.get("METRICS_TABLE", ""),
+            variants=env.get("AB_VARIANTS", ""),
+            impression_retention_days=float(env.get("IMPRESSION_RETENTION_DAYS") or 90),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             model_dir=Path(model_dir) if model_dir else None,

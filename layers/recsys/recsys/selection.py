@@ -1,0 +1,161 @@
+"""From scores to a list: filters, diversity (MMR) and exploration slots."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.index import ItemIndex
+
+MAX_FILTER_VALUES = 500
+ATTRIBUTE_NAME = re.compile(r"^[^:,]{1,100}$")
+# Exploration: an item is fresh while its evidence (interaction count, live or from the
+# snapshot) is at most this; explored items are drawn from the best-scored fresh ones.
+FRESH_MAX_EVIDENCE = 2.0
+EXPLORE_POOL = 5
+
+
+@dataclass(frozen=True)
+class Filters:
+    exclude: frozenset[str] = frozenset()
+    categories: frozenset[str] = frozenset()
+    exclude_categories: frozenset[str] = frozenset()
+    equals: tuple[tuple[str, str], ...] = ()
+    minimum: tuple[tuple[str, float], ...] = ()
+    maximum: tuple[tuple[str, float], ...] = ()
+    include_consumed: bool = False
+
+
+def _values(text: str | None, name: str) -> list[str]:
+    values = [v.strip() for v in (text or "").split(",") if v.strip()]
+    if len(values) > MAX_FILTER_VALUES:
+        raise ValueError(f"{name}: at most {MAX_FILTER_VALUES} values")
+    return values
+
+
+def _pairs(text: str | None, name: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in _values(text, name):
+        key, sep, wanted = value.partition(":")
+        if not sep or not ATTRIBUTE_NAME.fullmatch(key.strip()) or not wanted.strip():
+            raise ValueError(f"{name}: expected comma-separated name:value, got {value!r}")
+        pairs.append((key.strip(), wanted.strip()))
+    return pairs
+
+
+def _bounds(text: str | None, name: str) -> tuple[tuple[str, float], ...]:
+    bounds = []
+    for key, value in _pairs(text, name):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{name}: {key}:{value} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{name}: {key}:{value} is not a finite number")
+        bounds.append((key, number))
+    return tuple(bounds)
+
+
+def parse_filters(exclude: str | None = None, categories: str | None = None, exclude_categories: str | None = None,
+                  attributes: str | None = None, minimum: str | None = None, maximum: str | None = None,
+                  include_consumed: bool = False) -> Filters:
+    """The request's filter parameters; raises ValueError naming the bad one."""
+    return Filters(frozenset(_values(exclude, "exclude")), frozenset(_values(categories, "categories")),
+                   frozenset(_values(exclude_categories, "exclude_categories")),
+                   tuple(_pairs(attributes, "attributes")), _bounds(minimum, "min"), _bounds(maximum, "max"),
+                   bool(include_consumed))
+
+
+def allowed(index: ItemIndex, filters: Filters, consumed: set[str] | frozenset[str] = frozenset()) -> np.ndarray:
+    """Which items the filters let through (consumed ones only when include_consumed)."""
+    mask = np.ones(len(index), dtype=bool)
+    skip = set(filters.exclude) | (set() if filters.include_consumed else set(consumed))
+    mask[[index.rows[i] for i in skip if i in index.rows]] = False
+    if filters.categories:
+        mask &= index.category_mask(filters.categories)
+    if filters.exclude_categories:
+        mask &= ~index.category_mask(filters.exclude_categories)
+    for name, wanted in filters.equals:
+        mask &= index.attribute(name)[1] == wanted
+    with np.errstate(invalid="ignore"):
+        for name, low in filters.minimum:
+            mask &= index.attribute(name)[0] >= low
+        for name, high in filters.maximum:
+            mask &= index.attribute(name)[0] <= high
+    return mask
+
+
+def best(scores: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """Rows of the n best allowed scores, best first."""
+    rows = np.flatnonzero(mask)
+    n = min(n, len(rows))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    top = rows[np.argpartition(-scores[rows], n - 1)[:n]]
+    return top[np.argsort(-scores[top], kind="stable")]
+
+
+def diversify(index: ItemIndex, scores: np.ndarray, candidates: np.ndarray, k: int, diversity: float) -> np.ndarray:
+    """Maximal marginal relevance: each pick maximises (1 - diversity) x relevance -
+    diversity x its highest cosine to the items already picked; relevance is the score
+    rescaled to [0, 1] over the candidates."""
+    if diversity <= 0 or len(candidates) <= 1:
+        return candidates[:k]
+    relevance = scores[candidates].astype(np.float64)
+    spread = relevance.max() - relevance.min()
+    relevance = (relevance - relevance.min()) / spread if spread > 0 else np.ones_like(relevance)
+    vectors = index.vectors[candidates]
+    closest = np.zeros(len(candidates))
+    taken = np.zeros(len(candidates), dtype=bool)
+    picked = []
+    for _ in range(min(k, len(candidates))):
+        value = (1 - diversity) * relevance - diversity * closest
+        value[taken] = -np.inf
+        choice = int(np.argmax(value))
+        picked.append(choice)
+        taken[choice] = True
+        closest = np.maximum(closest, vectors @ vectors[choice])
+    return candidates[picked]
+
+
+def explore_slots(k: int, explore: float) -> list[int]:
+    """Positions (0-based) given to exploration: round(explore x k) of them, spread over the list."""
+    n = min(k, int(round(explore * k)))
+    return sorted({min(k - 1, int((i + 0.5) * k / n)) for i in range(n)}) if n else []
+
+
+def fresh_candidates(index: ItemIndex, scores: np.ndarray, mask: np.ndarray, n: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """n fresh items (little evidence yet) for exploration: drawn at random among the
+    best-scored EXPLORE_POOL x n fresh items the filters allow."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    fresh = mask & (index.popularity_counts <= FRESH_MAX_EVIDENCE)
+    pool = best(scores, fresh, EXPLORE_POOL * n)
+    if len(pool) <= n:
+        return pool
+    return pool[np.sort(rng.choice(len(pool), size=n, replace=False))]
+
+
+def select(index: ItemIndex, scores: np.ndarray, mask: np.ndarray, k: int, diversity: float = 0.0,
+           explore: float = 0.0, rng: np.random.Generator | None = None) -> tuple[list[int], set[int]]:
+    """The list's rows in order, and which of them were placed by exploration."""
+    slots = explore_slots(k, explore)
+    explored = fresh_candidates(index, scores, mask, len(slots), rng or np.random.default_rng())
+    slots = slots[:len(explored)]
+    remaining = mask.copy()
+    remaining[explored] = False
+    need = k - len(explored)
+    pool = best(scores, remaining, need if diversity <= 0 else max(5 * need, need + 50))
+    ranked = list(diversify(index, scores, pool, need, diversity))
+    rows: list[int] = []
+    explored_list = list(explored)
+    for position in range(len(ranked) + len(explored_list)):
+        if position in slots and explored_list:
+            rows.append(int(explored_list.pop(0)))
+        elif ranked:
+            rows.append(int(ranked.pop(0)))
+    rows += [int(r) for r in explored_list]
+    return rows, {int(r) for r in explored}

@@ -1,0 +1,273 @@
+"""The product API end to end over HTTP: keys, the OpenAPI contract (schemathesis),
+filters, rank, reasons, exploration, diversity, user data, erasure and A/B metrics."""
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+from local_stack.client import ApiClient
+from recsys import experiments
+from recsys.index import ItemIndex
+from tests.integration.conftest import ADMIN_KEY, API_KEY, CATALOG
+
+# Bounded: about 8 requests per route, enough to cover the spec's limits and odd values.
+SCHEMATHESIS_EXAMPLES = 8
+
+
+def ids(body) -> list[str]:
+    return [entry["item_id"] for entry in body["items"]]
+
+
+def is_error(body) -> bool:
+    error = body.get("error") if isinstance(body, dict) else None
+    return bool(error and isinstance(error.get("code"), str) and error.get("message"))
+
+
+def concrete(path: str) -> str:
+    return path.replace("{item_id}", "1").replace("{user_id}", "1")
+
+
+def test_every_route_refuses_no_key_a_wrong_key_and_the_other_apis_key(stack):
+    routes = stack.template.routes()
+    assert {r.api for r in routes} == {"RecsysApi", "RecsysAdminApi"}
+    for route in routes:
+        other = API_KEY if route.api == "RecsysAdminApi" else ADMIN_KEY
+        for key in (None, "wrong-key", other):
+            body = {"item_ids": ["1"]} if route.method in ("POST", "PUT") else None
+            status, answer = ApiClient(stack.url, key).call(route.method, concrete(route.path), body)
+            assert status == 403 and is_error(answer), (route.method, route.path, key, status, answer)
+
+
+@pytest.fixture(scope="module")
+def api_schema(stack):
+    return schemathesis.openapi.from_url(f"{stack.url}/openapi.json", headers={"x-api-key": API_KEY})
+
+
+def test_no_input_gives_a_5xx_and_every_4xx_is_a_json_error(api_schema, stack):
+    """Generated from the spec the stack serves, sent with the clients' key (the admin
+    routes answer 403, the others whatever the input deserves): never a 5xx, and every
+    4xx carries {"error": {"code", "message"}}. Each operation gets its own bounded run."""
+    failures, operations = [], 0
+    for found in api_schema.get_all_operations():
+        operation = found.ok()
+        operations += 1
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=SCHEMATHESIS_EXAMPLES, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def check(case):
+            response = case.call(base_url=stack.url, headers={"x-api-key": API_KEY})
+            if response.status_code >= 500 or (response.status_code >= 400 and not _json_error(response)):
+                failures.append((case.method, case.formatted_path, case.query, response.status_code,
+                                 response.text[:200]))
+
+        check()
+    assert operations == len(stack.template.routes()) - 1  # all but /openapi.json itself
+    assert failures == []
+
+
+def _json_error(response) -> bool:
+    try:
+        return is_error(response.json())
+    except ValueError:
+        return False
+
+
+def test_the_spec_documents_every_route(api):
+    status, spec = api.get("/openapi.json")
+    assert status == 200 and spec["openapi"].startswith("3.1")
+    assert {"/users/{user_id}/rank", "/metrics", "/users/{user_id}"} <= set(spec["paths"])
+
+
+def test_limits_are_enforced(api, stack):
+    status, body = api.post("/users/1/rank", {"item_ids": [str(n) for n in range(501)]})
+    assert status == 400 and is_error(body) and "item_ids" in body["error"]["message"]
+    status, body = api.call("POST", "/events", raw=b'{"events": ["' + b"x" * (1024 * 1024) + b'"]}')
+    assert status == 413 and is_error(body)
+    status, body = api.get("/users/1/recommendations", context="x" * 513)
+    assert status == 400 and is_error(body)
+
+
+@pytest.fixture(scope="module")
+def catalog_index():
+    return ItemIndex.from_npz(CATALOG.read_bytes())[0]
+
+
+def test_filters_apply_to_recommendations_and_similar_items(api, movies):
+    _, plain = api.get("/users/1/recommendations", k=10)
+    status, body = api.get("/users/1/recommendations", k=20, categories="Comedy,Drama", exclude_categories="Horror",
+                           min="year:1990", max="year:1999", exclude=",".join(ids(plain)[:3]))
+    assert status == 200 and len(body["items"]) == 20
+    for item_id in ids(body):
+        movie = movies[item_id]
+        assert {"Comedy", "Drama"} & set(movie.categories) and "Horror" not in movie.categories
+        assert 1990 <= movie.attributes["year"] <= 1999 and item_id not in ids(plain)[:3]
+    status, similar = api.get("/items/1/similar", k=10, attributes="year:1995")
+    assert status == 200 and all(movies[i].attributes["year"] == 1995 for i in ids(similar))
+    status, body = api.get("/users/1/recommendations", attributes="year")
+    assert status == 400 and is_error(body)
+
+
+def test_consumed_items_are_excluded_unless_asked(api, admin):
+    user = f"consumer-{uuid.uuid4().hex[:6]}"
+    api.post("/events", {"events": [{"event_id": f"{user}-1", "user_id": user, "type": "purchase", "item_id": "1"}]})
+    deadline = time.time() + 10
+    while time.time() < deadline and admin.get(f"/users/{user}")[1]["consumed_count"] < 1:
+        time.sleep(0.2)
+    _, with_consumed = api.get(f"/users/{user}/recommendations", k=100, include_consumed="true",
+                               context="Toy Story animated toys")
+    assert "1" in ids(with_consumed)
+    _, without = api.get(f"/users/{user}/recommendations", k=100, context="Toy Story animated toys")
+    assert "1" not in ids(without)
+
+
+def test_reasons_name_the_history_items_and_the_context(api, stack):
+    status, body = api.get("/users/1/recommendations", k=10, context="space adventure")
+    assert status == 200 and body["variant"] in {v.name for v in experiments.parse_variants(
+        stack.environment_of("ApiFunction")["AB_VARIANTS"])}
+    rated = _rated_by("1")
+    kinds = set()
+    for entry in body["items"]:
+        assert entry["reasons"], entry
+        for reason in entry["reasons"]:
+            kinds.add(reason["type"])
+            assert reason["text"] and 0 < reason["share"] <= 1
+            if reason["type"] == "similar_to_history":
+                assert reason["items"] and set(reason["items"]) <= rated, reason
+            if reason["type"] == "context":
+                assert "space adventure" in reason["text"] and 0 < reason["similarity"] <= 1
+    assert {"similar_to_history", "context"} <= kinds
+
+
+def _rated_by(user: str) -> set[str]:
+    from model_build.data import read_interactions
+    from tests.integration.conftest import DATA
+    return {r.item_id for r in read_interactions(DATA) if r.user_id == user}
+
+
+def test_rank_orders_the_given_items_and_reports_unknown_ones(api):
+    given = ["1", "2", "no-such-item", "3", "bad id!", "1"]
+    status, body = api.post("/users/1/rank", {"item_ids": given, "context": "toys"})
+    assert status == 200 and body["unknown_item_ids"] == ["no-such-item", "bad id!"]
+    assert sorted(ids(body)) == ["1", "2", "3"]
+    scores = [e["score"] for e in body["items"]]
+    assert scores == sorted(scores, reverse=True) and all(e["reasons"] for e in body["items"])
+
+
+def test_explore_marks_its_share_of_fresh_items(api):
+    status, body = api.get("/users/1/recommendations", k=10, explore=0.3)
+    explored = [e for e in body["items"] if e["explored"]]
+    assert status == 200 and len(explored) == 3 and body["explore"] == 0.3
+    for entry in explored:
+        reason = entry["reasons"][0]
+        assert reason["type"] == "explored" and reason["interactions"] <= 2
+    _, plain = api.get("/users/1/recommendations", k=10, explore=0)
+    assert not any(e["explored"] for e in plain["items"])
+
+
+def test_diversity_spreads_the_list(api, catalog_index):
+    def spread(body) -> float:
+        vectors = np.stack([catalog_index.vector(i) for i in ids(body)])
+        similarity = vectors @ vectors.T
+        return float(similarity[np.triu_indices(len(vectors), 1)].mean())
+
+    # Movies of the demo catalog only (items other tests add have no year up to 2018).
+    years = {"min": "year:1900", "max": "year:2018"}
+    _, focused = api.get("/users/1/recommendations", k=20, diversity=0, context="zombies", **years)
+    _, diverse = api.get("/users/1/recommendations", k=20, diversity=0.8, context="zombies", **years)
+    assert spread(diverse) < spread(focused) - 0.05
+
+
+def test_erase_leaves_nothing_keyed_by_the_user(stack, api, admin):
+    user = f"erase-me-{uuid.uuid4().hex[:6]}"
+    _, fresh = admin.get(f"/users/fresh-{uuid.uuid4().hex[:6]}")
+    _, listed = api.get(f"/users/{user}/recommendations", k=5)
+    api.post("/events", {"events": [
+        {"event_id": f"{user}-1", "user_id": user, "type": "click", "item_id": ids(listed)[0],
+         "recommendation_id": listed["recommendation_id"]},
+        {"event_id": f"{user}-2", "user_id": user, "type": "search", "query": "heist"}]})
+    deadline = time.time() + 10
+    while time.time() < deadline and admin.get(f"/users/{user}")[1]["event_count"] < 2:
+        time.sleep(0.2)
+    status, held = admin.get(f"/users/{user}")
+    assert status == 200 and held["event_count"] == 2 and held["impressions"] == 1 and held["raw_event_objects"] == 1
+    assert held["recent_items"] == [ids(listed)[0]] and held["top_categories"]
+
+    status, erased = admin.delete(f"/users/{user}")
+    assert status == 200 and erased["removed"] == {"profiles": 1, "dedupe_records": 2, "raw_event_objects": 1,
+                                                   "impressions": 1}
+    aws = stack.aws
+    for logical_id in stack.template.of_type("AWS::DynamoDB::Table"):
+        table = stack.template.physical_name(logical_id)
+        for page in aws["dynamodb"].get_paginator("scan").paginate(TableName=table):
+            for item in page["Items"]:
+                assert {"S": user} not in item.values(), (logical_id, item)
+    for logical_id in stack.template.of_type("AWS::S3::Bucket"):
+        bucket = stack.template.physical_name(logical_id)
+        keys = [o["Key"] for page in aws["s3"].get_paginator("list_objects_v2").paginate(Bucket=bucket)
+                for o in page.get("Contents", [])]
+        assert not [k for k in keys if user in k], logical_id
+    _, after = admin.get(f"/users/{user}")
+    assert {k: v for k, v in after.items() if k not in ("user_id", "variant")} == \
+        {k: v for k, v in fresh.items() if k not in ("user_id", "variant")}
+    assert admin.delete(f"/users/{user}")[1]["removed"] == {"profiles": 0, "dedupe_records": 0,
+                                                            "raw_event_objects": 0, "impressions": 0}
+
+
+def test_metrics_count_a_scripted_session_exactly(stack, api, admin):
+    variants = experiments.parse_variants(stack.environment_of("ApiFunction")["AB_VARIANTS"])
+    tag = uuid.uuid4().hex[:6]
+    ana, bo = f"ana-{tag}", f"bo-{tag}"
+    day = datetime.now(UTC).date().isoformat()
+
+    def counters() -> dict[str, dict]:
+        status, body = admin.get("/metrics", **{"from": day, "to": day})
+        assert status == 200
+        return {row["variant"]: row for row in body["days"]}
+
+    before = counters()
+    lists = [api.get(f"/users/{ana}/recommendations", k=5)[1] for _ in range(4)]
+    other = api.get(f"/users/{bo}/recommendations", k=5)[1]
+    first, second = lists[0], lists[1]
+
+    def event(n, kind, item, rid):
+        return {"event_id": f"{ana}-{n}", "user_id": ana, "type": kind, "item_id": item,
+                **({"recommendation_id": rid} if rid else {})}
+
+    script = [event(1, "click", ids(first)[0], first["recommendation_id"]),
+              event(2, "click", ids(first)[1], first["recommendation_id"]),
+              event(3, "click", ids(second)[0], second["recommendation_id"]),
+              event(4, "purchase", ids(first)[0], first["recommendation_id"]),
+              event(5, "click", ids(other)[0], other["recommendation_id"]),   # bo's list: not ana's
+              event(6, "click", "no-such-item", first["recommendation_id"]),   # not in the list
+              event(7, "click", ids(first)[2], None),                           # not attributed
+              event(8, "view", ids(first)[3], first["recommendation_id"])]      # a view is neither
+    assert api.post("/events", {"events": script})[1]["accepted"] == len(script)
+    assert api.post("/events", {"events": script[:2]})[1]["accepted"] == 2      # redelivered: counted once
+    expected = {v.name: {"impressions": 0, "clicks": 0, "conversions": 0} for v in variants}
+    expected[experiments.assign(ana, variants).name].update(impressions=4, clicks=3, conversions=1)
+    expected[experiments.assign(bo, variants).name]["impressions"] += 1
+
+    def delta() -> dict[str, dict]:
+        now = counters()
+        return {v: {c: now.get(v, {}).get(c, 0) - before.get(v, {}).get(c, 0)
+                    for c in ("impressions", "clicks", "conversions")} for v in expected}
+
+    deadline = time.time() + 15
+    while time.time() < deadline and delta() != expected:
+        time.sleep(0.3)
+    time.sleep(1.0)  # nothing more may arrive
+    assert delta() == expected
+    session = expected[experiments.assign(ana, variants).name]
+    if experiments.assign(ana, variants).name != experiments.assign(bo, variants).name:
+        assert (session["clicks"] / session["impressions"], session["conversions"] / session["impressions"]) \
+            == (0.75, 0.25)
+    row = counters()[experiments.assign(ana, variants).name]
+    assert row["ctr"] == round(row["clicks"] / row["impressions"], 6)
+    assert row["conversion_rate"] == round(row["conversions"] / row["impressions"], 6)

@@ -1,0 +1,60 @@
+"""The OpenAPI spec Powertools generates from the API's handlers matches the template."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from local_stack.template import Template
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def spec(monkeypatch_module) -> dict:
+    template = Template(ROOT / "template.yaml", "recsys-local", "us-east-1")
+    template.attributes[("EventsDeadLetterQueue", "QueueUrl")] = "http://127.0.0.1/123456789012/dlq"
+    for name, value in template.functions()["ApiFunction"].environment.items():
+        monkeypatch_module.setenv(name, value)
+    monkeypatch_module.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    from recsys.settings import get_settings
+    get_settings.cache_clear()
+    spec_ = importlib.util.spec_from_file_location("openapi_api_app", ROOT / "functions/api/app.py")
+    module = importlib.util.module_from_spec(spec_)
+    monkeypatch_module.setitem(sys.modules, "openapi_api_app", module)
+    spec_.loader.exec_module(module)  # builds clients only: no AWS call at import
+    get_settings.cache_clear()
+    return json.loads(module.SPEC)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_every_template_route_is_in_the_spec_and_nothing_else(spec):
+    template = Template(ROOT / "template.yaml", "recsys-local", "us-east-1")
+    in_spec = {(method.upper(), path) for path, methods in spec["paths"].items() for method in methods}
+    in_template = {(r.method, r.path) for r in template.routes()} - {("GET", "/openapi.json")}
+    assert spec["openapi"].startswith("3.1") and in_spec == in_template
+
+
+def test_admin_routes_say_so_and_limits_are_documented(spec):
+    template = Template(ROOT / "template.yaml", "recsys-local", "us-east-1")
+    for route in template.routes():
+        if route.path == "/openapi.json":
+            continue
+        operation = spec["paths"][route.path][route.method.lower()]
+        wanted = "admin_key" if route.api == "RecsysAdminApi" else "client_key"
+        assert operation["security"] == [{wanted: []}], (route.method, route.path)
+    k = next(p for p in spec["paths"]["/users/{user_id}/recommendations"]["get"]["parameters"] if p["name"] == "k")
+    assert (k["schema"]["minimum"], k["schema"]["maximum"]) == (1, 100)
+    names = {p["name"] for p in spec["paths"]["/users/{user_id}/recommendations"]["get"]["parameters"]}
+    assert {"exclude", "categories", "exclude_categories", "attributes", "min", "max", "diversity", "explore",
+            "include_consumed", "context"} <= names
+    rank = spec["components"]["schemas"]["RankBody"]["properties"]["item_ids"]
+    assert rank["maxItems"] == 500
