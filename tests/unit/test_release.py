@@ -16,7 +16,7 @@ from recsys.live import LiveCatalog
 from recsys.release import COLLABORATIVE, ITEM_VECTORS, ReleaseError, build_manifest, open_release
 from recsys.scoring import BlendWeights
 from recsys.settings import Settings
-from recsys.storage import ItemRepository, Releases, item_model
+from recsys.storage import ItemRepository, Releases, aws_client, item_model
 
 DIM = 8
 ENCODER = "test-encoder-int8-000000000000"
@@ -77,12 +77,14 @@ def aws(monkeypatch: pytest.MonkeyPatch):
                         "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    aws_client.cache_clear()  # a client cached by another test holds other credentials
     with mock_aws():
         settings = Settings(items_table="items-release-test", artifacts_bucket="artifacts-release-test",
                             region=REGION)
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=settings.artifacts_bucket)
         item_model(settings).create_table(billing_mode="PAY_PER_REQUEST", wait=True)
         yield settings
+    aws_client.cache_clear()
 
 
 class Clock:
