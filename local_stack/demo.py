@@ -15,7 +15,7 @@ from local_stack.stack import LocalStack
 from model_build import catalog as catalog_stage
 from model_build import collaborative as collaborative_stage
 from model_build.data import read_interactions, read_items
-from model_build.publish import DEFAULT_RELEASES, build_release, save_release, write_items
+from model_build.publish import build_release, write_items
 from recsys.index import ItemIndex
 from recsys.release import ITEM_VECTORS
 from recsys.settings import Settings
@@ -44,10 +44,10 @@ def load_demo(stack: LocalStack, client: ApiClient, data: Path, catalog_npz: Pat
 
 def publish_release(settings: Settings, data: Path, catalog_npz: Path, collaborative_npz: Path,
                     written_at: float) -> tuple[str, ItemIndex, str]:
-    """The release the build job would publish, for the stack's bucket (kept under build/releases)."""
+    """The release the build job would publish, to the stack's bucket only (each start would
+    otherwise leave another ~85 MB copy under build/releases)."""
     version, files, manifest = build_release(catalog_npz, collaborative_npz, catalog_stage.DEFAULT_MODEL, written_at,
                                              items=read_items(data))
-    save_release(DEFAULT_RELEASES, version, files, manifest)
     Releases(settings).publish(version, files, manifest)
     index, _ = ItemIndex.from_npz(files[ITEM_VECTORS])
     return version, index, manifest["model_version"]
