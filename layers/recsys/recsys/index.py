@@ -131,21 +131,20 @@ class ItemIndex:
         similarity = self.vectors[seen] @ self._vectors[row]
         self._neighbours[row] = seen[np.argpartition(-similarity, min(k, len(seen)) - 1)[:k]]
 
-    def set_live_counts(self, item_ids: Sequence[str], popular: np.ndarray, recent: np.ndarray,
+    def set_live_counts(self, item_ids: Sequence[str], popular: np.ndarray | None, recent: np.ndarray | None,
                         impressions: np.ndarray | None = None) -> None:
-        """Live counters replace the counts and impressions: an item they do not name has no
-        evidence now and was not shown (items not in the index yet are left out)."""
-        self._counts[: len(self.ids)] = 0.0
-        self._recent[: len(self.ids)] = 0.0
-        self._impressions[: len(self.ids)] = 0.0
-        pairs = [(self.rows.get(i), n) for n, i in enumerate(item_ids)]
+        """Live counters replace the counts (unless popular is None: then the snapshot's
+        stay) and the impressions: an item they do not name has no evidence now and was
+        not shown (items not in the index yet are left out)."""
+        n = len(self.ids)
+        pairs = [(self.rows.get(i), at) for at, i in enumerate(item_ids)]
         rows = np.array([row for row, _ in pairs if row is not None], dtype=np.int64)
-        at = np.array([n for row, n in pairs if row is not None], dtype=np.int64)
-        if len(rows):
-            self._counts[rows] = popular[at]
-            self._recent[rows] = recent[at]
-            if impressions is not None:
-                self._impressions[rows] = impressions[at]
+        at = np.array([at for row, at in pairs if row is not None], dtype=np.int64)
+        for target, values in ((self._counts, popular), (self._recent, recent), (self._impressions, impressions)):
+            if values is None:
+                continue
+            target[:n] = 0.0
+            target[rows] = values[at]
 
     def extend(self, ids: list[str], vectors: np.ndarray, counts: np.ndarray,
                categories: Sequence[Sequence[str]] | None = None,
