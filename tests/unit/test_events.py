@@ -212,3 +212,19 @@ def test_post_events_rejects_an_impression_and_takes_the_rest() -> None:
     [error] = answer["errors"]
     assert error["index"] == 1 and error["event_id"] == "rec-1" and error["code"] == "invalid_event"
     assert "recorded by the API itself" in error["message"]
+
+
+def test_every_served_list_goes_on_the_stream_as_impressions_of_at_most_100_items() -> None:
+    from recsys.service import Recommender
+    from recsys.storage import Impression
+
+    stream, stored, counted = FakeStream(), [], []
+    recommender = SimpleNamespace(stream=stream, impressions=SimpleNamespace(put=stored.append),
+                                  metrics_store=SimpleNamespace(add=lambda *a, **k: counted.append((a, k))))
+    items = [f"i{n}" for n in range(150)]
+    Recommender._record(recommender, Impression("rec-9", "u-1", "control", "m", items, NOW))
+    assert len(stored) == 1 and counted == [(("control", "2024-05-01"), {"impressions": 1})]
+    assert [(e.event_id, e.type, e.user_id, e.timestamp, e.recommendation_id) for e in stream.events] == [
+        ("rec-9", "impression", "u-1", NOW, "rec-9"), ("rec-9:1", "impression", "u-1", NOW, "rec-9")]
+    assert [list(e.item_ids) for e in stream.events] == [items[:100], items[100:]]
+    assert all(parse_event(e.to_json(), now=NOW) == e for e in stream.events), "what the stream carries parses back"

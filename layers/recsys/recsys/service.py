@@ -40,11 +40,12 @@ from recsys.storage import (
     Releases,
 )
 
-MAX_K = MAX_IMPRESSION_ITEMS
-log = logging.getLogger(__name__)
+MAX_K = 100
 MAX_CATEGORY_LENGTH = 128
 MAX_METRICS_DAYS = 366
 DEFAULT_METRICS_DAYS = 30
+
+log = logging.getLogger(__name__)
 
 
 class BadRequest(ValueError):
