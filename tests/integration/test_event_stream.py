@@ -77,6 +77,32 @@ def test_replaying_a_batch_leaves_profiles_raw_events_and_counters_byte_identica
     assert sorted(counters.item_ids) == sorted({e["item_id"] for e in events})
 
 
+def test_impressions_pass_the_events_function_by_and_count_once_in_the_counters(stack):
+    viewer, watcher = f"viewer-{uuid.uuid4().hex[:6]}", f"watcher-{uuid.uuid4().hex[:6]}"
+    shard = f"shardId-shown-{uuid.uuid4().hex[:6]}"
+    shown = [{"event_id": f"rec-{viewer}-{n}", "user_id": viewer, "type": "impression",
+              "item_ids": ["1", "2", str(3 + n)], "timestamp": time.time() - 100 + n} for n in range(3)]
+    events = [*shown, event(watcher, 7), {**shown[0], "user_id": watcher, "event_id": f"rec-{watcher}"}]
+    batch = kinesis_batch(stack, events, shard=shard)
+    assert stack.pools["EventsFunction"].invoke(batch) == {"batchItemFailures": []}
+    assert profile_item(stack, viewer) is None and raw_events(stack, viewer) == {}, "no profile, nothing logged"
+    assert int(profile_item(stack, watcher)["event_count"]["N"]) == 1
+    [logged] = raw_events(stack, watcher).values()
+    assert b"impression" not in logged
+
+    popularity_function = stack.pools["PopularityFunction"]
+    assert popularity_function.invoke(batch)["counted"] == 5
+    etag, stored = popularity_object(stack, shard)
+    counters = PopularityCounters.from_npz(stored)
+    shown_times = dict(zip(counters.item_ids, counters.impressions.tolist(), strict=True))
+    assert shown_times == pytest.approx({"1": 4.0, "2": 4.0, "3": 2.0, "4": 1.0, "5": 1.0, "8": 0.0}, abs=1e-3)
+    assert popularity_function.invoke(batch)["already_applied"] == 5
+    for n, record in enumerate(batch["Records"]):
+        record["kinesis"]["sequenceNumber"] = str(96000 + n)
+    assert popularity_function.invoke(batch)["counted"] == 0, "the same lists again count once"
+    assert popularity_object(stack, shard)[1] == stored
+
+
 def test_one_poison_record_among_100_is_dead_lettered_with_its_reason(stack):
     user = f"poison-{uuid.uuid4().hex[:6]}"
     events = [event(user, n) for n in range(100)]

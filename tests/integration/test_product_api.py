@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 
 import numpy as np
@@ -12,8 +13,10 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from local_stack.client import ApiClient
-from recsys import experiments
+from recsys import experiments, selection
 from recsys.index import ItemIndex
+from recsys.live import POPULARITY_REFRESH_SECONDS
+from recsys.popularity import LivePopularity, PopularityCounters
 from tests.integration.conftest import ADMIN_KEY, API_KEY, CATALOG
 
 # Bounded: about 8 requests per route, enough to cover the spec's limits and odd values.
@@ -166,9 +169,56 @@ def test_explore_marks_its_share_of_fresh_items(api):
     assert status == 200 and len(explored) == 3 and body["explore"] == 0.3
     for entry in explored:
         reason = entry["reasons"][0]
-        assert reason["type"] == "explored" and reason["interactions"] <= 2
+        assert reason["type"] == "explored" and reason["impressions"] <= selection.FRESH_MAX_IMPRESSIONS
     _, plain = api.get("/users/1/recommendations", k=10, explore=0)
     assert not any(e["explored"] for e in plain["items"])
+
+
+def shown_counts(stack) -> dict[str, float]:
+    """Every shard's impression counters in S3, summed: item id -> decayed impressions."""
+    s3, bucket = stack.aws["s3"], stack.template.physical_name("ArtifactsBucket")
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix="popularity/").get("Contents", [])
+    shards = [PopularityCounters.from_npz(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())
+              for o in listing]
+    live = LivePopularity.combine(shards)
+    return dict(zip(live.item_ids, live.impressions.tolist(), strict=True))
+
+
+def test_served_lists_count_as_impressions_and_explore_then_prefers_items_not_shown(stack, api, movies):
+    user, calls = f"shown-{uuid.uuid4().hex[:8]}", 25
+    status, body = api.post("/events", {"events": [{"event_id": f"{user}-imp", "user_id": user,
+                                                     "type": "impression", "item_ids": ["1", "2"]}]})
+    assert status == 202 and body["accepted"] == 0 and "recorded by the API itself" in body["errors"][0]["message"]
+    # The oldest year with 13-30 films: few enough that, were the shown items still fresh,
+    # the explore pool (the 15 best-scored fresh ones) would hold them.
+    years = Counter(m.attributes.get("year") for m in movies.values())
+    year = min(y for y, n in years.items() if y is not None and 13 <= n <= 30)
+    query = {"k": 10, "attributes": f"year:{year}"}
+
+    lists = [ids(api.get(f"/users/{user}/recommendations", explore=0, **query)[1]) for _ in range(calls)]
+    times = {item: sum(item in listed for listed in lists) for listed in lists for item in listed}
+    always = {item for item, n in times.items() if n == calls}
+    assert len(always) >= 5, "a cold user's list barely changes between calls"
+
+    def counted() -> dict[str, float] | None:
+        now = shown_counts(stack)
+        return now if all(now.get(item, 0.0) >= calls - 0.01 for item in always) else None
+
+    deadline, now = time.time() + 20, None
+    while time.time() < deadline and (now := counted()) is None:
+        time.sleep(0.2)
+    assert now is not None, f"the popularity function counted {[shown_counts(stack).get(i) for i in always]}"
+    assert all(now[item] > selection.FRESH_MAX_IMPRESSIONS for item in always)
+
+    time.sleep(2 * POPULARITY_REFRESH_SECONDS)  # the API's catalog reads the counters at most this often
+    status, body = api.get(f"/users/{user}/recommendations", explore=0.3, **query)
+    explored = [e for e in body["items"] if e["explored"]]
+    assert status == 200 and len(explored) == 3
+    assert not {e["item_id"] for e in explored} & always, "explore skips the items shown 25 times"
+    for entry in explored:
+        reason = entry["reasons"][0]
+        assert reason["type"] == "explored" and reason["impressions"] <= selection.FRESH_MAX_IMPRESSIONS
+        assert now.get(entry["item_id"], 0.0) <= selection.FRESH_MAX_IMPRESSIONS
 
 
 def test_diversity_spreads_the_list(api, catalog_index):

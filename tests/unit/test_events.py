@@ -1,12 +1,16 @@
 """recsys.events: what a client may send, and how each field is checked."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from recsys.events import (
+    CLIENT_EVENT_TYPES,
     ITEM_EVENT_TYPES,
     MAX_FUTURE_SKEW_SECONDS,
     MAX_ID_LENGTH,
+    MAX_IMPRESSION_ITEMS,
     Event,
     InvalidEvent,
     parse_event,
@@ -152,3 +156,75 @@ def test_to_json_round_trips_through_parse_event() -> None:
     assert parse_event(data, now=NOW) == event
     search = Event(event_id="e", user_id="u", type="search", timestamp=NOW, query="jazz")
     assert parse_event(search.to_json(), now=NOW) == search
+
+
+def impression(**fields) -> dict:
+    return raw(type="impression", item_id=None, event_id="rec-1", item_ids=["i-1", "i-2", 3], **fields)
+
+
+def test_an_impression_names_the_items_of_the_list_in_order() -> None:
+    event = parse_event(impression(), now=NOW)
+    assert event.type == "impression" and event.item_ids == ("i-1", "i-2", "3") and event.item_id is None
+    assert event.to_json()["item_ids"] == ["i-1", "i-2", "3"]
+    assert parse_event(event.to_json(), now=NOW) == event
+    full = raw(type="impression", item_id=None, item_ids=[f"i{n}" for n in range(MAX_IMPRESSION_ITEMS)])
+    assert len(parse_event(full, now=NOW).item_ids) == MAX_IMPRESSION_ITEMS
+
+
+@pytest.mark.parametrize(("item_ids", "message"), [
+    (None, "needs item_ids"), ([], "needs item_ids"), ("i-1", "needs item_ids"),
+    ([f"i{n}" for n in range(MAX_IMPRESSION_ITEMS + 1)], "1-100 item ids"),
+    (["i-1", "bad id"], "item_ids must be"), (["i-1", None], "item_ids is required"),
+    (["i-1", "i-1"], "twice")])
+def test_bad_impression_item_lists_are_rejected(item_ids, message) -> None:
+    with pytest.raises(InvalidEvent, match=message):
+        parse_event(raw(type="impression", item_id=None, item_ids=item_ids), now=NOW)
+
+
+def test_item_ids_belong_to_impressions_only() -> None:
+    with pytest.raises(InvalidEvent, match="not item_id"):
+        parse_event(raw(type="impression", item_ids=["i-2"]), now=NOW)
+    with pytest.raises(InvalidEvent, match="only for impression events"):
+        parse_event(raw(type="click", item_ids=["i-2"]), now=NOW)
+
+
+def test_clients_cannot_send_impressions() -> None:
+    with pytest.raises(InvalidEvent, match="recorded by the API itself"):
+        parse_event(impression(), now=NOW, allowed=CLIENT_EVENT_TYPES)
+    assert parse_event(raw(), now=NOW, allowed=CLIENT_EVENT_TYPES).type == "click"
+
+
+class FakeStream:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def put(self, events: list[Event]) -> list[Event]:
+        self.events += events
+        return []
+
+
+def test_post_events_rejects_an_impression_and_takes_the_rest() -> None:
+    from recsys.service import Recommender
+
+    stream = FakeStream()
+    answer = Recommender.submit_events(SimpleNamespace(stream=stream), {"events": [raw(), impression()]})
+    assert answer["accepted"] == 1 and [e.type for e in stream.events] == ["click"]
+    [error] = answer["errors"]
+    assert error["index"] == 1 and error["event_id"] == "rec-1" and error["code"] == "invalid_event"
+    assert "recorded by the API itself" in error["message"]
+
+
+def test_every_served_list_goes_on_the_stream_as_impressions_of_at_most_100_items() -> None:
+    from recsys.service import Recommender
+    from recsys.storage import Impression
+
+    stream, stored, counted = FakeStream(), [], []
+    recommender = SimpleNamespace(stream=stream, impressions=SimpleNamespace(put=stored.append),
+                                  metrics_store=SimpleNamespace(add=lambda *a, **k: counted.append((a, k))))
+    items = [f"i{n}" for n in range(150)]
+    Recommender._record(recommender, Impression("rec-9", "u-1", "control", "m", items, NOW))
+    assert len(stored) == 1 and counted == [(("control", "2024-05-01"), {"impressions": 1})]
+    assert [(e.event_id, e.type, e.user_id, e.timestamp, e.recommendation_id) for e in stream.events] == [
+        ("rec-9", "impression", "u-1", NOW, "rec-9"), ("rec-9:1", "impression", "u-1", NOW, "rec-9")]
+    assert [list(e.item_ids) for e in stream.events] == [items[:100], items[100:]]
+    assert all(parse_event(e.to_json(), now=NOW) == e for e in stream.events), "what the stream carries parses back"

@@ -1,6 +1,9 @@
 """recsys.popularity: decayed counters, weights, dedupe, the sequence watermark, trending."""
 from __future__ import annotations
 
+import io
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -194,3 +197,71 @@ def test_the_neighbour_prior_follows_live_counts() -> None:
     assert index.popularity_counts[row] == pytest.approx(3.0)
     index.set_live_counts(["new", "a"], np.array([10.0, 4.0]), np.array([0.0, 0.0]))
     assert index.popularity_counts[row] == 10.0, "its own evidence, once it is higher"
+
+
+def shown(recommendation: str, items: list[str], t: float = T0) -> Event:
+    return Event(event_id=recommendation, user_id="u1", type="impression", timestamp=t,
+                 recommendation_id=recommendation, item_ids=tuple(items))
+
+
+def impressions(counters: PopularityCounters) -> dict[str, float]:
+    return dict(zip(counters.item_ids, counters.impressions.tolist(), strict=True))
+
+
+def test_impressions_count_each_item_shown_and_not_popularity() -> None:
+    counters = PopularityCounters()
+    assert counters.apply(records([shown("r1", ["a", "b"]), shown("r2", ["b", "c"]), purchase(3, "a")])) == 3
+    assert impressions(counters) == {"a": 1.0, "b": 2.0, "c": 1.0}
+    assert counts(counters) == {"a": 3.0, "b": 0.0, "c": 0.0}, "being shown is not an interaction"
+    assert counters.recent.tolist() == [3.0, 0.0, 0.0]
+    # They decay with the long half-life, from the newest event time.
+    counters.apply(records([shown("r3", ["c"], T0 + HALF)], first=10))
+    assert impressions(counters) == pytest.approx({"a": 0.5, "b": 1.0, "c": 1.5})
+    live = LivePopularity.combine([counters, counters])
+    assert dict(zip(live.item_ids, live.impressions.tolist(), strict=True)) == pytest.approx(
+        {"a": 1.0, "b": 2.0, "c": 3.0})
+
+
+def test_a_replayed_or_resent_impression_counts_once_byte_for_byte() -> None:
+    counters = PopularityCounters()
+    batch = records([shown("r1", ["a", "b"]), shown("r2", ["b"])], first=100)
+    assert counters.apply(batch) == 2
+    saved = counters.to_npz()
+    assert counters.apply(batch) == 0 and counters.to_npz() == saved, "a replay: below the watermark"
+    assert counters.apply(records([shown("r1", ["a", "b"])], first=200)) == 0, "the same list resent"
+    assert impressions(counters) == {"a": 1.0, "b": 2.0}
+    restored = PopularityCounters.from_npz(counters.to_npz())
+    np.testing.assert_array_equal(restored.impressions, counters.impressions)
+    assert restored.to_npz() == counters.to_npz()
+
+
+def test_counters_written_before_impressions_read_as_none_shown() -> None:
+    counters = PopularityCounters()
+    counters.apply(records([purchase(1, "a"), purchase(2, "b")]))
+    old = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(counters.to_npz())) as new, zipfile.ZipFile(old, "w") as written:
+        for name in new.namelist():
+            if name != "impressions.npy":
+                written.writestr(name, new.read(name))
+    restored = PopularityCounters.from_npz(old.getvalue())
+    assert counts(restored) == counts(counters) and impressions(restored) == {"a": 0.0, "b": 0.0}
+    assert restored.apply(records([shown("r1", ["b", "c"])], first=10)) == 1
+    assert impressions(restored) == {"a": 0.0, "b": 1.0, "c": 1.0}
+
+
+def test_an_item_only_shown_is_kept_until_its_impressions_decay_away() -> None:
+    counters = PopularityCounters()
+    counters.apply(records([shown("r1", ["shown"], T0), purchase(2, "bought", T0)]))
+    assert sorted(counters.item_ids) == ["bought", "shown"]
+    counters.apply(records([purchase(3, "bought", T0 + 20 * HALF)], first=5))
+    assert counters.item_ids == ["bought"]
+
+
+def test_live_counts_bring_impressions_into_the_index() -> None:
+    index = basis_index()
+    assert index.impressions.tolist() == [0.0] * 4, "no counters yet: nothing shown"
+    index.set_live_counts(["b", "c", "not-in-catalog"], np.array([0.0, 1.0, 1.0]), np.zeros(3),
+                          np.array([30.0, 2.0, 7.0]))
+    assert index.impressions.tolist() == [0.0, 30.0, 2.0, 0.0]
+    index.set_live_counts(["c"], np.array([1.0]), np.zeros(1), np.array([4.0]))
+    assert index.impressions.tolist() == [0.0, 0.0, 4.0, 0.0], "an item the counters no longer name was not shown"

@@ -124,3 +124,33 @@ def test_a_warm_catalog_follows_the_pointer_and_refuses_a_broken_release(aws: Se
     releases.point_to("v1")  # a rollback
     clock.now += 31
     assert len(catalog.index()) == 12 and catalog.release.version == "v1" and catalog.release_error is None
+
+
+def test_live_impressions_reach_the_index_and_only_interactions_replace_the_counts(aws: Settings) -> None:
+    from recsys.events import Event
+    from recsys.popularity import PopularityCounters
+    from recsys.storage import PopularityStore
+
+    releases, clock, store = Releases(aws), Clock(), PopularityStore(aws)
+    files = release_files(n_items=12)
+    releases.publish("v1", files, build_manifest("v1", files, created_at=1.0))
+    catalog = LiveCatalog(releases, ItemRepository(aws), ENCODER, DIM, clock=clock, popularity=store,
+                          popularity_seconds=2.0)
+    index = catalog.index()
+    assert index.counts.tolist() == [1.0] * 12 and index.impressions.tolist() == [0.0] * 12
+
+    counters = PopularityCounters()
+    counters.apply([("1", Event("r1", "u1", "impression", 1_000.0, item_ids=("i0", "i1"))),
+                    ("2", Event("r2", "u2", "impression", 1_000.0, item_ids=("i1",)))])
+    etag = store.save("shardId-0", counters, None)
+    clock.now += 3
+    index = catalog.index()
+    assert index.impressions[:3].tolist() == [1.0, 2.0, 0.0]
+    assert index.counts.tolist() == [1.0] * 12, "lists served before any event keep the snapshot's counts"
+
+    counters.apply([("3", Event("e3", "u1", "purchase", 1_000.0, item_id="i5"))])
+    store.save("shardId-0", counters, etag)
+    clock.now += 3
+    index = catalog.index()
+    assert index.counts[5] > 0 and index.counts.sum() == index.counts[5], "the live counts replace the snapshot's"
+    assert index.impressions[:3].tolist() == [1.0, 2.0, 0.0]

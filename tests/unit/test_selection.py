@@ -46,13 +46,28 @@ def test_diversity_trades_relevance_for_spread():
     assert list(selection.diversify(index, scores, np.array([0, 1, 2]), 2, 0.5)) == [0, 2]
 
 
-def test_explore_takes_its_share_of_slots_with_fresh_items():
+def test_explore_takes_its_share_of_slots_with_items_shown_little():
     index = index_of()
-    scores = np.linspace(1, 0, len(index))  # fresh items (counts 0) score best... only i0 is fresh
+    shown = np.array([500, 400, 300, 5, 200, 100, 21, 20], dtype=np.float64)
+    index.set_live_counts(index.ids, index.counts.copy(), np.zeros(len(index)), shown)
+    scores = np.linspace(1, 0, len(index))  # the most shown items score best
     rows, explored = selection.select(index, scores, np.ones(len(index), bool), 4, 0.0, 0.5,
                                       np.random.default_rng(1))
-    assert explored == {0} and len(rows) == 4 and len(set(rows)) == 4
+    assert explored == {3, 7}, "i3 and i7 are shown at most FRESH_MAX_IMPRESSIONS times; i6 once more"
+    assert len(rows) == 4 and len(set(rows)) == 4 and rows[:2] == [0, 3]
     assert selection.explore_slots(10, 0.2) == [2, 7] and selection.explore_slots(10, 0.0) == []
+
+
+def test_explore_respects_the_filters_and_needs_no_counters():
+    index = index_of()
+    scores = np.linspace(1, 0, len(index))
+    no_horror = selection.allowed(index, selection.parse_filters(exclude_categories="Horror"))
+    _, explored = selection.select(index, scores, no_horror, 4, 0.0, 0.5, np.random.default_rng(1))
+    assert len(explored) == 2 and all(index.categories[r] == ("Comedy", "Drama") for r in explored), \
+        "before any counters every item has 0 impressions: the filters alone decide"
+    index.set_live_counts(index.ids, index.counts.copy(), np.zeros(len(index)), np.full(len(index), 50.0))
+    rows, explored = selection.select(index, scores, no_horror, 4, 0.0, 0.5, np.random.default_rng(1))
+    assert explored == set() and len(rows) == 4, "nothing fresh: the slots go to the best-scored items"
 
 
 def test_variants_are_stable_and_split_by_share():

@@ -1,4 +1,9 @@
-"""User behaviour events: what a client may send, and how each one is checked."""
+"""User behaviour events: what a client may send, and how each one is checked.
+
+One more type is the API's own: an `impression` names the items of a list it served
+(`item_ids`), so the popularity function can count how often each item was shown.
+Clients cannot send it (`parse_event(..., allowed=CLIENT_EVENT_TYPES)`).
+"""
 from __future__ import annotations
 
 import math
@@ -8,8 +13,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "search", "hide", "dislike")
-ITEM_EVENT_TYPES = frozenset(EVENT_TYPES) - {"search"}
+CLIENT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "search", "hide", "dislike")
+IMPRESSION = "impression"
+EVENT_TYPES = (*CLIENT_EVENT_TYPES, IMPRESSION)
+ITEM_EVENT_TYPES = frozenset(CLIENT_EVENT_TYPES) - {"search"}
+MAX_IMPRESSION_ITEMS = 100
 MAX_EVENTS_PER_REQUEST = 500
 MAX_ID_LENGTH = 128
 MAX_QUERY_LENGTH = 512
@@ -17,7 +25,7 @@ MAX_DWELL_SECONDS = 86_400.0
 MAX_FUTURE_SKEW_SECONDS = 300.0
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@|/+=-]+$")
 FIELDS = ("event_id", "user_id", "type", "item_id", "timestamp", "dwell_seconds", "value",
-          "query", "recommendation_id")
+          "query", "recommendation_id", "item_ids")
 
 
 class InvalidEvent(ValueError):
@@ -35,13 +43,15 @@ class Event:
     value: float | None = None
     query: str | None = None
     recommendation_id: str | None = None
+    item_ids: tuple[str, ...] | None = None  # an impression's list, in order
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v is not None}
 
 
-def parse_event(raw: Any, now: float | None = None) -> Event:
-    """Validate one event as a client sent it; a missing timestamp means `now`."""
+def parse_event(raw: Any, now: float | None = None, allowed: tuple[str, ...] = EVENT_TYPES) -> Event:
+    """Validate one event; a missing timestamp means `now`. `allowed` narrows the types
+    (the API passes CLIENT_EVENT_TYPES for what clients send)."""
     now = time.time() if now is None else now
     if not isinstance(raw, dict):
         raise InvalidEvent("an event must be a JSON object")
@@ -49,9 +59,15 @@ def parse_event(raw: Any, now: float | None = None) -> Event:
     if unknown:
         raise InvalidEvent(f"unknown field(s): {', '.join(unknown)}")
     event_type = raw.get("type")
-    if event_type not in EVENT_TYPES:
-        raise InvalidEvent(f"type must be one of {', '.join(EVENT_TYPES)}")
+    if event_type == IMPRESSION and IMPRESSION not in allowed:
+        raise InvalidEvent("impression events are recorded by the API itself when it serves a list; "
+                           "clients cannot send them")
+    if event_type not in allowed:
+        raise InvalidEvent(f"type must be one of {', '.join(allowed)}")
     item_id = _optional_id(raw, "item_id")
+    item_ids = _impression_items(raw, event_type)
+    if event_type == IMPRESSION and item_id is not None:
+        raise InvalidEvent("an impression event names its items in item_ids, not item_id")
     if event_type in ITEM_EVENT_TYPES and item_id is None:
         raise InvalidEvent(f"a {event_type} event needs item_id")
     query = raw.get("query")
@@ -74,7 +90,22 @@ def parse_event(raw: Any, now: float | None = None) -> Event:
         value=value,
         query=query.strip() if query else None,
         recommendation_id=_optional_id(raw, "recommendation_id"),
+        item_ids=item_ids,
     )
+
+
+def _impression_items(raw: dict, event_type: str) -> tuple[str, ...] | None:
+    value = raw.get("item_ids")
+    if event_type != IMPRESSION:
+        if value is not None:
+            raise InvalidEvent("item_ids is only for impression events")
+        return None
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_IMPRESSION_ITEMS:
+        raise InvalidEvent(f"an impression event needs item_ids: a list of 1-{MAX_IMPRESSION_ITEMS} item ids")
+    ids = tuple(_required_id({"item_ids": v}, "item_ids") for v in value)
+    if len(set(ids)) != len(ids):
+        raise InvalidEvent("item_ids must not name an item twice")
+    return ids
 
 
 def validate_id(name: str, value: Any) -> str:

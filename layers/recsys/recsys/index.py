@@ -15,7 +15,8 @@ class ItemIndex:
 
     `counts` is the evidence of popularity: the snapshot's interaction counts until live
     counters replace them (`set_live_counts`), which also bring `recent`, the
-    short-half-life sums trending is made of. An item added after the snapshot gets a
+    short-half-life sums trending is made of, and `impressions`, how often each item was
+    shown lately (zero until live counters exist). An item added after the snapshot gets a
     prior: the mean current count of its nearest neighbours (`set_prior`).
     """
 
@@ -32,6 +33,7 @@ class ItemIndex:
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
         self._counts = np.zeros(capacity, dtype=np.float32)
         self._recent = np.zeros(capacity, dtype=np.float32)
+        self._impressions = np.zeros(capacity, dtype=np.float32)
         self._neighbours: dict[int, np.ndarray] = {}  # row -> rows its prior is the mean count of
 
     def __len__(self) -> int:
@@ -48,6 +50,10 @@ class ItemIndex:
     @property
     def recent(self) -> np.ndarray:
         return self._recent[: len(self.ids)]
+
+    @property
+    def impressions(self) -> np.ndarray:
+        return self._impressions[: len(self.ids)]
 
     @property
     def popularity_counts(self) -> np.ndarray:
@@ -125,17 +131,20 @@ class ItemIndex:
         similarity = self.vectors[seen] @ self._vectors[row]
         self._neighbours[row] = seen[np.argpartition(-similarity, min(k, len(seen)) - 1)[:k]]
 
-    def set_live_counts(self, item_ids: Sequence[str], popular: np.ndarray, recent: np.ndarray) -> None:
-        """Live counters replace the counts: an item they do not name has no evidence now
-        (items not in the index yet are left out)."""
-        self._counts[: len(self.ids)] = 0.0
-        self._recent[: len(self.ids)] = 0.0
-        pairs = [(self.rows.get(i), n) for n, i in enumerate(item_ids)]
+    def set_live_counts(self, item_ids: Sequence[str], popular: np.ndarray | None, recent: np.ndarray | None,
+                        impressions: np.ndarray | None = None) -> None:
+        """Live counters replace the counts (unless popular is None: then the snapshot's
+        stay) and the impressions: an item they do not name has no evidence now and was
+        not shown (items not in the index yet are left out)."""
+        n = len(self.ids)
+        pairs = [(self.rows.get(i), at) for at, i in enumerate(item_ids)]
         rows = np.array([row for row, _ in pairs if row is not None], dtype=np.int64)
-        at = np.array([n for row, n in pairs if row is not None], dtype=np.int64)
-        if len(rows):
-            self._counts[rows] = popular[at]
-            self._recent[rows] = recent[at]
+        at = np.array([at for row, at in pairs if row is not None], dtype=np.int64)
+        for target, values in ((self._counts, popular), (self._recent, recent), (self._impressions, impressions)):
+            if values is None:
+                continue
+            target[:n] = 0.0
+            target[rows] = values[at]
 
     def extend(self, ids: list[str], vectors: np.ndarray, counts: np.ndarray,
                categories: Sequence[Sequence[str]] | None = None,
@@ -150,6 +159,7 @@ class ItemIndex:
         self._vectors = _resized(self._vectors, (capacity, self.dim))
         self._counts = _resized(self._counts, (capacity,))
         self._recent = _resized(self._recent, (capacity,))
+        self._impressions = _resized(self._impressions, (capacity,))
 
     def to_npz(self, **meta: str | float) -> bytes:
         """Serialise as .npz (no pickle): ids, vectors, counts, categories, plus scalar metadata."""

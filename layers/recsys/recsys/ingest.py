@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from recsys.catalog import Item
-from recsys.events import Event, parse_event
+from recsys.events import IMPRESSION, Event, parse_event
 from recsys.live import LiveCatalog, encoder_for
 from recsys.popularity import DEFAULT_POPULARITY, PopularityConfig, PopularityCounters
 from recsys.profile import Profile, apply_events, event_fingerprint
@@ -41,7 +41,9 @@ class EventIngestor:
     Kinesis delivers at least once; the effect on profiles is exactly once: an event
     whose id the profile already holds is skipped. A record that is not a valid event
     is dead-lettered with the reason at once (retrying cannot fix it); any other failure
-    fails the user's records, which the mapping retries, then dead-letters.
+    fails the user's records, which the mapping retries, then dead-letters. Impression
+    events (the API's record of a list it served) are for the popularity function: they
+    change no profile and are not logged as the user's events.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -72,7 +74,8 @@ class EventIngestor:
                 else:
                     self.dead_letters.send(record_id, payload, str(error))
                 continue
-            by_user[event.user_id].append((record_id, event))
+            if event.type != IMPRESSION:
+                by_user[event.user_id].append((record_id, event))
         queries = sorted({e.query for batch in by_user.values() for _, e in batch if e.type == "search"})
         query_vectors = dict(zip(queries, self.encoder.encode(queries), strict=True))
         index = self.catalog.index()

@@ -35,9 +35,9 @@ class LiveCatalog:
     `refresh_seconds`, and follow the pointer to a new release at most once per
     `release_seconds`. A release that fails its checks is refused (logged, and kept in
     `release_error`) and the one loaded before keeps serving. With a popularity store,
-    the shards' live counters replace the snapshot's counts once any exist; they are
-    listed at most once per `popularity_seconds`, and a shard's object is read again
-    only when its ETag changed.
+    the shards' live counters replace the snapshot's counts once any hold an interaction,
+    and bring how often each item was shown; they are listed at most once per
+    `popularity_seconds`, and a shard's object is read again only when its ETag changed.
     """
 
     def __init__(self, releases: Releases, items: ItemRepository, encoder_version: str, dim: int,
@@ -69,7 +69,7 @@ class LiveCatalog:
         if self.popularity is not None and self.clock() - self._popularity_at >= self.popularity_seconds:
             changed += self.refresh_popularity()
         if changed and self._live is not None:
-            self._index.set_live_counts(self._live.item_ids, self._live.popular, self._live.recent)
+            self._set_live_counts()
         return self._index
 
     def scorer(self) -> tuple[Collaborative | None, BlendWeights]:
@@ -133,7 +133,15 @@ class LiveCatalog:
         self._collaborative = Collaborative(release.collaborative, release.index)
         self._refreshed_at = float("-inf")  # read the items written since this release's snapshot
         if self._live is not None:
-            self._index.set_live_counts(self._live.item_ids, self._live.popular, self._live.recent)
+            self._set_live_counts()
+
+    def _set_live_counts(self) -> None:
+        """Impressions always; the counts only once the counters hold an interaction (lists
+        served before any event must not wipe the snapshot's popularity)."""
+        live = self._live
+        interacted = bool(live.popular.any())
+        self._index.set_live_counts(live.item_ids, live.popular if interacted else None,
+                                    live.recent if interacted else None, live.impressions)
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,10 @@ the wall clock, so a replay of old data (MovieLens is 1996-2018) decays as it di
 Weights are the profile's (`ProfileConfig.weight`, ratings against the prior mean);
 negative ones (hide, dislike, a bounce, a low rating) and searches do not count.
 
+A third sum, `impressions`, counts how often each item was shown: every item of an
+`impression` event (one per list the API served) adds 1, decayed with the long
+half-life. Exploration looks for items shown little so far.
+
 One set of counters per stream shard, with one writer per shard. Two guards make a
 redelivered batch change nothing, byte for byte: the shard's last applied sequence
 number (records at or below it are skipped: Lambda retries and replays), and the
@@ -23,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recsys.events import Event
+from recsys.events import IMPRESSION, Event
 from recsys.profile import DEFAULT_CONFIG, ProfileConfig, event_fingerprint
 
 DAY = 86_400.0
@@ -50,7 +54,7 @@ class PopularityConfig:
 
 
 DEFAULT_POPULARITY = PopularityConfig()
-FORMAT = 1
+FORMAT = 1  # `impressions` was added later: an object without it reads as none shown
 
 
 def event_weight(event: Event, config: ProfileConfig = DEFAULT_CONFIG) -> float:
@@ -70,10 +74,13 @@ class PopularityCounters:
     reference_time: float = 0.0
     watermark: str = ""  # the last applied sequence number ("" before the first)
     remembered: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<u8"))  # oldest first
+    impressions: np.ndarray | None = None  # None: zeros
 
     def __post_init__(self) -> None:
-        if not (len(self.item_ids) == len(self.popular) == len(self.recent)):
-            raise ValueError("item_ids, popular and recent must have one entry per item")
+        if self.impressions is None:
+            self.impressions = np.zeros(len(self.item_ids))
+        if not (len(self.item_ids) == len(self.popular) == len(self.recent) == len(self.impressions)):
+            raise ValueError("item_ids, popular, recent and impressions must have one entry per item")
         self._rows = {item_id: row for row, item_id in enumerate(self.item_ids)}
 
     def apply(self, records: Iterable[tuple[str, Event | None]], config: PopularityConfig = DEFAULT_POPULARITY,
@@ -95,7 +102,7 @@ class PopularityCounters:
             self.watermark = sequence
             if event is None:
                 continue
-            weight = event_weight(event, weights)
+            weight = float(len(event.item_ids)) if event.type == IMPRESSION else event_weight(event, weights)
             fingerprint = event_fingerprint(event.event_id)
             if weight <= 0.0 or fingerprint in remembered:
                 continue
@@ -107,12 +114,17 @@ class PopularityCounters:
 
     def _count(self, counted: list[tuple[Event, float, int]], config: PopularityConfig) -> None:
         self.decay_to(max(e.timestamp for e, _, _ in counted), config)
-        rows = np.array([self._row(e.item_id) for e, _, _ in counted], dtype=np.int64)
+        interactions = [(e, w) for e, w, _ in counted if e.type != IMPRESSION]
+        shown = [(item_id, e.timestamp) for e, _, _ in counted if e.type == IMPRESSION for item_id in e.item_ids]
+        rows = np.array([self._row(e.item_id) for e, _ in interactions], dtype=np.int64)
+        shown_rows = np.array([self._row(item_id) for item_id, _ in shown], dtype=np.int64)
         self._grow()
-        age = self.reference_time - np.array([e.timestamp for e, _, _ in counted])
-        weight = np.array([w for _, w, _ in counted])
+        age = self.reference_time - np.array([e.timestamp for e, _ in interactions])
+        weight = np.array([w for _, w in interactions])
         np.add.at(self.popular, rows, weight * np.exp2(-age / config.popular_half_life))
         np.add.at(self.recent, rows, weight * np.exp2(-age / config.recent_half_life))
+        shown_age = self.reference_time - np.array([t for _, t in shown])
+        np.add.at(self.impressions, shown_rows, np.exp2(-shown_age / config.popular_half_life))
         self.remembered = np.concatenate([self.remembered, np.array([f for _, _, f in counted], dtype="<u8")]
                                          )[-config.remembered_events:]
         self._forget(config)
@@ -124,6 +136,7 @@ class PopularityCounters:
         elapsed = reference_time - self.reference_time
         self.popular = self.popular * math.exp2(-elapsed / config.popular_half_life)
         self.recent = self.recent * math.exp2(-elapsed / config.recent_half_life)
+        self.impressions = self.impressions * math.exp2(-elapsed / config.popular_half_life)
         self.reference_time = reference_time
 
     def _row(self, item_id: str) -> int:
@@ -138,13 +151,14 @@ class PopularityCounters:
         if missing:
             self.popular = np.concatenate([self.popular, np.zeros(missing)])
             self.recent = np.concatenate([self.recent, np.zeros(missing)])
+            self.impressions = np.concatenate([self.impressions, np.zeros(missing)])
 
     def _forget(self, config: PopularityConfig) -> None:
-        keep = self.popular >= config.forget_below
+        keep = (self.popular >= config.forget_below) | (self.impressions >= config.forget_below)
         if keep.all():
             return
         self.item_ids = [i for i, k in zip(self.item_ids, keep, strict=True) if k]
-        self.popular, self.recent = self.popular[keep], self.recent[keep]
+        self.popular, self.recent, self.impressions = self.popular[keep], self.recent[keep], self.impressions[keep]
         self._rows = {item_id: row for row, item_id in enumerate(self.item_ids)}
 
     def to_npz(self) -> bytes:
@@ -152,7 +166,8 @@ class PopularityCounters:
         return _npz({"format": np.array(FORMAT), "item_ids": _joined(self.item_ids),
                      "popular": self.popular.astype("<f8"), "recent": self.recent.astype("<f8"),
                      "reference_time": np.array(self.reference_time, dtype="<f8"),
-                     "watermark": np.array(self.watermark), "remembered": self.remembered.astype("<u8")})
+                     "watermark": np.array(self.watermark), "remembered": self.remembered.astype("<u8"),
+                     "impressions": self.impressions.astype("<f8")})
 
     @classmethod
     def from_npz(cls, data: bytes) -> PopularityCounters:
@@ -162,7 +177,8 @@ class PopularityCounters:
             ids = npz["item_ids"].tobytes().decode()
             return cls(item_ids=ids.split("\n") if ids else [], popular=npz["popular"].astype(np.float64),
                        recent=npz["recent"].astype(np.float64), reference_time=float(npz["reference_time"]),
-                       watermark=str(npz["watermark"]), remembered=npz["remembered"].astype("<u8"))
+                       watermark=str(npz["watermark"]), remembered=npz["remembered"].astype("<u8"),
+                       impressions=npz["impressions"].astype(np.float64) if "impressions" in npz.files else None)
 
 
 @dataclass(frozen=True)
@@ -173,6 +189,7 @@ class LivePopularity:
     popular: np.ndarray
     recent: np.ndarray
     reference_time: float
+    impressions: np.ndarray
 
     @classmethod
     def combine(cls, shards: Sequence[PopularityCounters],
@@ -185,13 +202,14 @@ class LivePopularity:
                 if item_id not in rows:
                     rows[item_id] = len(ids)
                     ids.append(item_id)
-        popular, recent = np.zeros(len(ids)), np.zeros(len(ids))
+        popular, recent, impressions = np.zeros(len(ids)), np.zeros(len(ids)), np.zeros(len(ids))
         for shard in shards:
             at = np.array([rows[i] for i in shard.item_ids], dtype=np.int64)
             elapsed = reference_time - shard.reference_time
             np.add.at(popular, at, shard.popular * math.exp2(-elapsed / config.popular_half_life))
             np.add.at(recent, at, shard.recent * math.exp2(-elapsed / config.recent_half_life))
-        return cls(ids, popular, recent, reference_time)
+            np.add.at(impressions, at, shard.impressions * math.exp2(-elapsed / config.popular_half_life))
+        return cls(ids, popular, recent, reference_time, impressions)
 
 
 def trending(popular: np.ndarray, recent: np.ndarray, config: PopularityConfig = DEFAULT_POPULARITY) -> np.ndarray:

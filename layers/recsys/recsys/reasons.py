@@ -36,9 +36,11 @@ def explain(index: ItemIndex, parts: dict[str, np.ndarray], weights: BlendWeight
         positive = sum(v for v in shares.values() if v > 0)
         reasons = []
         if row in explored:
-            reasons.append({"type": "explored", "interactions": round(float(counts[row]), 2),
-                            "text": f"explored: a fresh item with {counts[row]:.0f} interactions so far, "
-                                    "shown to learn how people take it"})
+            shown = float(index.impressions[row])
+            reasons.append({"type": "explored", "impressions": round(shown, 2),
+                            "interactions": round(float(counts[row]), 2),
+                            "text": f"explored: a fresh item (shown {shown:.0f} times lately), "
+                                    "here to learn how people take it"})
         for name, value in sorted(shares.items(), key=lambda pair: -pair[1]):
             if value <= 0 or value < MIN_SHARE * positive:
                 continue

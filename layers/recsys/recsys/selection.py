@@ -11,9 +11,10 @@ from recsys.index import ItemIndex
 
 MAX_FILTER_VALUES = 500
 ATTRIBUTE_NAME = re.compile(r"^[^:,]{1,100}$")
-# Exploration: an item is fresh while its evidence (interaction count, live or from the
-# snapshot) is at most this; explored items are drawn from the best-scored fresh ones.
-FRESH_MAX_EVIDENCE = 2.0
+# Exploration: an item is fresh while it has been shown at most this often (decayed
+# impressions from the live counters; 0 for every item before any exist); explored
+# items are drawn from the best-scored fresh ones.
+FRESH_MAX_IMPRESSIONS = 20.0
 EXPLORE_POOL = 5
 
 
@@ -128,11 +129,11 @@ def explore_slots(k: int, explore: float) -> list[int]:
 
 def fresh_candidates(index: ItemIndex, scores: np.ndarray, mask: np.ndarray, n: int,
                      rng: np.random.Generator) -> np.ndarray:
-    """n fresh items (little evidence yet) for exploration: drawn at random among the
+    """n fresh items (shown little so far) for exploration: drawn at random among the
     best-scored EXPLORE_POOL x n fresh items the filters allow."""
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
-    fresh = mask & (index.popularity_counts <= FRESH_MAX_EVIDENCE)
+    fresh = mask & (index.impressions <= FRESH_MAX_IMPRESSIONS)
     pool = best(scores, fresh, EXPLORE_POOL * n)
     if len(pool) <= n:
         return pool

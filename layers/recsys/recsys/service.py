@@ -1,6 +1,7 @@
 """The recommender as the API sees it: each public method is one route's work."""
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -11,7 +12,17 @@ import numpy as np
 
 from recsys import privacy, scoring, selection
 from recsys.catalog import parse_item
-from recsys.events import MAX_EVENTS_PER_REQUEST, MAX_QUERY_LENGTH, InvalidEvent, parse_event, validate_id
+from recsys.events import (
+    CLIENT_EVENT_TYPES,
+    IMPRESSION,
+    MAX_EVENTS_PER_REQUEST,
+    MAX_IMPRESSION_ITEMS,
+    MAX_QUERY_LENGTH,
+    Event,
+    InvalidEvent,
+    parse_event,
+    validate_id,
+)
 from recsys.experiments import assign, parse_variants
 from recsys.live import LiveCatalog, encoder_for
 from recsys.profile import Profile
@@ -33,6 +44,8 @@ MAX_K = 100
 MAX_CATEGORY_LENGTH = 128
 MAX_METRICS_DAYS = 366
 DEFAULT_METRICS_DAYS = 30
+
+log = logging.getLogger(__name__)
 
 
 class BadRequest(ValueError):
@@ -169,7 +182,7 @@ class Recommender:
         now, parsed, errors = time.time(), [], []
         for position, raw in enumerate(raw_events):
             try:
-                parsed.append((position, parse_event(raw, now)))
+                parsed.append((position, parse_event(raw, now, allowed=CLIENT_EVENT_TYPES)))
             except InvalidEvent as error:
                 errors.append(_event_error(position, raw, "invalid_event", str(error)))
         unsent = {id(event) for event in self.stream.put([event for _, event in parsed])}
@@ -230,9 +243,21 @@ class Recommender:
                 for n, (r, why) in enumerate(zip(rows, reasons, strict=True))]
 
     def _record(self, impression: Impression) -> None:
-        """Every list served is an impression: stored for attribution, counted for its variant."""
+        """Every list served is an impression: stored for attribution, counted for its variant,
+        and put on the event stream (one event per MAX_IMPRESSION_ITEMS items; the first
+        one's id is the recommendation id) so the popularity function counts each item shown."""
         self.impressions.put(impression)
         self.metrics_store.add(impression.variant, impression.day, impressions=1)
+        events = [Event(event_id=impression.recommendation_id if start == 0
+                        else f"{impression.recommendation_id}:{start // MAX_IMPRESSION_ITEMS}",
+                        user_id=impression.user_id, type=IMPRESSION, timestamp=impression.created_at,
+                        recommendation_id=impression.recommendation_id,
+                        item_ids=tuple(impression.items[start:start + MAX_IMPRESSION_ITEMS]))
+                  for start in range(0, len(impression.items), MAX_IMPRESSION_ITEMS)]
+        unsent = self.stream.put(events) if events else []
+        if unsent:
+            log.warning("impressions of %s not put on the stream (throttled): %d event(s)",
+                        impression.recommendation_id, len(unsent))
 
 
 class _Scored(NamedTuple):
