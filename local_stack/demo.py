@@ -14,12 +14,9 @@ from local_stack.client import ApiClient
 from local_stack.stack import LocalStack
 from model_build import catalog as catalog_stage
 from model_build import collaborative as collaborative_stage
-from model_build.data import read_interactions, read_items
-from model_build.publish import build_release, write_items
-from recsys.index import ItemIndex
-from recsys.release import ITEM_VECTORS
+from model_build.data import read_interactions
+from model_build.publish import publish_release, write_items
 from recsys.settings import Settings
-from recsys.storage import Releases
 
 log = logging.getLogger("local_stack")
 EVENTS_PER_REQUEST = 500
@@ -35,22 +32,13 @@ def load_demo(stack: LocalStack, client: ApiClient, data: Path, catalog_npz: Pat
         collaborative_stage.run(data, collaborative_npz)
     settings = Settings.from_env(stack.environment_of("ApiFunction"))
     written_at = time.time()
-    version, index, model_version = publish_release(settings, data, catalog_npz, collaborative_npz, written_at)
+    # To the stack's bucket only: each start would otherwise leave another ~85 MB copy under build/releases.
+    version, index, model_version = publish_release(settings, data, catalog_npz, collaborative_npz,
+                                                    catalog_stage.DEFAULT_MODEL, written_at)
     with ThreadPoolExecutor(max_workers=1) as pool:
         items = pool.submit(write_items, settings, data, index, model_version, written_at)
         users = load_users(stack, client, data)
         return {"items": items.result(), "release": version, "model_version": model_version, **users}
-
-
-def publish_release(settings: Settings, data: Path, catalog_npz: Path, collaborative_npz: Path,
-                    written_at: float) -> tuple[str, ItemIndex, str]:
-    """The release the build job would publish, to the stack's bucket only (each start would
-    otherwise leave another ~85 MB copy under build/releases)."""
-    version, files, manifest = build_release(catalog_npz, collaborative_npz, catalog_stage.DEFAULT_MODEL, written_at,
-                                             items=read_items(data))
-    Releases(settings).publish(version, files, manifest)
-    index, _ = ItemIndex.from_npz(files[ITEM_VECTORS])
-    return version, index, manifest["model_version"]
 
 
 def rating_events(data: Path) -> list[dict]:

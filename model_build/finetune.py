@@ -32,6 +32,7 @@ from model_build.catalog import DEFAULT_DATA
 from model_build.data import Interaction, read_interactions, read_items
 from model_build.encoder import default_model_dir, load_pooled_model, tokenize
 from recsys.encoder import load_tokenizer
+from recsys.scoring import DEFAULT_WEIGHTS
 
 DEFAULT_OUT = Path("build/finetuned")
 HISTORY_ITEMS = 3
@@ -88,7 +89,8 @@ def content_figures(vectors: np.ndarray, ids: list[str], interactions: Sequence[
         if not history:
             continue
         picked = np.array([rows[r.item_id] for r in history])
-        weights = 0.1 + 0.5 ** (np.arange(len(history))[::-1] / 5.0)
+        recency = DEFAULT_WEIGHTS  # the history weighting the recommender serves with
+        weights = recency.recency_floor + 0.5 ** (np.arange(len(history))[::-1] / recency.recency_half_life)
         scores = vectors @ (weights @ vectors[picked])
         scores[picked] = -np.inf
         best = np.argpartition(-scores, min(k, len(ids)) - 1)[:k]

@@ -62,12 +62,23 @@ def publish(settings: Settings, data: Path, catalog: Path, collaborative: Path, 
     settings.require("items_table", "artifacts_bucket")
     written_at = time.time()
     metrics = json.loads(report.read_text()) if report else None
+    version, index, model_version = publish_release(settings, data, catalog, collaborative, model, written_at,
+                                                    metrics, releases)
+    count = write_items(settings, data, index, model_version, written_at)
+    return {"release": version, "items": count, "vectors": len(index), "model_version": model_version}
+
+
+def publish_release(settings: Settings, data: Path, catalog: Path, collaborative: Path, model: Path,
+                    written_at: float, metrics: dict[str, Any] | None = None,
+                    releases: Path | None = None) -> tuple[str, ItemIndex, str]:
+    """Builds the release, keeps a copy under `releases` (when given), publishes it to the
+    bucket and moves the pointer; returns its version, item index and encoder version."""
     version, files, manifest = build_release(catalog, collaborative, model, written_at, metrics, read_items(data))
-    save_release(releases, version, files, manifest)
+    if releases is not None:
+        save_release(releases, version, files, manifest)
     Releases(settings).publish(version, files, manifest)
     index, _ = ItemIndex.from_npz(files[ITEM_VECTORS])
-    count = write_items(settings, data, index, manifest["model_version"], written_at)
-    return {"release": version, "items": count, "vectors": len(index), "model_version": manifest["model_version"]}
+    return version, index, manifest["model_version"]
 
 
 def build_release(catalog: Path, collaborative: Path, model: Path, written_at: float,

@@ -29,10 +29,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
                       AWS_REGION="us-east-1", OMP_NUM_THREADS="1")
-    from local_stack.demo import publish_release
     from local_stack.provision import provision
     from local_stack.template import Template
+    from model_build.catalog import DEFAULT_MODEL
     from model_build.data import read_interactions
+    from model_build.publish import publish_release
     from recsys.live import encoder
     from recsys.profile import Profile, apply_events
     from recsys.service import Recommender, RequestFilters
@@ -44,7 +45,8 @@ def main() -> None:
         template = Template(ROOT / "template.yaml", "recsys-bench", "us-east-1")
         provision(template, aws)
         settings = Settings.from_env({**template.functions()["ApiFunction"].environment, "AWS_REGION": "us-east-1"})
-        _, index, _ = publish_release(settings, DATA, CATALOG, CATALOG.with_name("collaborative.npz"), time.time())
+        _, index, _ = publish_release(settings, DATA, CATALOG, CATALOG.with_name("collaborative.npz"), DEFAULT_MODEL,
+                                      time.time())
         events = defaultdict(list)
         for rating in read_interactions(DATA):
             if int(rating.user_id) <= args.users:

@@ -35,11 +35,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "layers" / "recsys"), str(REPO_ROOT / "layers" / "encoder"), str(REPO_ROOT)]
 
 from local_stack.client import ApiClient  # noqa: E402
-from local_stack.demo import load_users, publish_release  # noqa: E402
+from local_stack.demo import load_users  # noqa: E402
 from local_stack.stack import LocalStack, configure_logging, free_port  # noqa: E402
 from model_build import catalog as catalog_stage  # noqa: E402
 from model_build import collaborative as collaborative_stage  # noqa: E402
-from model_build.publish import write_items  # noqa: E402
+from model_build.publish import publish_release, write_items  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
 
 API_KEY = "replay-key"
@@ -116,7 +116,8 @@ def main() -> int:
         api = ApiClient(stack.url, API_KEY)
         settings = Settings.from_env(stack.environment_of("ApiFunction"))
         written_at = time.time()
-        _, index, model_version = publish_release(settings, args.split, catalog_npz, collaborative_npz, written_at)
+        _, index, model_version = publish_release(settings, args.split, catalog_npz, collaborative_npz,
+                                                  catalog_stage.DEFAULT_MODEL, written_at)
         write_items(settings, args.split, index, model_version, written_at)
         bootstrap_started = time.perf_counter()
         train = load_users(stack, api, args.split, timeout=1800)

@@ -78,6 +78,8 @@ class LiveCatalog:
         self.index()
         if self.release is None:
             return None, DEFAULT_WEIGHTS
+        if self._collaborative is None:  # built on first use: the events function never needs it
+            self._collaborative = Collaborative(self.release.collaborative, self._index)
         return self._collaborative, self.release.weights
 
     def refresh_popularity(self) -> int:
@@ -130,7 +132,7 @@ class LiveCatalog:
             return
         self.release, self.release_error = release, None
         self._index, self._watermark = release.index, release.updated_at
-        self._collaborative = Collaborative(release.collaborative, release.index)
+        self._collaborative = None
         self._refreshed_at = float("-inf")  # read the items written since this release's snapshot
         if self._live is not None:
             self._set_live_counts()
