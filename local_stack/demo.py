@@ -28,8 +28,7 @@ def load_demo(stack: LocalStack, client: ApiClient, data: Path, catalog_npz: Pat
     collaborative_npz = catalog_npz.with_name("collaborative.npz")
     if not catalog_npz.exists():
         catalog_stage.run(data, catalog_stage.DEFAULT_MODEL, catalog_npz)
-    if not collaborative_npz.exists():
-        collaborative_stage.run(data, collaborative_npz)
+    collaborative_stage.run(data, collaborative_npz, catalog_npz)  # nothing to do when current
     settings = Settings.from_env(stack.environment_of("ApiFunction"))
     written_at = time.time()
     # To the stack's bucket only: each start would otherwise leave another ~85 MB copy under build/releases.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +43,16 @@ class Interaction:
 
 
 def read_items(directory: Path) -> list[Item]:
+    """Every item; one with no title (split.py writes one for an interaction's item that the
+    dataset's item file lacks) is kept, named by its id, and reported with its line."""
     directory = Path(directory)
+    untitled: list[int] = []
     if (directory / "items.csv").exists():
         path = directory / "items.csv"
-        return [_item(path, line, r["item_id"], r["title"], r["genres"], r["tags"].split("|"))
-                for line, r in _rows(path, ("item_id", "title", "genres", "tags"))]
+        items = [_item(path, line, r["item_id"], r["title"], r["genres"], r["tags"].split("|"), untitled)
+                 for line, r in _rows(path, ("item_id", "title", "genres", "tags"))]
+        _report_untitled(path, untitled)
+        return items
     if (directory / "movies.csv").exists():
         tags: dict[str, list[str]] = {}
         if (directory / "tags.csv").exists():
@@ -55,8 +61,10 @@ def read_items(directory: Path) -> list[Item]:
                 if r["tag"] not in movie_tags:
                     movie_tags.append(r["tag"])
         path = directory / "movies.csv"
-        return [_item(path, line, r["movieId"], r["title"], r["genres"], tags.get(r["movieId"], []))
-                for line, r in _rows(path, ("movieId", "title", "genres"))]
+        items = [_item(path, line, r["movieId"], r["title"], r["genres"], tags.get(r["movieId"], []), untitled)
+                 for line, r in _rows(path, ("movieId", "title", "genres"))]
+        _report_untitled(path, untitled)
+        return items
     raise DatasetError(f"{directory}: no items.csv or movies.csv")
 
 
@@ -89,6 +97,13 @@ def _exported_events(path: Path) -> Iterator[Interaction]:
             raise DatasetError(f"{path}:{line}: {error}") from None
 
 
+def _report_untitled(path: Path, lines: list[int]) -> None:
+    if lines:
+        shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+        print(f"{path}: {len(lines)} item(s) without a title, named by their id (line {shown})",
+              file=sys.stderr)
+
+
 def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -101,9 +116,13 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
             yield reader.line_num, row
 
 
-def _item(path: Path, line: int, item_id: str, title: str, genres: str, tags: list[str]) -> Item:
-    if not item_id or not title.strip():
-        raise DatasetError(f"{path}:{line}: item {item_id!r} needs an id and a title")
+def _item(path: Path, line: int, item_id: str, title: str, genres: str, tags: list[str],
+          untitled: list[int]) -> Item:
+    if not item_id.strip():
+        raise DatasetError(f"{path}:{line}: an item needs an id")
+    if not title.strip():
+        untitled.append(line)
+        title = item_id
     categories = list(dict.fromkeys(g for g in genres.split("|") if g and g != NO_GENRES))
     clean_tags = list(dict.fromkeys(t.strip()[:MAX_LABEL_LENGTH] for t in tags if t.strip()))
     year = YEAR.search(title)

@@ -58,7 +58,7 @@ def run(split: Path, out: Path, model: Path) -> int:
     lap("catalog")
     weights, validation = blend.fit(interactions, index)
     lap("blend fit (validation)")
-    collaborative = Collaborative(train(interactions), index)
+    collaborative = Collaborative(train(interactions, index), index)
     lap("collaborative training")
     profiles = blend.profiles_from(interactions, index)
     users = test_users(split)

@@ -109,7 +109,7 @@ def main() -> int:
     catalog_npz = REPO_ROOT / "build" / "eval" / args.split.resolve().name / "catalog.npz"
     catalog_stage.run(args.split, catalog_stage.DEFAULT_MODEL, catalog_npz)
     collaborative_npz = catalog_npz.with_name("collaborative.npz")
-    collaborative_stage.run(args.split, collaborative_npz)  # trained once per split
+    collaborative_stage.run(args.split, collaborative_npz, catalog_npz)  # trained once per split
     rows, all_users = test_events(args.split, args.users, args.seed)
     with LocalStack(api_key=API_KEY, admin_key=API_KEY + "-admin", port=free_port(),
                     log_dir=REPO_ROOT / "build" / "logs" / "replay") as stack:

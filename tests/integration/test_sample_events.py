@@ -116,7 +116,7 @@ def release(catalog: Catalog, encoder_model_dir: Path, tmp_path_factory: pytest.
     catalog_npz, collaborative_npz = workdir / "catalog.npz", workdir / "collaborative.npz"
     catalog_npz.write_bytes(index.to_npz(model_version=catalog.model_version))
     ratings = [row for row in read_interactions(DATA) if row.item_id in index.rows]
-    collaborative_npz.write_bytes(train(ratings, TrainingConfig(factors=8, als_iterations=2)).to_npz())
+    collaborative_npz.write_bytes(train(ratings, index, TrainingConfig(factors=8, als_iterations=2)).to_npz())
     return build_release(catalog_npz, collaborative_npz, encoder_model_dir, PUBLISHED_AT)
 
 

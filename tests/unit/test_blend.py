@@ -14,19 +14,18 @@ def history(users: int = 20, items: int = 40) -> list[Interaction]:
     return [Interaction(f"u{u}", f"i{(u * 7 + t) % items}", 4.0, 1_000 + t) for u in range(users) for t in range(10)]
 
 
-def test_the_carve_holds_out_new_items_whole_and_each_users_latest() -> None:
+def test_the_carve_follows_split_py_new_items_and_each_users_latest() -> None:
     rows = history()
     validation = carve(rows, test_share=0.2, cold_share=0.1)
     assert len(validation.cold_items) == 4
     assert not {r.item_id for r in validation.train} & validation.cold_items
+    assert set(validation.held_out) == {r.user_id for r in rows}
     for user, held in validation.held_out.items():
-        mine = sorted((r for r in rows if r.user_id == user and r.item_id not in validation.cold_items),
-                      key=lambda r: r.timestamp)
+        mine = sorted((r for r in rows if r.user_id == user), key=lambda r: r.timestamp)
+        n_test = math.ceil(0.2 * len(mine))
+        assert held == {r.item_id for r in mine[-n_test:]}  # new items too, as split.py's test.csv
         kept = [r.item_id for r in validation.train if r.user_id == user]
-        assert kept and set(kept).isdisjoint(held - validation.cold_items)
-        latest = {r.item_id for r in mine[-math.ceil(0.2 * len(mine)):]}
-        assert held - validation.cold_items == latest
-        assert {r.item_id for r in rows if r.user_id == user} & validation.cold_items <= held
+        assert kept == [r.item_id for r in mine[:-n_test] if r.item_id not in validation.cold_items]
 
 
 def test_metrics_follow_score_py() -> None:

@@ -13,7 +13,8 @@ from recsys.profile import Profile
 from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights, recommend
 
 DIM = 8
-SMALL = TrainingConfig(ease_l2=10.0, neighbours=6, factors=2, als_regularization=10.0, als_iterations=8)
+SMALL = TrainingConfig(ease_l2=10.0, neighbours=6, factors=2, als_regularization=10.0, als_iterations=8,
+                       content_map_l2=0.1)
 GROUPS = {"a": [f"a{i}" for i in range(5)], "b": [f"b{i}" for i in range(5)]}
 
 
@@ -41,7 +42,7 @@ def index_with(item_ids: list[str], seed: int = 5) -> ItemIndex:
 
 @pytest.fixture(scope="module")
 def model() -> CollaborativeModel:
-    return train(interactions(), SMALL)
+    return train(interactions(), index_with(GROUPS["a"] + GROUPS["b"]), SMALL)
 
 
 @pytest.fixture()
@@ -57,7 +58,7 @@ def ranked(collaborative: Collaborative, scores: np.ndarray, skip: set[str]) -> 
 @pytest.mark.parametrize("component", ["item_item", "factors"])
 def test_a_user_is_offered_the_rest_of_their_taste_first(collaborative: Collaborative, component: str) -> None:
     history = {"a0": 1.0, "a1": 1.0}
-    scores = getattr(collaborative, component)(history)
+    scores, _ = getattr(collaborative, component)(history)
     assert set(ranked(collaborative, scores, set(history))[:3]) == {"a2", "a3", "a4"}
 
 
@@ -65,7 +66,7 @@ def test_fold_in_serves_a_user_the_model_never_saw(collaborative: Collaborative)
     """Users b0..b99 trained the model; a user made of b items only is folded in at request time."""
     user, bias = collaborative.fold_in({"b3": 1.0, "b4": 1.0})
     assert user.shape == (SMALL.factors,) and np.isfinite(bias)
-    top = ranked(collaborative, collaborative.factors({"b3": 1.0, "b4": 1.0}), {"b3", "b4"})[:3]
+    top = ranked(collaborative, collaborative.factors({"b3": 1.0, "b4": 1.0})[0], {"b3", "b4"})[:3]
     assert set(top) == {"b0", "b1", "b2"}
 
 
@@ -74,16 +75,31 @@ def test_no_known_history_gives_no_collaborative_score(collaborative: Collaborat
     assert collaborative.factors({}) is None
 
 
-def test_a_new_item_borrows_the_score_of_its_nearest_items(collaborative: Collaborative) -> None:
+def near(index: ItemIndex, item_id: str, other: str) -> np.ndarray:
+    twin = index.vector(item_id) + 0.05 * index.vector(other)
+    return (twin / np.linalg.norm(twin)).astype(np.float32)
+
+
+@pytest.mark.parametrize("component", ["item_item", "factors"])
+def test_a_new_item_is_scored_from_its_vector_like_the_items_it_resembles(collaborative: Collaborative,
+                                                                          component: str) -> None:
     index = collaborative.index
-    twin = index.vector("a2") + 0.05 * index.vector("b0")
-    index.upsert("a2-remastered", (twin / np.linalg.norm(twin)).astype(np.float32), 0.0)
-    scores = collaborative.item_item({"a0": 1.0, "a1": 1.0})  # aligns the grown index
-    borrowed = collaborative.transferred(scores)
-    new = index.rows["a2-remastered"]
-    assert scores[new] == 0.0 and borrowed[new] > 0
-    assert np.count_nonzero(borrowed) == 1
-    assert borrowed[new] > max(scores[index.rows[b]] for b in GROUPS["b"])
+    index.upsert("a2-remastered", near(index, "a2", "b0"), 0.0)
+    index.upsert("b0-remastered", near(index, "b0", "a2"), 0.0)
+    score = getattr(collaborative, component)  # the first call aligns the grown index
+    known, predicted = score({"a0": 1.0, "a1": 1.0})
+    a_twin, b_twin = index.rows["a2-remastered"], index.rows["b0-remastered"]
+    assert known[a_twin] == known[b_twin] == 0.0 and np.count_nonzero(predicted) == 2
+    assert predicted[a_twin] > max(known[index.rows[b]] for b in GROUPS["b"])
+    assert predicted[a_twin] > predicted[b_twin]
+    _, predicted = score({"b1": 1.0, "b2": 1.0})
+    assert predicted[b_twin] > predicted[a_twin]
+
+
+def test_a_model_for_other_item_vectors_is_refused(model: CollaborativeModel) -> None:
+    index = ItemIndex(DIM * 2)
+    with pytest.raises(ArtifactMismatch, match="item vectors of dimension 8, the index holds 16"):
+        Collaborative(model, index)
 
 
 def test_the_latest_choices_weigh_most() -> None:
@@ -105,20 +121,25 @@ def test_artifact_round_trips_with_its_blend(model: CollaborativeModel) -> None:
     assert loaded.item_ids == model.item_ids
     np.testing.assert_array_equal(loaded.neighbour_weights, model.neighbour_weights)
     np.testing.assert_array_equal(loaded.factors, model.factors)
+    np.testing.assert_array_equal(loaded.content_map, model.content_map)
+    np.testing.assert_array_equal(loaded.factor_map, model.factor_map)
     assert BlendWeights.from_json(str(meta["blend"])) == DEFAULT_WEIGHTS
 
 
 def test_mismatched_artifacts_are_refused(model: CollaborativeModel) -> None:
     with pytest.raises(ArtifactMismatch, match="item ids"):
         CollaborativeModel(model.item_ids[:-1], model.neighbour_rows, model.neighbour_weights,
-                           model.factors, model.biases, 1.0, 1.0)
+                           model.factors, model.biases, 1.0, 1.0, model.content_map, model.factor_map)
     with pytest.raises(ArtifactMismatch, match="out of range"):
         CollaborativeModel(model.item_ids, model.neighbour_rows + 100, model.neighbour_weights,
-                           model.factors, model.biases, 1.0, 1.0)
+                           model.factors, model.biases, 1.0, 1.0, model.content_map, model.factor_map)
+    with pytest.raises(ArtifactMismatch, match="factor map shaped"):
+        CollaborativeModel(model.item_ids, model.neighbour_rows, model.neighbour_weights,
+                           model.factors, model.biases, 1.0, 1.0, model.content_map, model.factor_map[:, :-1])
     with pytest.raises(ValueError, match="keys among"):
         BlendWeights.from_json('{"popularity": 1, "magic": 2}')
 
 
 def test_training_needs_interactions() -> None:
     with pytest.raises(ValueError, match="no interactions"):
-        train([], SMALL)
+        train([], index_with(["a0"]), SMALL)

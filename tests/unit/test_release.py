@@ -32,7 +32,7 @@ def release_files(n_items: int = 12, blend: BlendWeights | None = None, dim: int
     index = ItemIndex(dim)
     index.extend(ids, vectors, np.ones(n_items))
     rows = [Interaction(f"u{u}", ids[(u + k) % n_items], 4.0, k) for u in range(30) for k in range(3)]
-    model = train(rows, TrainingConfig(ease_l2=10.0, neighbours=4, factors=2, als_iterations=2))
+    model = train(rows, index, TrainingConfig(ease_l2=10.0, neighbours=4, factors=2, als_iterations=2))
     meta = {"blend": blend.to_json()} if blend else {}
     return {ITEM_VECTORS: index.to_npz(model_version=encoder_version, updated_at=100.0),
             COLLABORATIVE: model.to_npz(**meta), "model.onnx": b"onnx bytes", "tokenizer.json": b"{}",
@@ -67,6 +67,9 @@ def test_a_release_for_another_encoder_or_dimension_is_refused() -> None:
         open_release(manifest, files.__getitem__, ENCODER, 384)
     with pytest.raises(ReleaseError, match="item vectors are 8-d, the encoder makes 16-d"):
         build_manifest("v2", dict(files, **{"encoder.json": b'{"model_version": "x", "dim": 16}'}), 1.0)
+    other_space = dict(files, **{COLLABORATIVE: release_files(dim=16)[COLLABORATIVE]})
+    with pytest.raises(ReleaseError, match="collaborative model maps 16-d item vectors, the item vectors are 8-d"):
+        build_manifest("v4", other_space, 1.0)
     with pytest.raises(ReleaseError, match="missing model.onnx"):
         build_manifest("v3", {k: v for k, v in files.items() if k != "model.onnx"}, 1.0)
 

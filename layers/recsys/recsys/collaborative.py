@@ -14,9 +14,18 @@ Two models, trained by the build job (model_build/collaborative.py) and scored h
 History weights favour what the user did last (`history_weights`): recent tastes
 predict the next choice better than old ones.
 
-Items with no collaborative evidence (new, or never chosen in training) borrow it:
-the similarity-weighted mean of the scores of their nearest items by item vector
-that have evidence (`Collaborative.transferred`).
+Items with no collaborative evidence (new, or never chosen in training) are scored
+through their item vector, by the mean of two estimates of the score they would have:
+- mapped: the build job regresses each model's item side on the item vectors (ridge),
+  so a new item's item-item column and its (q_i, b_i) are predicted from its text. For
+  item-item, row h of `content_map` is the direction in the vector space of the items
+  that having chosen h raises; a user's mapped scores for new items are their vectors
+  dotted with the history's weighted sum of those rows;
+- borrowed: the similarity-weighted mean of the scores of the item's nearest items by
+  vector that have evidence.
+On validation the two were level (the mapped one ranks new items among themselves
+better, recall@20 0.175 vs 0.089, but calibrates worse against known items); their
+mean was at least as good as either.
 """
 from __future__ import annotations
 
@@ -31,7 +40,6 @@ from recsys.profile import Profile
 TRANSFER_NEIGHBOURS = 20
 TRANSFER_SHARPNESS = 3.0  # neighbour weight = cosine^3: the closest neighbours dominate
 
-
 class ArtifactMismatch(ValueError):
     """A collaborative artifact that does not fit what reads it."""
 
@@ -45,16 +53,21 @@ class CollaborativeModel:
     biases: np.ndarray  # (n,) float32 b_i
     regularization: float
     alpha: float  # confidence = 1 + alpha * history weight
+    content_map: np.ndarray  # (n, d) float32: item-item rows projected on the item vectors
+    factor_map: np.ndarray  # (d, k + 1) float32: an item vector -> its predicted (q_i, b_i)
 
-    FORMAT = 1
+    FORMAT = 2  # 2 added the content maps (new items scored from their vectors)
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
         if (self.neighbour_rows.shape != self.neighbour_weights.shape or self.neighbour_rows.shape[0] != n
-                or self.factors.shape[0] != n or self.biases.shape != (n,)):
+                or self.factors.shape[0] != n or self.biases.shape != (n,) or self.content_map.shape[0] != n):
             raise ArtifactMismatch(f"collaborative model: {n} item ids but arrays shaped "
                                    f"{self.neighbour_rows.shape}, {self.neighbour_weights.shape}, "
-                                   f"{self.factors.shape}, {self.biases.shape}")
+                                   f"{self.factors.shape}, {self.biases.shape}, {self.content_map.shape}")
+        if self.factor_map.shape != (self.content_map.shape[1], self.factors.shape[1] + 1):
+            raise ArtifactMismatch(f"collaborative model: factor map shaped {self.factor_map.shape}, expected "
+                                   f"{(self.content_map.shape[1], self.factors.shape[1] + 1)}")
         if len(self.neighbour_rows) and (self.neighbour_rows.max() >= n or self.neighbour_rows.min() < -1):
             raise ArtifactMismatch("collaborative model: neighbour rows out of range")
 
@@ -62,12 +75,18 @@ class CollaborativeModel:
     def dim(self) -> int:
         return self.factors.shape[1]
 
+    @property
+    def vector_dim(self) -> int:
+        """The dimension of the item vectors the content maps read."""
+        return self.content_map.shape[1]
+
     def to_npz(self, **meta: str | float) -> bytes:
         buffer = io.BytesIO()
         np.savez(buffer, format=np.array(self.FORMAT), item_ids=np.array(self.item_ids, dtype=str),
                  neighbour_rows=self.neighbour_rows, neighbour_weights=self.neighbour_weights,
                  factors=self.factors, biases=self.biases, regularization=np.array(self.regularization),
-                 alpha=np.array(self.alpha), **{k: np.array(v) for k, v in meta.items()})
+                 alpha=np.array(self.alpha), content_map=self.content_map, factor_map=self.factor_map,
+                 **{k: np.array(v) for k, v in meta.items()})
         return buffer.getvalue()
 
     @classmethod
@@ -78,9 +97,10 @@ class CollaborativeModel:
                                        f"this code reads {cls.FORMAT}")
             model = cls([str(i) for i in npz["item_ids"]], npz["neighbour_rows"].astype(np.int32),
                         npz["neighbour_weights"].astype(np.float32), npz["factors"].astype(np.float32),
-                        npz["biases"].astype(np.float32), float(npz["regularization"]), float(npz["alpha"]))
+                        npz["biases"].astype(np.float32), float(npz["regularization"]), float(npz["alpha"]),
+                        npz["content_map"].astype(np.float32), npz["factor_map"].astype(np.float32))
             fields = {"format", "item_ids", "neighbour_rows", "neighbour_weights", "factors", "biases",
-                      "regularization", "alpha"}
+                      "regularization", "alpha", "content_map", "factor_map"}
             meta = {k: npz[k].item() for k in npz.files if k not in fields}
         return model, meta
 
@@ -98,6 +118,9 @@ class Collaborative:
     """A model's scores in an item index's row order, kept aligned as the index grows."""
 
     def __init__(self, model: CollaborativeModel, index: ItemIndex) -> None:
+        if model.vector_dim != index.dim:
+            raise ArtifactMismatch(f"collaborative model reads item vectors of dimension {model.vector_dim}, "
+                                   f"the index holds {index.dim}")
         self.model, self.index = model, index
         model_rows = {item_id: row for row, item_id in enumerate(model.item_ids)}
         self._model_row_of = model_rows
@@ -107,18 +130,17 @@ class Collaborative:
         z = np.hstack([model.factors, np.ones((len(model.biases), 1), np.float32)]).astype(np.float64)
         self._gram = z.T @ z + model.regularization * np.eye(k + 1)
         self._bias_moment = z.T @ model.biases.astype(np.float64)
-        self._transfer_rows = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.int64)
+        self._cold_rows = np.zeros(0, dtype=np.int64)  # index rows the model has no evidence for
+        self._transfer_rows = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.int64)  # their nearest known rows
         self._transfer_weights = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.float32)
-        self._cold_rows = np.zeros(0, dtype=np.int64)
         self.sync()
 
     def sync(self) -> None:
         """Align items the index gained since the last call (the live catalog grows)."""
         if self._aligned == len(self.index):
             return
-        new_rows = range(self._aligned, len(self.index))
         cold = []
-        for row in new_rows:
+        for row in range(self._aligned, len(self.index)):
             model_row = self._model_row_of.get(self.index.ids[row])
             if model_row is None:
                 cold.append(row)
@@ -130,12 +152,10 @@ class Collaborative:
 
     def _add_cold(self, rows: np.ndarray) -> None:
         warm = self._index_row[self._index_row >= 0]
-        if len(warm) == 0:
-            return
-        k = min(TRANSFER_NEIGHBOURS, len(warm))
         neighbours = np.zeros((len(rows), TRANSFER_NEIGHBOURS), dtype=np.int64)
         weights = np.zeros((len(rows), TRANSFER_NEIGHBOURS), dtype=np.float32)
-        for start in range(0, len(rows), 1024):
+        k = min(TRANSFER_NEIGHBOURS, len(warm))
+        for start in range(0, len(rows) if k else 0, 1024):
             chunk = rows[start:start + 1024]
             similarity = self.index.vectors[chunk] @ self.index.vectors[warm].T
             best = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
@@ -155,8 +175,9 @@ class Collaborative:
         rows, weights = zip(*pairs, strict=True)
         return np.array(rows, dtype=np.int64), np.array(weights, dtype=np.float32)
 
-    def item_item(self, history: dict[str, float]) -> np.ndarray | None:
-        """Sum of the history's rows of the item-item model, scaled to a maximum of 1."""
+    def item_item(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The weighted sum of the history's rows of the item-item model, and for items without
+        evidence the same predicted from their vectors; both scaled so the known scores peak at 1."""
         rows, weights = self._history(history)
         if len(rows) == 0:
             return None
@@ -164,7 +185,9 @@ class Collaborative:
         contribution = weights[:, None] * self.model.neighbour_weights[rows]
         valid = neighbours >= 0
         scores = np.bincount(neighbours[valid], weights=contribution[valid], minlength=len(self.model.item_ids))
-        return self._scaled(scores)
+        self.sync()
+        direction = weights @ self.model.content_map[rows]
+        return self._scaled(scores, self.index.vectors[self._cold_rows] @ direction)
 
     def contributions(self, history: dict[str, float], index_rows: list[int],
                       top: int = 2) -> dict[int, list[tuple[str, float]]]:
@@ -185,7 +208,7 @@ class Collaborative:
         return {row: sorted(pairs, key=lambda p: -p[1])[:top] for row, pairs in found.items()}
 
     def is_cold(self, index_row: int) -> bool:
-        """Whether an item has no collaborative evidence (its item-item score is borrowed)."""
+        """Whether an item has no collaborative evidence (its scores are predicted from its vector)."""
         return self.index.ids[index_row] not in self._model_row_of
 
     def fold_in(self, history: dict[str, float]) -> tuple[np.ndarray, float] | None:
@@ -201,26 +224,28 @@ class Collaborative:
         solution = np.linalg.solve(matrix, target)
         return solution[:-1].astype(np.float32), float(solution[-1])
 
-    def factors(self, history: dict[str, float]) -> np.ndarray | None:
-        """q_u . q_i + b_u + b_i for every item, scaled to a maximum of 1."""
+    def factors(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+        """q_u . q_i + b_u + b_i for every item, with (q_i, b_i) predicted from the vector for items
+        without evidence; scaled so the known scores peak at 1."""
         folded = self.fold_in(history)
         if folded is None:
             return None
         user, user_bias = folded
-        return self._scaled(self.model.factors @ user + self.model.biases + user_bias)
-
-    def _scaled(self, model_scores: np.ndarray) -> np.ndarray:
-        """Model-row scores placed in index rows (0 where the model has no such item)."""
         self.sync()
+        direction = self.model.factor_map @ np.append(user, 1.0).astype(np.float32)  # x -> q(x).q_u + b(x)
+        cold = self.index.vectors[self._cold_rows] @ direction + user_bias
+        return self._scaled(self.model.factors @ user + self.model.biases + user_bias, cold)
+
+    def _scaled(self, model_scores: np.ndarray, mapped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model-row scores placed in index rows (0 where the model has no such item), divided
+        by the largest; and for the items without evidence (0 elsewhere) the mean of their
+        mapped scores (in model units, scaled alike) and their borrowed ones."""
         top = float(np.abs(model_scores).max())
+        scale = top if top > 0 else 1.0
         scores = np.zeros(len(self.index), dtype=np.float32)
         present = self._index_row >= 0
-        scores[self._index_row[present]] = model_scores[present] / (top if top > 0 else 1.0)
-        return scores
-
-    def transferred(self, scores: np.ndarray) -> np.ndarray:
-        """For each item without evidence, the weighted mean score of its neighbours (0 elsewhere)."""
-        borrowed = np.zeros_like(scores)
-        if len(self._cold_rows):
-            borrowed[self._cold_rows] = (scores[self._transfer_rows] * self._transfer_weights).sum(1)
-        return borrowed
+        scores[self._index_row[present]] = model_scores[present] / scale
+        predicted = np.zeros(len(self.index), dtype=np.float32)
+        borrowed = (scores[self._transfer_rows] * self._transfer_weights).sum(1)
+        predicted[self._cold_rows] = 0.5 * (mapped / scale + borrowed)
+        return scores, predicted

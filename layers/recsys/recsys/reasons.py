@@ -59,8 +59,8 @@ def _reason(name: str, value: float, history: list[tuple[str, float]], context: 
         return {"type": "similar_to_history", "items": ids,
                 "text": f"chosen by people who also chose {who}, as you did"}
     if name in ("item_item_cold", "factors_cold"):
-        return {"type": "new_item", "text": "new item without collaborative evidence yet: scored from the "
-                                            "items whose text it is closest to"}
+        return {"type": "new_item", "text": "new item without collaborative evidence yet: what people with "
+                                            "your history chose, predicted from its text"}
     if name == "factors":
         return {"type": "collaborative_taste", "text": "fits the pattern of your history (matrix factorisation)"}
     if name == "context":

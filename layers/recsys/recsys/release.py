@@ -54,6 +54,9 @@ def build_manifest(version: str, files: dict[str, bytes], created_at: float,
     if str(index_meta.get("model_version")) != str(encoder["model_version"]):
         raise ReleaseError(f"release {version}: item vectors were made by {index_meta.get('model_version')}, "
                            f"the encoder is {encoder['model_version']}")
+    if model.vector_dim != index.dim:
+        raise ReleaseError(f"release {version}: the collaborative model maps {model.vector_dim}-d item vectors, "
+                           f"the item vectors are {index.dim}-d")
     unknown = len(set(model.item_ids) - set(index.ids))
     return {
         "format": FORMAT, "version": version, "created_at": created_at,
@@ -106,6 +109,9 @@ def open_release(manifest: dict[str, Any], read: Any, encoder_version: str, enco
     if manifest.get("dimensions", {}).get("factors") != model.dim:
         raise ReleaseError(f"release {version}: collaborative model has {model.dim} factors, "
                            f"the manifest says {manifest.get('dimensions', {}).get('factors')}")
+    if model.vector_dim != index.dim:
+        raise ReleaseError(f"release {version}: the collaborative model maps {model.vector_dim}-d item vectors, "
+                           f"the item vectors are {index.dim}-d")
     blend = manifest.get("blend")
     weights = BlendWeights.from_json(json.dumps(blend)) if blend else DEFAULT_WEIGHTS
     return Release(version, manifest, index, float(meta.get("updated_at", 0.0)), model, weights)

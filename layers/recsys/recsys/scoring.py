@@ -31,7 +31,7 @@ class BlendWeights:
     popularity: float = 0.0
     # A user with no history leans on popularity.
     cold_popularity: float = 1.0
-    # Items without collaborative evidence get this share of their neighbours' score.
+    # Items without collaborative evidence: how much their predicted collaborative score counts.
     cold_transfer: float = 1.5
     # How the history is weighted for the collaborative models (see history_weights).
     recency_half_life: float = 5.0
@@ -75,8 +75,8 @@ def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | 
     """Each score component for every item, by name; those weighted 0 are skipped unless `every`.
 
     A collaborative component comes in two parts: the model's own scores ("item_item"),
-    and, for items without collaborative evidence, the share borrowed from their
-    neighbours ("item_item_cold", weighted item_item x cold_transfer).
+    and, for items without collaborative evidence, the scores predicted from their
+    vectors ("item_item_cold", weighted item_item x cold_transfer).
     """
     parts = {"popularity": popularity(index)}
     if collaborative is not None and profile is not None and profile.consumed:
@@ -84,7 +84,7 @@ def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | 
         for name, component in (("item_item", collaborative.item_item), ("factors", collaborative.factors)):
             part = component(history) if every or getattr(weights, name) else None
             if part is not None:
-                parts[name], parts[f"{name}_cold"] = part, collaborative.transferred(part)
+                parts[name], parts[f"{name}_cold"] = part
     long_term = unit(profile.long_term) if profile else None
     session = unit(profile.session) if profile and profile.session_active(now, config) else None
     for name, vector in (("long_term", long_term), ("session", session), ("context", context)):
