@@ -113,8 +113,11 @@ def train(interactions: Iterable[Interaction], index: ItemIndex,
     log(f"item-item: {len(item_ids)} items, {config.neighbours} neighbours each")
     factors, biases = als(histories, len(item_ids), config)
     factor_map = ridge(vectors, np.hstack([factors, biases[:, None]]), config.content_map_l2)
+    choosers = np.log1p(np.array([counts[i] for i in item_ids], dtype=np.float64))
+    with_intercept = np.hstack([vectors, np.ones((len(item_ids), 1), np.float32)])
+    popularity_map = ridge(with_intercept, (choosers / choosers.max())[:, None], config.content_map_l2)[:, 0]
     return CollaborativeModel(item_ids, rows, weights, factors, biases, config.als_regularization, config.als_alpha,
-                              content_map, factor_map)
+                              content_map, factor_map, popularity_map)
 
 
 def ridge(inputs: np.ndarray, targets: np.ndarray, l2: float) -> np.ndarray:

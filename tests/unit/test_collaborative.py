@@ -96,6 +96,20 @@ def test_a_new_item_is_scored_from_its_vector_like_the_items_it_resembles(collab
     assert predicted[b_twin] > predicted[a_twin]
 
 
+def test_a_new_item_that_resembles_a_popular_one_is_predicted_popular() -> None:
+    """a0 is chosen by every user, a1 by one in ten: twins of each, new, inherit that."""
+    rows = [Interaction(f"u{u}", "a0", 4.0, 1) for u in range(100)]
+    rows += [Interaction(f"u{u}", GROUPS["a"][2 + u % 3], 4.0, 2) for u in range(100)]
+    rows += [Interaction(f"u{u}", "a1", 4.0, 3) for u in range(0, 100, 10)]
+    index = index_with(GROUPS["a"])
+    collaborative = Collaborative(train(rows, index, SMALL), index)
+    index.upsert("a0-twin", near(index, "a0", "a1"), 0.0)
+    index.upsert("a1-twin", near(index, "a1", "a0"), 0.0)
+    predicted = collaborative.new_item_popularity()
+    assert predicted[index.rows["a0-twin"]] > predicted[index.rows["a1-twin"]] > 0
+    assert np.count_nonzero(predicted) == 2 and predicted.max() <= 1.0
+
+
 def test_a_model_for_other_item_vectors_is_refused(model: CollaborativeModel) -> None:
     index = ItemIndex(DIM * 2)
     with pytest.raises(ArtifactMismatch, match="item vectors of dimension 8, the index holds 16"):
@@ -123,19 +137,23 @@ def test_artifact_round_trips_with_its_blend(model: CollaborativeModel) -> None:
     np.testing.assert_array_equal(loaded.factors, model.factors)
     np.testing.assert_array_equal(loaded.content_map, model.content_map)
     np.testing.assert_array_equal(loaded.factor_map, model.factor_map)
+    np.testing.assert_array_equal(loaded.popularity_map, model.popularity_map)
     assert BlendWeights.from_json(str(meta["blend"])) == DEFAULT_WEIGHTS
 
 
 def test_mismatched_artifacts_are_refused(model: CollaborativeModel) -> None:
     with pytest.raises(ArtifactMismatch, match="item ids"):
         CollaborativeModel(model.item_ids[:-1], model.neighbour_rows, model.neighbour_weights,
-                           model.factors, model.biases, 1.0, 1.0, model.content_map, model.factor_map)
+                           model.factors, model.biases, 1.0, 1.0, model.content_map, model.factor_map,
+                           model.popularity_map)
     with pytest.raises(ArtifactMismatch, match="out of range"):
         CollaborativeModel(model.item_ids, model.neighbour_rows + 100, model.neighbour_weights,
-                           model.factors, model.biases, 1.0, 1.0, model.content_map, model.factor_map)
+                           model.factors, model.biases, 1.0, 1.0, model.content_map, model.factor_map,
+                           model.popularity_map)
     with pytest.raises(ArtifactMismatch, match="factor map shaped"):
         CollaborativeModel(model.item_ids, model.neighbour_rows, model.neighbour_weights,
-                           model.factors, model.biases, 1.0, 1.0, model.content_map, model.factor_map[:, :-1])
+                           model.factors, model.biases, 1.0, 1.0, model.content_map, model.factor_map[:, :-1],
+                           model.popularity_map)
     with pytest.raises(ValueError, match="keys among"):
         BlendWeights.from_json('{"popularity": 1, "magic": 2}')
 

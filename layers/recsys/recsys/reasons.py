@@ -58,6 +58,9 @@ def _reason(name: str, value: float, history: list[tuple[str, float]], context: 
         who = " and ".join(ids) if ids else "items in your history"
         return {"type": "similar_to_history", "items": ids,
                 "text": f"chosen by people who also chose {who}, as you did"}
+    if name == "new_item_popularity":
+        return {"type": "new_item", "predicted_popularity": round(value, 3),
+                "text": "new item without collaborative evidence yet: items with text like its are popular"}
     if name in ("item_item_cold", "factors_cold"):
         return {"type": "new_item", "text": "new item without collaborative evidence yet: what people with "
                                             "your history chose, predicted from its text"}

@@ -31,8 +31,10 @@ class BlendWeights:
     popularity: float = 0.0
     # A user with no history leans on popularity.
     cold_popularity: float = 1.0
-    # Items without collaborative evidence: how much their predicted collaborative score counts.
+    # Items without collaborative evidence: how much their predicted collaborative score counts,
+    # and the weight of their popularity predicted from their vector.
     cold_transfer: float = 1.5
+    new_item_popularity: float = 0.0
     # How the history is weighted for the collaborative models (see history_weights).
     recency_half_life: float = 5.0
     recency_floor: float = 0.1
@@ -76,7 +78,8 @@ def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | 
 
     A collaborative component comes in two parts: the model's own scores ("item_item"),
     and, for items without collaborative evidence, the scores predicted from their
-    vectors ("item_item_cold", weighted item_item x cold_transfer).
+    vectors ("item_item_cold", weighted item_item x cold_transfer). Items without evidence
+    also get their popularity predicted from their vectors ("new_item_popularity").
     """
     parts = {"popularity": popularity(index)}
     if collaborative is not None and profile is not None and profile.consumed:
@@ -85,6 +88,8 @@ def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | 
             part = component(history) if every or getattr(weights, name) else None
             if part is not None:
                 parts[name], parts[f"{name}_cold"] = part
+        if every or weights.new_item_popularity:
+            parts["new_item_popularity"] = collaborative.new_item_popularity()
     long_term = unit(profile.long_term) if profile else None
     session = unit(profile.session) if profile and profile.session_active(now, config) else None
     for name, vector in (("long_term", long_term), ("session", session), ("context", context)):
