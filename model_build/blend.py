@@ -43,6 +43,7 @@ SEARCH: dict[str, Sequence[float]] = {  # the new-item weights first: they decid
     "cold_transfer": (0.0, 1.0, 1.25, 1.5, 1.75, 1.85, 2.0, 2.15, 2.5, 3.0),
     "new_item_popularity": (0.0, 0.1, 0.2, 0.35, 0.5),
     "item_item": (0.0, 0.5, 1.0, 2.0, 4.0),
+    "sequence": (0.0, 0.5, 1.0, 2.0, 4.0),
     "factors": (0.0, 0.25, 0.5, 1.0),
     "long_term": (0.0, 0.1, 0.25, 0.5, 1.0),
     "session": (0.0, 0.35, 0.7, 1.4),
@@ -52,10 +53,12 @@ SEARCH: dict[str, Sequence[float]] = {  # the new-item weights first: they decid
 }
 
 
-_SILENT = dict(item_item=0.0, factors=0.0, long_term=0.0, session=0.0, popularity=0.0, new_item_popularity=0.0)
+_SILENT = dict(item_item=0.0, sequence=0.0, factors=0.0, long_term=0.0, session=0.0, popularity=0.0,
+               new_item_popularity=0.0)
 ALONE: dict[str, dict[str, float]] = {  # each component alone, history recency as fitted
     "popularity alone": {**_SILENT, "popularity": 1.0},
     "item-item alone": {**_SILENT, "item_item": 1.0},
+    "sequence alone": {**_SILENT, "sequence": 1.0},
     "matrix factorisation alone": {**_SILENT, "factors": 1.0},
     "long-term content alone": {**_SILENT, "long_term": 1.0},
     "session content alone": {**_SILENT, "session": 1.0},

@@ -2,12 +2,14 @@
 tastes, scored by recsys/collaborative.py and recsys/scoring.py."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from model_build.collaborative import TrainingConfig, train
 from model_build.data import Interaction
-from recsys.collaborative import ArtifactMismatch, Collaborative, CollaborativeModel, history_weights
+from recsys.collaborative import ArtifactMismatch, Collaborative, CollaborativeModel, ItemRows, history_weights
 from recsys.index import ItemIndex
 from recsys.profile import Profile
 from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights, recommend
@@ -55,11 +57,25 @@ def ranked(collaborative: Collaborative, scores: np.ndarray, skip: set[str]) -> 
     return [i for i in order if i not in skip]
 
 
-@pytest.mark.parametrize("component", ["item_item", "factors"])
+@pytest.mark.parametrize("component", ["item_item", "sequence", "factors"])
 def test_a_user_is_offered_the_rest_of_their_taste_first(collaborative: Collaborative, component: str) -> None:
     history = {"a0": 1.0, "a1": 1.0}
     scores, _ = getattr(collaborative, component)(history)
     assert set(ranked(collaborative, scores, set(history))[:3]) == {"a2", "a3", "a4"}
+
+
+def test_the_sequence_model_reads_what_was_chosen_close_together() -> None:
+    """Everyone chose x, then y at once, then fillers, and z long after: the whole-history
+    model ties y and z, the sequence model puts y first."""
+    fillers = [f"f{i}" for i in range(6)]
+    rows = [Interaction(f"u{u}", item, 4.0, t) for u in range(40)
+            for t, item in enumerate(["x", "y", *fillers[u % 3:u % 3 + 3], "z"])]
+    index = index_with(["x", "y", "z", *fillers])
+    collaborative = Collaborative(train(rows, index, replace(SMALL, sequence_window=2)), index)
+    sequence, _ = collaborative.sequence({"x": 1.0})
+    assert sequence[index.rows["y"]] > 0 and sequence[index.rows["z"]] == 0
+    [(item, value)] = collaborative.contributions({"x": 1.0}, [index.rows["y"]], component="sequence")[index.rows["y"]]
+    assert item == "x" and value > 0
 
 
 def test_fold_in_serves_a_user_the_model_never_saw(collaborative: Collaborative) -> None:
@@ -80,7 +96,7 @@ def near(index: ItemIndex, item_id: str, other: str) -> np.ndarray:
     return (twin / np.linalg.norm(twin)).astype(np.float32)
 
 
-@pytest.mark.parametrize("component", ["item_item", "factors"])
+@pytest.mark.parametrize("component", ["item_item", "sequence", "factors"])
 def test_a_new_item_is_scored_from_its_vector_like_the_items_it_resembles(collaborative: Collaborative,
                                                                           component: str) -> None:
     index = collaborative.index
@@ -133,27 +149,25 @@ def test_recommend_blends_collaborative_scores_and_leaves_out_consumed(collabora
 def test_artifact_round_trips_with_its_blend(model: CollaborativeModel) -> None:
     loaded, meta = CollaborativeModel.from_npz(model.to_npz(blend=DEFAULT_WEIGHTS.to_json()))
     assert loaded.item_ids == model.item_ids
-    np.testing.assert_array_equal(loaded.neighbour_weights, model.neighbour_weights)
+    for name in CollaborativeModel.ROW_MODELS:
+        for field in ItemRows.FIELDS:
+            np.testing.assert_array_equal(getattr(getattr(loaded, name), field), getattr(getattr(model, name), field))
     np.testing.assert_array_equal(loaded.factors, model.factors)
-    np.testing.assert_array_equal(loaded.content_map, model.content_map)
     np.testing.assert_array_equal(loaded.factor_map, model.factor_map)
     np.testing.assert_array_equal(loaded.popularity_map, model.popularity_map)
     assert BlendWeights.from_json(str(meta["blend"])) == DEFAULT_WEIGHTS
 
 
 def test_mismatched_artifacts_are_refused(model: CollaborativeModel) -> None:
-    with pytest.raises(ArtifactMismatch, match="item ids"):
-        CollaborativeModel(model.item_ids[:-1], model.neighbour_rows, model.neighbour_weights,
-                           model.factors, model.biases, 1.0, 1.0, model.content_map, model.factor_map,
-                           model.popularity_map)
-    with pytest.raises(ArtifactMismatch, match="out of range"):
-        CollaborativeModel(model.item_ids, model.neighbour_rows + 100, model.neighbour_weights,
-                           model.factors, model.biases, 1.0, 1.0, model.content_map, model.factor_map,
-                           model.popularity_map)
+    with pytest.raises(ArtifactMismatch, match="item ids but item_item arrays"):
+        replace(model, item_ids=model.item_ids[:-1])
+    shifted = replace(model.sequence, rows=model.sequence.rows + 100)
+    with pytest.raises(ArtifactMismatch, match="sequence rows out of range"):
+        replace(model, sequence=shifted)
     with pytest.raises(ArtifactMismatch, match="factor map shaped"):
-        CollaborativeModel(model.item_ids, model.neighbour_rows, model.neighbour_weights,
-                           model.factors, model.biases, 1.0, 1.0, model.content_map, model.factor_map[:, :-1],
-                           model.popularity_map)
+        replace(model, factor_map=model.factor_map[:, :-1])
+    with pytest.raises(ArtifactMismatch, match="popularity map shaped"):
+        replace(model, popularity_map=model.popularity_map[:-1])
     with pytest.raises(ValueError, match="keys among"):
         BlendWeights.from_json('{"popularity": 1, "magic": 2}')
 

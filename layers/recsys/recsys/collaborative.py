@@ -1,11 +1,15 @@
 """Collaborative filtering: what the people who chose the same items chose.
 
-Two models, trained by the build job (model_build/collaborative.py) and scored here:
+Three models, trained by the build job (model_build/collaborative.py) and scored here:
 
 - item-item (EASE, Steck 2019): each item's column regressed in closed form on all the
   others; row j holds how much having chosen j raises every other item. Kept sparse,
   the `neighbours` strongest entries per row. A user's scores are the weighted sum of
   the rows of their history.
+- sequence: the same shape of sparse rows, from how often two items were chosen close
+  together in time (within a window of a user's consecutive choices), normalised like a
+  cosine. Where EASE reads whole histories, this reads what goes with what at one time:
+  people choose in bursts, and the next choices resemble the last ones.
 - matrix factorisation with biases, r_ui = q_u . q_i + b_u + b_i, trained by implicit
   ALS (Hu, Koren, Volinsky 2008). Only the item side is stored: q_u and b_u are solved
   at request time from the user's history (fold-in), so a user the model never saw,
@@ -18,17 +22,15 @@ Items with no collaborative evidence (new, or never chosen in training) are scor
 through their item vector, by the mean of two estimates of the score they would have:
 - mapped: the build job regresses each model's item side on the item vectors (ridge),
   so a new item's item-item column and its (q_i, b_i) are predicted from its text. For
-  item-item, row h of `content_map` is the direction in the vector space of the items
-  that having chosen h raises; a user's mapped scores for new items are their vectors
-  dotted with the history's weighted sum of those rows;
+  the row models, row h of `content_map` is the direction in the vector space of the
+  items that having chosen h raises; a user's mapped scores for new items are their
+  vectors dotted with the history's weighted sum of those rows;
 - borrowed: the similarity-weighted mean of the scores of the item's nearest items by
   vector that have evidence.
 On validation the two were level (the mapped one ranks new items among themselves
 better, recall@20 0.175 vs 0.089, but calibrates worse against known items); their
 mean was at least as good as either. A new item's popularity is predicted from its
-vector too (`popularity_map`, the ridge fit of log-popularity): how many people choose
-an item is the strongest evidence of whether the next user will, and a new item has
-none of its own.
+vector too (`popularity_map`, the ridge fit of log-popularity).
 """
 from __future__ import annotations
 
@@ -43,40 +45,60 @@ from recsys.profile import Profile
 TRANSFER_NEIGHBOURS = 20
 TRANSFER_SHARPNESS = 3.0  # neighbour weight = cosine^3: the closest neighbours dominate
 
+
 class ArtifactMismatch(ValueError):
     """A collaborative artifact that does not fit what reads it."""
 
 
 @dataclass(frozen=True)
+class ItemRows:
+    """A sparse item-to-item model: row h lists the items that having chosen h raises
+    (`rows`, -1 pads) and by how much (`weights`); `content_map` row h is the whole row
+    projected on the item vectors, for items without evidence."""
+
+    rows: np.ndarray  # (n, N) int32
+    weights: np.ndarray  # (n, N) float32
+    content_map: np.ndarray  # (n, d) float32
+
+    FIELDS = ("rows", "weights", "content_map")
+
+    def check(self, name: str, n: int) -> None:
+        if self.rows.shape != self.weights.shape or self.rows.shape[0] != n or self.content_map.shape[0] != n:
+            raise ArtifactMismatch(f"collaborative model: {n} item ids but {name} arrays shaped "
+                                   f"{self.rows.shape}, {self.weights.shape}, {self.content_map.shape}")
+        if self.rows.size and (self.rows.max() >= n or self.rows.min() < -1):
+            raise ArtifactMismatch(f"collaborative model: {name} rows out of range")
+
+
+@dataclass(frozen=True)
 class CollaborativeModel:
     item_ids: list[str]
-    neighbour_rows: np.ndarray  # (n, N) int32 rows of item_ids, -1 pads
-    neighbour_weights: np.ndarray  # (n, N) float32 item-item coefficients
+    item_item: ItemRows  # EASE
+    sequence: ItemRows  # chosen close together in time
     factors: np.ndarray  # (n, k) float32 q_i
     biases: np.ndarray  # (n,) float32 b_i
     regularization: float
     alpha: float  # confidence = 1 + alpha * history weight
-    content_map: np.ndarray  # (n, d) float32: item-item rows projected on the item vectors
     factor_map: np.ndarray  # (d, k + 1) float32: an item vector -> its predicted (q_i, b_i)
     popularity_map: np.ndarray  # (d + 1,) float32: [item vector, 1] -> log1p(choosers) / log1p(most choosers)
 
-    FORMAT = 2  # 2 added the content maps (new items scored from their vectors)
+    FORMAT = 2  # 2 added the sequence model and the content maps (new items scored from their vectors)
+    ROW_MODELS = ("item_item", "sequence")
 
     def __post_init__(self) -> None:
-        n = len(self.item_ids)
-        if (self.neighbour_rows.shape != self.neighbour_weights.shape or self.neighbour_rows.shape[0] != n
-                or self.factors.shape[0] != n or self.biases.shape != (n,) or self.content_map.shape[0] != n):
-            raise ArtifactMismatch(f"collaborative model: {n} item ids but arrays shaped "
-                                   f"{self.neighbour_rows.shape}, {self.neighbour_weights.shape}, "
-                                   f"{self.factors.shape}, {self.biases.shape}, {self.content_map.shape}")
-        if self.factor_map.shape != (self.content_map.shape[1], self.factors.shape[1] + 1):
-            raise ArtifactMismatch(f"collaborative model: factor map shaped {self.factor_map.shape}, expected "
-                                   f"{(self.content_map.shape[1], self.factors.shape[1] + 1)}")
-        if self.popularity_map.shape != (self.content_map.shape[1] + 1,):
+        n, d = len(self.item_ids), self.item_item.content_map.shape[1]
+        for name in self.ROW_MODELS:
+            getattr(self, name).check(name, n)
+        if self.factors.shape[0] != n or self.biases.shape != (n,):
+            raise ArtifactMismatch(f"collaborative model: {n} item ids but factors shaped "
+                                   f"{self.factors.shape}, biases {self.biases.shape}")
+        if self.sequence.content_map.shape[1] != d or self.factor_map.shape != (d, self.factors.shape[1] + 1):
+            raise ArtifactMismatch(f"collaborative model: factor map shaped {self.factor_map.shape} and sequence "
+                                   f"map {self.sequence.content_map.shape}, expected {(d, self.factors.shape[1] + 1)}"
+                                   f" and {(n, d)}")
+        if self.popularity_map.shape != (d + 1,):
             raise ArtifactMismatch(f"collaborative model: popularity map shaped {self.popularity_map.shape}, "
-                                   f"expected {(self.content_map.shape[1] + 1,)}")
-        if len(self.neighbour_rows) and (self.neighbour_rows.max() >= n or self.neighbour_rows.min() < -1):
-            raise ArtifactMismatch("collaborative model: neighbour rows out of range")
+                                   f"expected {(d + 1,)}")
 
     @property
     def dim(self) -> int:
@@ -85,15 +107,15 @@ class CollaborativeModel:
     @property
     def vector_dim(self) -> int:
         """The dimension of the item vectors the content maps read."""
-        return self.content_map.shape[1]
+        return self.item_item.content_map.shape[1]
 
     def to_npz(self, **meta: str | float) -> bytes:
         buffer = io.BytesIO()
-        np.savez(buffer, format=np.array(self.FORMAT), item_ids=np.array(self.item_ids, dtype=str),
-                 neighbour_rows=self.neighbour_rows, neighbour_weights=self.neighbour_weights,
+        rows = {f"{name}_{field}": getattr(getattr(self, name), field)
+                for name in self.ROW_MODELS for field in ItemRows.FIELDS}
+        np.savez(buffer, format=np.array(self.FORMAT), item_ids=np.array(self.item_ids, dtype=str), **rows,
                  factors=self.factors, biases=self.biases, regularization=np.array(self.regularization),
-                 alpha=np.array(self.alpha), content_map=self.content_map, factor_map=self.factor_map,
-                 popularity_map=self.popularity_map,
+                 alpha=np.array(self.alpha), factor_map=self.factor_map, popularity_map=self.popularity_map,
                  **{k: np.array(v) for k, v in meta.items()})
         return buffer.getvalue()
 
@@ -103,13 +125,16 @@ class CollaborativeModel:
             if int(npz["format"]) != cls.FORMAT:
                 raise ArtifactMismatch(f"collaborative model format {int(npz['format'])}, "
                                        f"this code reads {cls.FORMAT}")
-            model = cls([str(i) for i in npz["item_ids"]], npz["neighbour_rows"].astype(np.int32),
-                        npz["neighbour_weights"].astype(np.float32), npz["factors"].astype(np.float32),
-                        npz["biases"].astype(np.float32), float(npz["regularization"]), float(npz["alpha"]),
-                        npz["content_map"].astype(np.float32), npz["factor_map"].astype(np.float32),
+            row_models = {name: ItemRows(npz[f"{name}_rows"].astype(np.int32),
+                                         npz[f"{name}_weights"].astype(np.float32),
+                                         npz[f"{name}_content_map"].astype(np.float32))
+                          for name in cls.ROW_MODELS}
+            model = cls([str(i) for i in npz["item_ids"]], row_models["item_item"], row_models["sequence"],
+                        npz["factors"].astype(np.float32), npz["biases"].astype(np.float32),
+                        float(npz["regularization"]), float(npz["alpha"]), npz["factor_map"].astype(np.float32),
                         npz["popularity_map"].astype(np.float32))
-            fields = {"format", "item_ids", "neighbour_rows", "neighbour_weights", "factors", "biases",
-                      "regularization", "alpha", "content_map", "factor_map", "popularity_map"}
+            fields = {"format", "item_ids", "factors", "biases", "regularization", "alpha", "factor_map",
+                      "popularity_map"} | {f"{name}_{field}" for name in cls.ROW_MODELS for field in ItemRows.FIELDS}
             meta = {k: npz[k].item() for k in npz.files if k not in fields}
         return model, meta
 
@@ -131,8 +156,7 @@ class Collaborative:
             raise ArtifactMismatch(f"collaborative model reads item vectors of dimension {model.vector_dim}, "
                                    f"the index holds {index.dim}")
         self.model, self.index = model, index
-        model_rows = {item_id: row for row, item_id in enumerate(model.item_ids)}
-        self._model_row_of = model_rows
+        self._model_row_of = {item_id: row for row, item_id in enumerate(model.item_ids)}
         self._index_row = np.full(len(model.item_ids), -1, dtype=np.int64)  # model row -> index row
         self._aligned = 0
         k = model.dim
@@ -187,30 +211,38 @@ class Collaborative:
     def item_item(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
         """The weighted sum of the history's rows of the item-item model, and for items without
         evidence the same predicted from their vectors; both scaled so the known scores peak at 1."""
+        return self._row_scores(self.model.item_item, history)
+
+    def sequence(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The same as `item_item`, with the sequence model's rows."""
+        return self._row_scores(self.model.sequence, history)
+
+    def _row_scores(self, model: ItemRows, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
         rows, weights = self._history(history)
         if len(rows) == 0:
             return None
-        neighbours = self.model.neighbour_rows[rows]
-        contribution = weights[:, None] * self.model.neighbour_weights[rows]
+        neighbours = model.rows[rows]
+        contribution = weights[:, None] * model.weights[rows]
         valid = neighbours >= 0
         scores = np.bincount(neighbours[valid], weights=contribution[valid], minlength=len(self.model.item_ids))
         self.sync()
-        direction = weights @ self.model.content_map[rows]
+        direction = weights @ model.content_map[rows]
         return self._scaled(scores, self.index.vectors[self._cold_rows] @ direction)
 
-    def contributions(self, history: dict[str, float], index_rows: list[int],
-                      top: int = 2) -> dict[int, list[tuple[str, float]]]:
-        """For each of some index rows, the history items that added most to its item-item
-        score (weight x coefficient, before scaling), largest first."""
+    def contributions(self, history: dict[str, float], index_rows: list[int], top: int = 2,
+                      component: str = "item_item") -> dict[int, list[tuple[str, float]]]:
+        """For each of some index rows, the history items that added most to its score by one
+        row model (weight x coefficient, before scaling), largest first."""
+        model: ItemRows = getattr(self.model, component)
         rows, weights = self._history(history)
         wanted = {self._model_row_of[self.index.ids[r]]: r for r in index_rows
                   if self.index.ids[r] in self._model_row_of}
         if len(rows) == 0 or not wanted:
             return {}
-        neighbours = self.model.neighbour_rows[rows]
+        neighbours = model.rows[rows]
         hit_history, hit_column = np.nonzero(np.isin(neighbours, np.fromiter(wanted, dtype=np.int64)))
         found: dict[int, list[tuple[str, float]]] = {}
-        values = weights[hit_history] * self.model.neighbour_weights[rows[hit_history], hit_column]
+        values = weights[hit_history] * model.weights[rows[hit_history], hit_column]
         for h, target, value in zip(rows[hit_history], neighbours[hit_history, hit_column], values, strict=True):
             if value > 0:
                 found.setdefault(wanted[int(target)], []).append((self.model.item_ids[h], float(value)))

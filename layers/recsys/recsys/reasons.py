@@ -22,7 +22,8 @@ TRENDING_RATIO = 1.5
 
 
 def explain(index: ItemIndex, parts: dict[str, np.ndarray], weights: BlendWeights, rows: list[int],
-            explored: set[int] = frozenset(), history_items: dict[int, list[tuple[str, float]]] | None = None,
+            explored: set[int] = frozenset(),
+            history_items: dict[str, dict[int, list[tuple[str, float]]]] | None = None,
             context: str | None = None) -> list[list[dict[str, Any]]]:
     """The reasons of each row, strongest first."""
     weight_of = part_weights(parts, weights)
@@ -44,7 +45,7 @@ def explain(index: ItemIndex, parts: dict[str, np.ndarray], weights: BlendWeight
         for name, value in sorted(shares.items(), key=lambda pair: -pair[1]):
             if value <= 0 or value < MIN_SHARE * positive:
                 continue
-            reason = _reason(name, float(parts[name][row]), (history_items or {}).get(row, []), context,
+            reason = _reason(name, float(parts[name][row]), (history_items or {}).get(name, {}).get(row, []), context,
                              float(counts[row]), float(trend[position]))
             reasons.append({**reason, "contribution": round(value, 4), "share": round(value / positive, 3)})
         explained.append(reasons)
@@ -61,7 +62,12 @@ def _reason(name: str, value: float, history: list[tuple[str, float]], context: 
     if name == "new_item_popularity":
         return {"type": "new_item", "predicted_popularity": round(value, 3),
                 "text": "new item without collaborative evidence yet: items with text like its are popular"}
-    if name in ("item_item_cold", "factors_cold"):
+    if name == "sequence":
+        ids = [item_id for item_id, _ in history]
+        who = " and ".join(ids) if ids else "items in your history"
+        return {"type": "chosen_alongside", "items": ids,
+                "text": f"chosen around the same time as {who} by people who chose those"}
+    if name in ("item_item_cold", "sequence_cold", "factors_cold"):
         return {"type": "new_item", "text": "new item without collaborative evidence yet: what people with "
                                             "your history chose, predicted from its text"}
     if name == "factors":

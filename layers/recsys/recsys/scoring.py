@@ -24,6 +24,7 @@ class BlendWeights:
     the page's text) should steer the list, so it outweighs the collaborative scores."""
 
     item_item: float = 2.0
+    sequence: float = 0.0
     factors: float = 0.0
     long_term: float = 0.5
     session: float = 0.7
@@ -84,7 +85,8 @@ def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | 
     parts = {"popularity": popularity(index)}
     if collaborative is not None and profile is not None and profile.consumed:
         history = history_weights(profile, weights.recency_half_life, weights.recency_floor)
-        for name, component in (("item_item", collaborative.item_item), ("factors", collaborative.factors)):
+        for name, component in (("item_item", collaborative.item_item), ("sequence", collaborative.sequence),
+                                ("factors", collaborative.factors)):
             part = component(history) if every or getattr(weights, name) else None
             if part is not None:
                 parts[name], parts[f"{name}_cold"] = part
@@ -109,7 +111,7 @@ def combine(parts: dict[str, np.ndarray], weights: BlendWeights) -> np.ndarray:
 
 def part_weights(parts: dict[str, np.ndarray], weights: BlendWeights) -> dict[str, float]:
     """The weight each present component gets in `combine` (what explanations weigh too)."""
-    has_taste = any(name in parts for name in ("item_item", "factors", "long_term", "session"))
+    has_taste = any(name in parts for name in ("item_item", "sequence", "factors", "long_term", "session"))
     found = {}
     for name in parts:
         if name == "popularity":

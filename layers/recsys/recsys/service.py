@@ -12,6 +12,7 @@ import numpy as np
 
 from recsys import privacy, scoring, selection
 from recsys.catalog import parse_item
+from recsys.collaborative import CollaborativeModel
 from recsys.events import (
     CLIENT_EVENT_TYPES,
     IMPRESSION,
@@ -232,11 +233,12 @@ class Recommender:
 
     def _explained(self, scored: _Scored, rows: list[int], explored: set[int],
                    context: str | None) -> list[dict[str, Any]]:
-        history = {}
-        if scored.collaborative is not None and scored.profile is not None and "item_item" in scored.parts:
+        history = {}  # per row model, the history items behind each row's score
+        if scored.collaborative is not None and scored.profile is not None:
             weights = scoring.history_weights(scored.profile, scored.weights.recency_half_life,
                                               scored.weights.recency_floor)
-            history = scored.collaborative.contributions(weights, rows)
+            history = {name: scored.collaborative.contributions(weights, rows, component=name)
+                       for name in CollaborativeModel.ROW_MODELS if name in scored.parts}
         reasons = explain(scored.index, scored.parts, scored.weights, rows, explored, history, context)
         return [{"item_id": scored.index.ids[r], "position": n, "score": round(float(scored.scores[r]), 6),
                  "explored": r in explored, "reasons": why}
