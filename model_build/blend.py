@@ -30,6 +30,7 @@ import numpy as np
 
 from model_build.collaborative import TrainingConfig, train
 from model_build.data import Interaction
+from model_build.progress import progress
 from recsys import scoring
 from recsys.collaborative import Collaborative
 from recsys.index import ItemIndex
@@ -45,7 +46,7 @@ SEARCH: dict[str, Sequence[float]] = {  # the new-item weights first: they decid
     "item_item": (0.0, 0.5, 1.0, 2.0, 4.0),
     "sequence": (0.0, 0.5, 1.0, 2.0, 4.0),
     "factors": (0.0, 0.25, 0.5, 1.0),
-    "long_term": (0.0, 0.1, 0.25, 0.5, 1.0),
+    "long_term": (0.1, 0.25, 0.5, 1.0),  # never 0: the only taste of a user the models do not know
     "session": (0.0, 0.35, 0.7, 1.4),
     "popularity": (0.0, 0.05, 0.1, 0.3),
     "recency_half_life": (5.0, 10.0, 20.0, 50.0),
@@ -187,15 +188,15 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
     log(f"blend: start {best_figures}")
     for sweep in range(SWEEPS):
         improved = False
-        for name, values in SEARCH.items():
-            for value in values:
-                if value == getattr(best, name):
-                    continue
-                candidate = replace(best, **{name: value})
-                figures = score(candidate)
-                if objective(figures) > objective(best_figures) + 1e-5:
-                    best, best_figures, improved = candidate, figures, True
-                    log(f"blend: sweep {sweep + 1}, {name}={value}: {figures}")
+        candidates = [(name, value) for name, values in SEARCH.items() for value in values]
+        for name, value in progress(candidates, f"blend: sweep {sweep + 1}", unit="weighting"):
+            if value == getattr(best, name):
+                continue
+            candidate = replace(best, **{name: value})
+            figures = score(candidate)
+            if objective(figures) > objective(best_figures) + 1e-5:
+                best, best_figures, improved = candidate, figures, True
+                log(f"blend: sweep {sweep + 1}, {name}={value}: {figures}")
         if not improved:
             break
     figures = {"blend": best_figures}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from model_build.data import read_interactions, read_items
+from model_build.progress import progress
 from recsys.encoder import Encoder
 from recsys.index import ItemIndex
 
@@ -55,12 +56,9 @@ def run(data: Path, model: Path, out: Path, force: bool = False) -> int:
     counts = Counter(i.item_id for i in read_interactions(data))
     started = time.perf_counter()
     vectors = np.zeros((len(items), encoder.dim), dtype=np.float32)
-    for start in range(0, len(items), BATCH):
+    for start in progress(range(0, len(items), BATCH), "catalog: embedding", unit="batch"):
         batch = items[start:start + BATCH]
         vectors[start:start + len(batch)] = encoder.encode([item.text for item in batch])
-        done = start + len(batch)
-        if done % 1280 < BATCH or done == len(items):
-            print(f"catalog: {done}/{len(items)} items", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - started
     print(f"catalog: {len(items)} items in {seconds:.1f} s ({len(items) / seconds:.0f} items/s)",
           file=sys.stderr)

@@ -23,6 +23,7 @@ import numpy as np
 from model_build.catalog import DEFAULT_DATA, fingerprint
 from model_build.catalog import DEFAULT_OUT as DEFAULT_CATALOG
 from model_build.data import Interaction, read_interactions
+from model_build.progress import progress
 from recsys.collaborative import CollaborativeModel, ItemRows
 from recsys.index import ItemIndex
 
@@ -70,7 +71,7 @@ def run(data: Path, out: Path, catalog: Path = DEFAULT_CATALOG, fit: bool = Fals
     if out.exists() and not fit:
         try:
             _, existing = CollaborativeModel.from_npz(out.read_bytes())
-        except ValueError:  # another format: retrain
+        except ValueError:  # another format (ArtifactMismatch): retrain
             existing = {}
         if existing.get("source") == source and "blend" not in existing:
             print(f"collaborative: {out} is current, nothing to do", file=sys.stderr)
@@ -202,10 +203,9 @@ def als(histories: list[np.ndarray], n_items: int, config: TrainingConfig) -> tu
         for item in history:
             by_item[item].append(user)
     item_histories = [np.array(u, dtype=np.int64) for u in by_item]
-    for iteration in range(config.als_iterations):
+    for _ in progress(range(config.als_iterations), "collaborative: als", unit="iteration"):
         _solve_side(histories, items, item_bias, users, user_bias, config)
         _solve_side(item_histories, users, user_bias, items, item_bias, config)
-        log(f"als: iteration {iteration + 1}/{config.als_iterations}")
     return items.astype(np.float32), item_bias.astype(np.float32)
 
 

@@ -22,6 +22,7 @@ from model_build import blend
 from model_build import catalog as catalog_stage
 from model_build.collaborative import train
 from model_build.data import read_interactions
+from model_build.progress import progress
 from model_build.report import render
 from recsys.collaborative import Collaborative
 from recsys.index import ItemIndex
@@ -64,7 +65,7 @@ def run(split: Path, out: Path, model: Path) -> int:
     users = test_users(split)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
-        for user in users:
+        for user in progress(users, "eval: ranking", unit="user"):
             items = blend.rank(index, profiles.get(user), weights, collaborative)
             f.write(json.dumps({"user_id": user, "items": items}) + "\n")
     lap("ranking")

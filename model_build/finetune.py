@@ -31,6 +31,7 @@ from model_build.blend import carve, metrics
 from model_build.catalog import DEFAULT_DATA
 from model_build.data import Interaction, read_interactions, read_items
 from model_build.encoder import default_model_dir, load_pooled_model, tokenize
+from model_build.progress import progress
 from recsys.encoder import load_tokenizer
 from recsys.scoring import DEFAULT_WEIGHTS
 
@@ -121,7 +122,7 @@ def train(module: Any, tokenizer: Any, examples: list[tuple[str, str]], steps: i
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr)
     module.train()
     losses = []
-    for step in range(steps):
+    for step in progress(range(steps), "finetune: training", unit="step"):
         chosen = rng.sample(examples, min(batch, len(examples)))
         targets = list(dict.fromkeys(t for _, t in chosen))  # one column per distinct next item
         column = {t: n for n, t in enumerate(targets)}

@@ -125,6 +125,12 @@ class CollaborativeModel:
             if int(npz["format"]) != cls.FORMAT:
                 raise ArtifactMismatch(f"collaborative model format {int(npz['format'])}, "
                                        f"this code reads {cls.FORMAT}")
+            missing = sorted({"item_ids", "factors", "biases", "regularization", "alpha", "factor_map",
+                              "popularity_map"} - set(npz.files)
+                             | {f"{name}_{field}" for name in cls.ROW_MODELS for field in ItemRows.FIELDS}
+                             - set(npz.files))
+            if missing:
+                raise ArtifactMismatch(f"collaborative model: no {', '.join(missing)} in the file")
             row_models = {name: ItemRows(npz[f"{name}_rows"].astype(np.int32),
                                          npz[f"{name}_weights"].astype(np.float32),
                                          npz[f"{name}_content_map"].astype(np.float32))

@@ -19,22 +19,26 @@ class BlendWeights:
     """The weight of each score component; the build job fits them on validation data
     (model_build/blend.py) and publishes them with the collaborative model. The defaults
     were fitted on a validation carve of ml-latest-small's train split (README, "Offline
-    evaluation"); the matrix-factorisation weight came out 0 there. `context` is not fitted
-    (the offline data has no request context): an explicit request ("zombies", a search,
-    the page's text) should steer the list, so it outweighs the collaborative scores."""
+    evaluation"); the matrix-factorisation weight came out 0 there, the sequence model's
+    twice the item-item one's (the long-term weight is searched from 0.1 up, never 0: it is
+    the only taste of a user whose history the collaborative models do not know). `context`
+    is not fitted (the offline data has no request context): an explicit request
+    ("zombies", a search, the page's text) should steer the list, so it outweighs the
+    collaborative scores, 2.5 x their weights (item-item + sequence), as it did when
+    item-item alone weighed 2."""
 
-    item_item: float = 2.0
-    sequence: float = 0.0
+    item_item: float = 1.0
+    sequence: float = 2.0
     factors: float = 0.0
-    long_term: float = 0.5
-    session: float = 0.7
-    context: float = 5.0
-    popularity: float = 0.0
+    long_term: float = 0.25
+    session: float = 0.35
+    context: float = 7.5
+    popularity: float = 0.1
     # A user with no history leans on popularity.
     cold_popularity: float = 1.0
     # Items without collaborative evidence: how much their predicted collaborative score counts,
     # and the weight of their popularity predicted from their vector.
-    cold_transfer: float = 1.5
+    cold_transfer: float = 2.0
     new_item_popularity: float = 0.0
     # How the history is weighted for the collaborative models (see history_weights).
     recency_half_life: float = 5.0
