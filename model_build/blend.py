@@ -79,7 +79,7 @@ def carve(interactions: Sequence[Interaction], test_share: float = 0.2, cold_sha
     last `test_share` in time order is held out (new items included), and the new items'
     interactions are dropped from what is left to train on."""
     items = sorted({row.item_id for row in interactions}, key=lambda i: _hash(seed, "item", i))
-    cold = set(items[: int(cold_share * len(items))])
+    cold = set(items[: int(round(cold_share * len(items)))])
     by_user: dict[str, list[Interaction]] = defaultdict(list)
     for row in interactions:
         by_user[row.user_id].append(row)
@@ -89,9 +89,10 @@ def carve(interactions: Sequence[Interaction], test_share: float = 0.2, cold_sha
         rows = sorted(rows, key=lambda r: (r.timestamp, _hash(seed, user, r.item_id)))
         n_test = min(len(rows) - 1, max(1, math.ceil(test_share * len(rows))))
         head = [r for r in rows[:len(rows) - n_test] if r.item_id not in cold]
-        if head and n_test:
+        if head:
             train_rows += head
-            held_out[user] = {r.item_id for r in rows[len(rows) - n_test:]}
+            if n_test:  # a user with one interaction trains and is not asked (split.py)
+                held_out[user] = {r.item_id for r in rows[len(rows) - n_test:]}
     return Validation(train_rows, held_out, cold)
 
 

@@ -53,7 +53,8 @@ class TrainingConfig:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("collaborative", help="train the item-item and matrix-factorisation models")
+    parser = subparsers.add_parser("collaborative", help="train the item-item, sequence and matrix-factorisation "
+                                                         "models and their new-item maps")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset directory")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .npz")
     parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG, help="the catalog stage's .npz")
@@ -63,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(data: Path, out: Path, catalog: Path = DEFAULT_CATALOG, fit: bool = False) -> int:
     """Trains and writes the model, unless `out` was trained on the same data and item vectors
-    with the same code and settings (and needs no fit)."""
+    with the same code and settings and no fit is asked for (a fitted `out` stays: its
+    weights were fitted on this same data)."""
     started = time.perf_counter()
     index, catalog_meta = ItemIndex.from_npz(Path(catalog).read_bytes())
     source = fingerprint(data, f"collaborative:{CollaborativeModel.FORMAT}:{TrainingConfig()}:"
@@ -73,11 +75,11 @@ def run(data: Path, out: Path, catalog: Path = DEFAULT_CATALOG, fit: bool = Fals
             _, existing = CollaborativeModel.from_npz(out.read_bytes())
         except ValueError:  # another format (ArtifactMismatch): retrain
             existing = {}
-        if existing.get("source") == source and "blend" not in existing:
+        if existing.get("source") == source:
             print(f"collaborative: {out} is current, nothing to do", file=sys.stderr)
             return 0
     interactions = list(read_interactions(data))
-    meta = {"source": source}
+    meta = {"source": source, "item_vectors": str(catalog_meta.get("source"))}
     if fit:
         from model_build import blend
         weights, figures = blend.fit(interactions, index)
@@ -156,8 +158,8 @@ def ease(histories: list[np.ndarray], n_items: int, vectors: np.ndarray, config:
 
 def sequence(timelines: list[np.ndarray], n_items: int, vectors: np.ndarray, config: TrainingConfig) -> ItemRows:
     """C[h, j] = how often j was chosen within `sequence_window` choices after h (and, weighted
-    `sequence_backward`, before it), over sqrt(total of row h x total of row j): a cosine of
-    choosing close together in time (see `sparse_rows`)."""
+    `sequence_backward`, before it), over sqrt((t_h + 1)(t_j + 1)), t an item's row total: a
+    cosine of choosing close together in time (see `sparse_rows`)."""
     together = np.zeros((n_items, n_items), dtype=np.float32)
     for timeline in timelines:
         for offset in range(1, min(config.sequence_window, len(timeline) - 1) + 1):
@@ -182,8 +184,11 @@ def sparse_rows(matrix: np.ndarray, vectors: np.ndarray, config: TrainingConfig)
     if keep == 0:
         return ItemRows(np.full((n_items, 1), -1, dtype=np.int32), np.zeros((n_items, 1), dtype=np.float32),
                         content_map)
-    rows = np.argpartition(-np.abs(matrix), keep - 1, axis=1)[:, :keep]
-    return ItemRows(rows.astype(np.int32), np.take_along_axis(matrix, rows, 1), content_map)
+    rows = np.zeros((n_items, keep), dtype=np.int32)
+    for start in range(0, n_items, 2048):  # a block of rows at a time: argpartition's output is int64
+        block = matrix[start:start + 2048]
+        rows[start:start + len(block)] = np.argpartition(-np.abs(block), keep - 1, axis=1)[:, :keep]
+    return ItemRows(rows, np.take_along_axis(matrix, rows, 1), content_map)
 
 
 def als(histories: list[np.ndarray], n_items: int, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ from recsys.catalog import Item
 from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
 from recsys.live import CLOCK_SKEW_SECONDS
-from recsys.release import COLLABORATIVE, ITEM_VECTORS, build_manifest
+from recsys.release import COLLABORATIVE, ITEM_VECTORS, ReleaseError, build_manifest
 from recsys.settings import Settings
 from recsys.storage import ItemRepository, Releases
 
@@ -94,6 +94,11 @@ def build_release(catalog: Path, collaborative: Path, model: Path, written_at: f
             index.attributes[index.rows[item.item_id]] = dict(item.attributes)
     collaborative_bytes = Path(collaborative).read_bytes()
     _, collaborative_meta = CollaborativeModel.from_npz(collaborative_bytes)
+    fitted_on = collaborative_meta.get("item_vectors")
+    if fitted_on is not None and str(fitted_on) != str(catalog_meta.get("source")):
+        raise ReleaseError(f"{collaborative}: its new-item maps were fitted on item vectors {fitted_on}, "
+                           f"{catalog} holds {catalog_meta.get('source')}: rerun the collaborative stage "
+                           f"with --catalog {catalog}")
     files = {
         ITEM_VECTORS: index.to_npz(model_version=str(catalog_meta["model_version"]),
                                    updated_at=written_at + CLOCK_SKEW_SECONDS),

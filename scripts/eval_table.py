@@ -46,7 +46,7 @@ def main() -> int:
     for name, *values in PEERS:
         print(f"| {name} (team's peer figure) | " + " | ".join(_number(v) for v in values) + " |")
     print(f"| **{args.label}** | " + " | ".join(f"**{_number(figures[c] or 0)}**" for c in COLUMNS) + " |")
-    verdicts = [f"{name} {figures[name]:.4f} {'>=' if (figures[name] or 0) >= target else '<'} {target}"
+    verdicts = [f"{name} {figures[name] or 0:.4f} {'>=' if (figures[name] or 0) >= target else '<'} {target}"
                 for name, target in TARGETS.items()]
     print("\ntargets: " + "; ".join(verdicts))
     return 0

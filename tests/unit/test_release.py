@@ -11,6 +11,8 @@ from moto import mock_aws
 
 from model_build.collaborative import TrainingConfig, train
 from model_build.data import Interaction
+from model_build.publish import build_release
+from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
 from recsys.live import LiveCatalog
 from recsys.release import COLLABORATIVE, ITEM_VECTORS, ReleaseError, build_manifest, open_release
@@ -157,3 +159,21 @@ def test_live_impressions_reach_the_index_and_only_interactions_replace_the_coun
     index = catalog.index()
     assert index.counts[5] > 0 and index.counts.sum() == index.counts[5], "the live counts replace the snapshot's"
     assert index.impressions[:3].tolist() == [1.0, 2.0, 0.0]
+
+
+def test_a_collaborative_model_fitted_on_other_item_vectors_is_not_published(tmp_path) -> None:
+    files = release_files()
+    index, _ = ItemIndex.from_npz(files[ITEM_VECTORS])
+    model, _ = CollaborativeModel.from_npz(files[COLLABORATIVE])
+    (tmp_path / "catalog.npz").write_bytes(index.to_npz(model_version=ENCODER, source="vectors-b"))
+    (tmp_path / "collaborative.npz").write_bytes(model.to_npz(item_vectors="vectors-a"))
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    for name in ("model.onnx", "tokenizer.json"):
+        (encoder / name).write_bytes(files[name])
+    (encoder / "manifest.json").write_bytes(files["encoder.json"])
+    with pytest.raises(ReleaseError, match="fitted on item vectors vectors-a, .* holds vectors-b"):
+        build_release(tmp_path / "catalog.npz", tmp_path / "collaborative.npz", encoder, 1.0)
+    (tmp_path / "collaborative.npz").write_bytes(model.to_npz(item_vectors="vectors-b"))
+    version, _, manifest = build_release(tmp_path / "catalog.npz", tmp_path / "collaborative.npz", encoder, 1.0)
+    assert manifest["version"] == version

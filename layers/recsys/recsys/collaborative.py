@@ -232,8 +232,7 @@ class Collaborative:
         valid = neighbours >= 0
         scores = np.bincount(neighbours[valid], weights=contribution[valid], minlength=len(self.model.item_ids))
         self.sync()
-        direction = weights @ model.content_map[rows]
-        return self._scaled(scores, self.index.vectors[self._cold_rows] @ direction)
+        return self._scaled(scores, self._cold_dot(weights @ model.content_map[rows]))
 
     def contributions(self, history: dict[str, float], index_rows: list[int], top: int = 2,
                       component: str = "item_item") -> dict[int, list[tuple[str, float]]]:
@@ -260,12 +259,15 @@ class Collaborative:
         self.sync()
         predicted = np.zeros(len(self.index), dtype=np.float32)
         weights, intercept = self.model.popularity_map[:-1], self.model.popularity_map[-1]
-        predicted[self._cold_rows] = np.clip(self.index.vectors[self._cold_rows] @ weights + intercept, 0.0, 1.0)
+        predicted[self._cold_rows] = np.clip(self._cold_dot(weights) + intercept, 0.0, 1.0)
         return predicted
 
-    def is_cold(self, index_row: int) -> bool:
-        """Whether an item has no collaborative evidence (its scores are predicted from its vector)."""
-        return self.index.ids[index_row] not in self._model_row_of
+    def _cold_dot(self, direction: np.ndarray) -> np.ndarray:
+        """The vectors of the items without evidence dotted with a direction; when they are many
+        (a large live catalog), over the whole matrix rather than a copy of their rows."""
+        if 4 * len(self._cold_rows) < len(self.index):
+            return self.index.vectors[self._cold_rows] @ direction
+        return (self.index.vectors @ direction)[self._cold_rows]
 
     def fold_in(self, history: dict[str, float]) -> tuple[np.ndarray, float] | None:
         """The user's (q_u, b_u) that ALS would solve for, given the item factors."""
@@ -289,7 +291,7 @@ class Collaborative:
         user, user_bias = folded
         self.sync()
         direction = self.model.factor_map @ np.append(user, 1.0).astype(np.float32)  # x -> q(x).q_u + b(x)
-        cold = self.index.vectors[self._cold_rows] @ direction + user_bias
+        cold = self._cold_dot(direction) + user_bias
         return self._scaled(self.model.factors @ user + self.model.biases + user_bias, cold)
 
     def _scaled(self, model_scores: np.ndarray, mapped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

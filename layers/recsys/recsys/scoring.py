@@ -1,5 +1,6 @@
-"""How a request is scored: a weighted sum of collaborative scores (item-item and matrix
-factorisation), similarity to the profile's vectors and the request's context, and popularity."""
+"""How a request is scored: a weighted sum of collaborative scores (item-item, sequence and
+matrix factorisation, each with predicted scores for items without evidence), similarity to
+the profile's vectors and the request's context, and popularity."""
 from __future__ import annotations
 
 import json
