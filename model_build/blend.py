@@ -38,6 +38,7 @@ from recsys.profile import Profile, apply_events
 
 COLD_FLOOR = 0.032  # issue #5's cold-start target: twice the best peer's cold recall
 COLD_PENALTY = 2.0
+CONTEXT_SHARE = 2.5  # as the first hand-set blend had it: context 5 against item-item 2
 LIST_LENGTH = 50
 SWEEPS = 3
 SEARCH: dict[str, Sequence[float]] = {  # the new-item weights first: they decide where the floor is met
@@ -203,7 +204,14 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
     figures = {"blend": best_figures}
     for name, only in ALONE.items():
         figures[name] = score(replace(best, **only))
-    return best, figures
+    return with_context(best), figures
+
+
+def with_context(weights: scoring.BlendWeights) -> scoring.BlendWeights:
+    """The context weight is not fitted (validation has no request context): it keeps
+    CONTEXT_SHARE x the collaborative weights, so an explicit request steers whatever
+    scale the fit gave the collaborative scores."""
+    return replace(weights, context=CONTEXT_SHARE * (weights.item_item + weights.sequence + weights.factors))
 
 
 def _validation_catalog(index: ItemIndex, interactions: Sequence[Interaction],

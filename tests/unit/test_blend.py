@@ -5,9 +5,10 @@ import math
 
 import pytest
 
-from model_build.blend import carve, metrics
+from model_build.blend import carve, metrics, with_context
 from model_build.data import Interaction
 from model_build.report import render
+from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights
 
 
 def history(users: int = 20, items: int = 40) -> list[Interaction]:
@@ -44,3 +45,9 @@ def test_the_report_page_charts_every_variant() -> None:
                    "weights": {"item_item": 2.0}, "seconds": {"ranking": 1.0}, "users": 3, "items": 9})
     assert page.count("<svg") == 4 and "popularity alone" in page and "0.0500" in page
     assert "cold items (no interactions)" in page
+
+
+def test_the_fitted_context_weight_keeps_its_share_of_the_collaborative_weights() -> None:
+    fitted = with_context(BlendWeights(item_item=0.5, sequence=1.0, factors=0.0, context=99.0))
+    assert fitted.context == pytest.approx(2.5 * 1.5) and fitted.item_item == 0.5
+    assert with_context(DEFAULT_WEIGHTS) == DEFAULT_WEIGHTS

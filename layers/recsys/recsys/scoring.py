@@ -25,8 +25,8 @@ class BlendWeights:
     the only taste of a user whose history the collaborative models do not know). `context`
     is not fitted (the offline data has no request context): an explicit request
     ("zombies", a search, the page's text) should steer the list, so it outweighs the
-    collaborative scores, 2.5 x their weights (item-item + sequence), as it did when
-    item-item alone weighed 2."""
+    collaborative scores: the fit sets it to 2.5 x their weights (item-item + sequence +
+    factors; `model_build.blend.with_context`), as it was when item-item alone weighed 2."""
 
     item_item: float = 1.0
     sequence: float = 2.0
