@@ -1,21 +1,23 @@
 """Fitting the blend weights on a validation split carved from the training interactions.
 
-The carve follows shared/eval/split.py's protocol on train alone: a share of items
-becomes "new" (every interaction with them is held out), then each user's last 20%
-of the rest, in time order, is held out too. The collaborative models are trained on
-what is left, profiles are folded from it with the events function's own code, and
-lists are ranked by the API's own code (`recsys.scoring.recommend`) under each
-candidate weighting. Coordinate ascent: one weight at a time over a few values, up to three
-passes, keeping a change only when the objective rises.
+The carve follows shared/eval/split.py's protocol on train alone (`carve`): a share of
+items becomes "new", each user's last 20% in time order is held out, and the new items'
+interactions are dropped from the rest; lists rank only the items train names
+(`_validation_catalog`). The collaborative models are trained on what is left,
+profiles are folded from it with the events function's own code, and lists are ranked
+by the API's own code (`recsys.scoring.recommend`) under each candidate weighting.
+Coordinate ascent: one weight at a time over a few values, up to three passes, keeping
+a change only when the objective rises.
 
 Objective: ndcg@10, less COLD_PENALTY x the shortfall of cold_recall@20 below
 COLD_FLOOR: the most ranking quality for which new items stay findable. Every slot a
 new item takes costs ranking quality (on ml-latest-small's carve a new item placed in
 the top 10 was a hit 3% of the time, a known one 12.5%), and the trade-off is close to
-linear there (about 0.6 ndcg@10 per unit of cold recall), so a fixed exchange rate
-lands at either end: 0.25 dropped new items from every list (cold recall 0), 1.0 gave
-them as many slots as the grid allowed. The floor's penalty is steeper than the
-trade-off, so the fit buys cold recall up to the floor and no further.
+linear there (0.4-0.6 ndcg@10 per unit of cold recall between measured points), so a
+fixed exchange rate lands at either end: 0.25 dropped new items from every list (cold
+recall 0), and at 1.0 every step of cold transfer on the grid raised the objective.
+The floor's penalty is steeper than the trade-off, so the fit buys cold recall up to
+the floor and no further.
 """
 from __future__ import annotations
 

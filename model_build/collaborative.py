@@ -169,7 +169,6 @@ def sequence(timelines: list[np.ndarray], n_items: int, vectors: np.ndarray, con
     norm = 1.0 / np.sqrt(together.sum(1) + 1.0)
     together *= norm[:, None]
     together *= norm[None, :]
-    np.fill_diagonal(together, 0.0)
     return sparse_rows(together, vectors, config)
 
 

@@ -86,7 +86,7 @@ class CollaborativeModel:
     ROW_MODELS = ("item_item", "sequence")
 
     def __post_init__(self) -> None:
-        n, d = len(self.item_ids), self.item_item.content_map.shape[1]
+        n, d = len(self.item_ids), self.vector_dim
         for name in self.ROW_MODELS:
             getattr(self, name).check(name, n)
         if self.factors.shape[0] != n or self.biases.shape != (n,):
@@ -125,10 +125,9 @@ class CollaborativeModel:
             if int(npz["format"]) != cls.FORMAT:
                 raise ArtifactMismatch(f"collaborative model format {int(npz['format'])}, "
                                        f"this code reads {cls.FORMAT}")
-            missing = sorted({"item_ids", "factors", "biases", "regularization", "alpha", "factor_map",
-                              "popularity_map"} - set(npz.files)
-                             | {f"{name}_{field}" for name in cls.ROW_MODELS for field in ItemRows.FIELDS}
-                             - set(npz.files))
+            fields = {"format", "item_ids", "factors", "biases", "regularization", "alpha", "factor_map",
+                      "popularity_map"} | {f"{name}_{field}" for name in cls.ROW_MODELS for field in ItemRows.FIELDS}
+            missing = sorted(fields - set(npz.files))
             if missing:
                 raise ArtifactMismatch(f"collaborative model: no {', '.join(missing)} in the file")
             row_models = {name: ItemRows(npz[f"{name}_rows"].astype(np.int32),
@@ -139,8 +138,6 @@ class CollaborativeModel:
                         npz["factors"].astype(np.float32), npz["biases"].astype(np.float32),
                         float(npz["regularization"]), float(npz["alpha"]), npz["factor_map"].astype(np.float32),
                         npz["popularity_map"].astype(np.float32))
-            fields = {"format", "item_ids", "factors", "biases", "regularization", "alpha", "factor_map",
-                      "popularity_map"} | {f"{name}_{field}" for name in cls.ROW_MODELS for field in ItemRows.FIELDS}
             meta = {k: npz[k].item() for k in npz.files if k not in fields}
         return model, meta
 

@@ -54,9 +54,7 @@ def build_manifest(version: str, files: dict[str, bytes], created_at: float,
     if str(index_meta.get("model_version")) != str(encoder["model_version"]):
         raise ReleaseError(f"release {version}: item vectors were made by {index_meta.get('model_version')}, "
                            f"the encoder is {encoder['model_version']}")
-    if model.vector_dim != index.dim:
-        raise ReleaseError(f"release {version}: the collaborative model maps {model.vector_dim}-d item vectors, "
-                           f"the item vectors are {index.dim}-d")
+    _check_maps(version, model, index)
     unknown = len(set(model.item_ids) - set(index.ids))
     return {
         "format": FORMAT, "version": version, "created_at": created_at,
@@ -68,6 +66,13 @@ def build_manifest(version: str, files: dict[str, bytes], created_at: float,
         "blend": json.loads(str(model_meta["blend"])) if "blend" in model_meta else None,
         "metrics": metrics or {}, "sources": sources or {},
     }
+
+
+def _check_maps(version: str, model: CollaborativeModel, index: ItemIndex) -> None:
+    """The collaborative model's new-item maps read vectors of the release's dimension."""
+    if model.vector_dim != index.dim:
+        raise ReleaseError(f"release {version}: the collaborative model maps {model.vector_dim}-d item vectors, "
+                           f"the item vectors are {index.dim}-d")
 
 
 def verified(manifest: dict[str, Any], name: str, data: bytes) -> bytes:
@@ -109,9 +114,7 @@ def open_release(manifest: dict[str, Any], read: Any, encoder_version: str, enco
     if manifest.get("dimensions", {}).get("factors") != model.dim:
         raise ReleaseError(f"release {version}: collaborative model has {model.dim} factors, "
                            f"the manifest says {manifest.get('dimensions', {}).get('factors')}")
-    if model.vector_dim != index.dim:
-        raise ReleaseError(f"release {version}: the collaborative model maps {model.vector_dim}-d item vectors, "
-                           f"the item vectors are {index.dim}-d")
+    _check_maps(version, model, index)
     blend = manifest.get("blend")
     weights = BlendWeights.from_json(json.dumps(blend)) if blend else DEFAULT_WEIGHTS
     return Release(version, manifest, index, float(meta.get("updated_at", 0.0)), model, weights)
