@@ -2,14 +2,16 @@
 
 Exports a BERT-family Hugging Face folder (mean pooling + L2 normalisation baked into
 the graph) to ONNX fp32 and quantizes its weight MatMuls to block-wise int8
-(`MatMulNBits`, 8 bits, blocks of 16 along the input dimension, int8 compute: the
-activations are quantized per row and block at run time). The MatMuls whose
-quantization costs the most fidelity, ranked one at a time on calibration catalog
-texts, stay fp32. The gate compares int8 with fp32 on held-out catalog texts (mean
-cosine, top-10 retrieval overlap) and the stage fails, writing nothing, if either is
-below its threshold. It writes `model.onnx`, `tokenizer.json` and `manifest.json` into
-the output folder. torch, transformers and onnx are imported lazily so that the CLI
-(and other stages) stay cheap to start.
+(`MatMulNBits`, 8 bits, blocks of 64 along the input dimension, int8 compute: the
+activations are quantized per row and block at run time). Calibration catalog texts
+decide two things first: SmoothQuant scales, which move the activations' outlier
+channels into the weights, and GPTQ rounding of the weights, which feeds each rounding
+error forward so the layer's outputs stay close to fp32. The MatMuls whose quantization
+still costs the most fidelity, ranked one at a time, stay fp32. The gate compares int8
+with fp32 on held-out catalog texts (mean cosine, top-10 retrieval overlap) and the
+stage fails, writing nothing, if either is below its threshold. It writes `model.onnx`,
+`tokenizer.json` and `manifest.json` into the output folder. torch, transformers and
+onnx are imported lazily so that the CLI (and other stages) stay cheap to start.
 """
 from __future__ import annotations
 
@@ -24,12 +26,14 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from model_build.progress import progress
 from recsys.encoder import load_tokenizer, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +50,11 @@ TOP_K = 10
 QUERY_COUNT = 300
 CALIBRATION_EVERY = 10
 RANKING_TEXTS = 200
-DEFAULT_KEEP_FP32 = 5
-BLOCK_SIZE = 16
+DEFAULT_KEEP_FP32 = 2
+BLOCK_SIZE = 64
+SMOOTHING = 0.65  # SmoothQuant's migration strength alpha
+STATISTICS_CHUNK = 128  # calibration texts per Hessian update
+GPTQ_DAMPING = 0.01  # added to the Hessian's diagonal, as a share of its mean
 INT8_COMPUTE = 4  # MatMulNBits accuracy_level: int8 activations and int8 dot products
 MAX_EXPORT_ABS_DIFF = 1e-3
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -58,10 +65,16 @@ QUANTIZATION = {
     "block_size": BLOCK_SIZE,
     "symmetric": True,
     "accuracy_level": INT8_COMPUTE,
+    "smoothing_alpha": SMOOTHING,
+    "rounding": "GPTQ",
+    "gptq_damping": GPTQ_DAMPING,
     "description": (
-        "each weight MatMul's weights int8 per output column and block of 16 inputs (scale = block max / 127); "
-        "activations quantized to int8 per row and block at run time; embeddings, attention score MatMuls, "
-        "LayerNorm, pooling and normalisation stay fp32; the fp32_matmuls also stay fp32"
+        f"each weight MatMul's input divided per channel by s = max|x|^{SMOOTHING} / max|w|^{1 - SMOOTHING} "
+        "(a Mul node; max|x| over the calibration texts) and its weight rows multiplied by s (SmoothQuant); "
+        f"weights int8 per output column and block of {BLOCK_SIZE} inputs (scale = block max / 127), rounded "
+        "by GPTQ with the calibration inputs' X^T X; activations quantized to int8 per row and block at run "
+        "time; embeddings, attention score MatMuls, LayerNorm, pooling and normalisation stay fp32; the "
+        "fp32_matmuls also stay fp32"
     ),
     "fp32_selection": (
         "each weight MatMul alone left fp32, the rest int8; ranked by how much of the all-int8 model's "
@@ -247,36 +260,160 @@ def weight_matmuls(model: Any) -> list[str]:
     return [node.name for node in model.graph.node if node.op_type == "MatMul" and node.input[1] in weights]
 
 
-def blockwise_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(K, N) fp32 weight -> MatMulNBits' uint8 (N, K/16, 16) with zero point 128, and (N * K/16) scales."""
-    k, n = weight.shape
-    blocks = weight.T.reshape(n, k // BLOCK_SIZE, BLOCK_SIZE)
-    scales = np.abs(blocks).max(axis=2) / 127
-    scales[scales == 0] = 1
-    quantized = np.clip(np.round(blocks / scales[..., None]), -127, 127) + 128
-    return quantized.astype(np.uint8), scales.astype(np.float32).reshape(-1)
+def matmuls_by_input(model: Any) -> dict[str, list[Any]]:
+    """Weight MatMul nodes grouped by the activation they read (a layer's Q, K and V share one)."""
+    names = set(weight_matmuls(model))
+    groups: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        if node.name in names:
+            groups.setdefault(node.input[0], []).append(node)
+    return groups
 
 
-def quantize_int8(fp32_model: Any, keep_fp32: Collection[str]) -> Any:
-    """A copy of the model with every weight MatMul but `keep_fp32` replaced by an 8-bit MatMulNBits."""
+@dataclass(frozen=True)
+class ActivationStats:
+    """What calibration saw of one MatMul input: per-channel max |x| and the Hessian X^T X."""
+
+    absmax: np.ndarray
+    hessian: np.ndarray
+
+    def scaled(self, scales: np.ndarray) -> ActivationStats:
+        """The statistics of x / scales."""
+        return ActivationStats(self.absmax / scales, self.hessian / np.outer(scales, scales))
+
+
+def activation_statistics(model: Any, tokenizer: Any, texts: Sequence[str]) -> dict[str, ActivationStats]:
+    """One fp32 pass over `texts`, one at a time (no padding rows), recording every weight MatMul input."""
+    from onnx import TensorProto, helper
+
+    names = list(matmuls_by_input(model))
+    probe = type(model)()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in names)
+    session = ort_session(probe.SerializeToString())
+    absmax: dict[str, np.ndarray] = {}
+    hessian: dict[str, np.ndarray] = {}
+    for start in range(0, len(texts), STATISTICS_CHUNK):
+        chunk: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        for text in texts[start : start + STATISTICS_CHUNK]:
+            for name, value in zip(names, session.run(names, tokenize(tokenizer, [text])), strict=True):
+                chunk[name].append(value.reshape(-1, value.shape[-1]))
+        for name, values in chunk.items():
+            rows = np.concatenate(values).astype(np.float64)
+            absmax[name] = np.maximum(absmax.get(name, 0), np.abs(rows).max(axis=0))
+            hessian[name] = hessian.get(name, 0) + rows.T @ rows
+    return {name: ActivationStats(absmax[name], hessian[name]) for name in names}
+
+
+def smooth(
+    fp32_model: Any, stats: dict[str, ActivationStats], alpha: float = SMOOTHING
+) -> tuple[Any, dict[str, ActivationStats]]:
+    """SmoothQuant: divide each MatMul input by s (a Mul node) and multiply the weights' rows by s, with
+    s = max|x|^alpha / max|w|^(1 - alpha) per input channel. The product is unchanged in fp32; the
+    activation's outlier channels, which would set the int8 scale of every block they fall in, shrink,
+    and the weights (quantized with error feedback) take the difference. Returns the model and the
+    statistics of its new inputs."""
     from onnx import helper, numpy_helper
 
     model = type(fp32_model)()
     model.CopyFrom(fp32_model)
     initializers = {init.name: init for init in model.graph.initializer}
-    targets = set(weight_matmuls(model)) - set(keep_fp32)
+    muls: dict[str, Any] = {}
+    smoothed: dict[str, ActivationStats] = {}
+    for name, nodes in matmuls_by_input(model).items():
+        weights = [numpy_helper.to_array(initializers[node.input[1]]) for node in nodes]
+        weight_max = np.abs(np.concatenate(weights, axis=1)).max(axis=1)
+        scales = np.clip(
+            np.maximum(stats[name].absmax, 1e-5) ** alpha / np.maximum(weight_max, 1e-5) ** (1 - alpha), 1e-4, 1e4
+        )
+        for node, weight in zip(nodes, weights, strict=True):
+            initializers[node.input[1]].CopyFrom(
+                numpy_helper.from_array((weight * scales[:, None]).astype(np.float32), node.input[1])
+            )
+            node.input[0] = f"{name}_smoothed"
+        model.graph.initializer.append(numpy_helper.from_array((1 / scales).astype(np.float32), f"{name}_smoothing"))
+        muls[f"{name}_smoothed"] = helper.make_node(
+            "Mul", [name, f"{name}_smoothing"], [f"{name}_smoothed"], name=f"{name}_smooth"
+        )
+        smoothed[f"{name}_smoothed"] = stats[name].scaled(scales)
+    nodes = []
+    for node in model.graph.node:  # each Mul goes right before the first node that reads it
+        nodes.extend(muls.pop(input_name) for input_name in node.input if input_name in muls)
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model, smoothed
+
+
+def blockwise_int8(weight: np.ndarray, hessian: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(K, N) fp32 weight -> MatMulNBits' uint8 (N, K/B, B) with zero point 128 and (N * K/B) scales, B = BLOCK_SIZE.
+
+    Symmetric int8 per output column and block of B inputs (scale = block max / 127). With the
+    inputs' Hessian X^T X, rounding is GPTQ's: input rows are rounded in order and each row's
+    rounding error, weighted by the inverse Hessian, is pushed onto the rows not yet rounded, so the
+    layer's output on calibration inputs, not each weight, stays closest to fp32. Without it (or
+    with the identity) it is plain round-to-nearest."""
+    k, n = weight.shape
+    work = weight.astype(np.float64)
+    if hessian is None:
+        feedback = np.eye(k)
+    else:
+        h = hessian.copy()
+        dead = np.diag(h) == 0
+        h[dead, dead] = 1
+        work[dead] = 0
+        h[np.diag_indices(k)] += GPTQ_DAMPING * np.mean(np.diag(h))
+        feedback = np.linalg.cholesky(np.linalg.inv(h)).T  # upper: inv(h) = feedback.T @ feedback
+    levels = np.empty((k, n))
+    scales = np.empty((k // BLOCK_SIZE, n))
+    for i in range(k):
+        if i % BLOCK_SIZE == 0:
+            block_scale = np.abs(work[i : i + BLOCK_SIZE]).max(axis=0) / 127
+            block_scale[block_scale == 0] = 1
+            scales[i // BLOCK_SIZE] = block_scale
+        levels[i] = np.clip(np.round(work[i] / block_scale), -127, 127)
+        error = (work[i] - levels[i] * block_scale) / feedback[i, i]
+        work[i + 1 :] -= np.outer(feedback[i, i + 1 :], error)
+    quantized = levels.T.reshape(n, k // BLOCK_SIZE, BLOCK_SIZE) + 128
+    return quantized.astype(np.uint8), scales.T.astype(np.float32).reshape(-1)
+
+
+Int8Weights = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def int8_weights(model: Any, stats: dict[str, ActivationStats] | None = None) -> Int8Weights:
+    """Every weight MatMul's block-wise int8 weights, by node name (GPTQ where `stats` has its input)."""
+    from onnx import numpy_helper
+
+    initializers = {init.name: init for init in model.graph.initializer}
+    result = {}
+    for name, nodes in progress(matmuls_by_input(model).items(), "encoder: int8 weights", unit="input"):
+        hessian = stats[name].hessian if stats and name in stats else None
+        for node in nodes:
+            weight = numpy_helper.to_array(initializers[node.input[1]])
+            if weight.shape[0] % BLOCK_SIZE == 0:
+                result[node.name] = blockwise_int8(weight, hessian)
+    return result
+
+
+def quantize_int8(fp32_model: Any, keep_fp32: Collection[str], weights: Int8Weights | None = None) -> Any:
+    """A copy of the model with every weight MatMul but `keep_fp32` replaced by an 8-bit MatMulNBits
+    (`weights` from int8_weights; round-to-nearest when not given)."""
+    from onnx import helper, numpy_helper
+
+    weights = int8_weights(fp32_model) if weights is None else weights
+    model = type(fp32_model)()
+    model.CopyFrom(fp32_model)
+    initializers = {init.name: init for init in model.graph.initializer}
     nodes = []
     for node in model.graph.node:
-        if node.name not in targets:
+        if node.name in keep_fp32 or node.name not in weights:
             nodes.append(node)
             continue
-        weight = numpy_helper.to_array(initializers[node.input[1]])
-        if weight.shape[0] % BLOCK_SIZE:
-            nodes.append(node)
-            continue
-        quantized, scales = blockwise_int8(weight)
+        quantized, scales = weights[node.name]
         name = node.input[1]
-        model.graph.initializer.remove(initializers.pop(name))
+        if name in initializers:
+            model.graph.initializer.remove(initializers.pop(name))
         model.graph.initializer.extend(
             [numpy_helper.from_array(quantized, f"{name}_int8"), numpy_helper.from_array(scales, f"{name}_scales")]
         )
@@ -287,8 +424,8 @@ def quantize_int8(fp32_model: Any, keep_fp32: Collection[str]) -> Any:
                 list(node.output),
                 name=f"{node.name}_int8",
                 domain="com.microsoft",
-                K=weight.shape[0],
-                N=weight.shape[1],
+                K=quantized.shape[1] * BLOCK_SIZE,
+                N=quantized.shape[0],
                 bits=8,
                 block_size=BLOCK_SIZE,
                 accuracy_level=INT8_COMPUTE,
@@ -342,13 +479,15 @@ def check_export(module: Any, fp32_path: Path, tokenizer: Any, texts: Sequence[s
     return diff
 
 
-def rank_matmuls(fp32_model: Any, tokenizer: Any, texts: Sequence[str]) -> list[dict[str, Any]]:
+def rank_matmuls(
+    fp32_model: Any, weights: Int8Weights, tokenizer: Any, texts: Sequence[str]
+) -> list[dict[str, Any]]:
     """Weight MatMuls, most sensitive first: the share of the all-int8 model's mean (1 - cosine)
     to fp32 on `texts` that leaving that one MatMul fp32 removes."""
     reference = ort_embedder(ort_session(fp32_model.SerializeToString()), tokenizer)(texts, 32)
 
     def deficit(keep_fp32: Collection[str]) -> float:
-        model = quantize_int8(fp32_model, keep_fp32)
+        model = quantize_int8(fp32_model, keep_fp32, weights)
         vectors = ort_embedder(ort_session(model.SerializeToString()), tokenizer)(texts, 32)
         return float(np.mean(1 - row_cosines(reference, vectors)))
 
@@ -517,13 +656,16 @@ def build(args: argparse.Namespace) -> int:
         export_diff = check_export(module, fp32_path, tokenizer, calibration[:8])
         dim = int(torch_embed(module, tokenize(tokenizer, calibration[:1])).shape[1])
         log(f"export ok: dim {dim}, max |torch - onnx| {export_diff:.1e}, {fp32_path.stat().st_size / 1e6:.1f} MB")
-        fp32_model = onnx.load(str(fp32_path))
+        log(f"calibrating on {len(calibration)} catalog texts")
+        stats = activation_statistics(onnx.load(str(fp32_path)), tokenizer, calibration)
+        smoothed, smoothed_stats = smooth(onnx.load(str(fp32_path)), stats)
+        quantized = int8_weights(smoothed, smoothed_stats)
         ranking_texts = [calibration[i] for i in evenly_spaced(len(calibration), RANKING_TEXTS)]
-        log(f"ranking {len(weight_matmuls(fp32_model))} weight MatMuls on {len(ranking_texts)} calibration texts")
-        ranking = rank_matmuls(fp32_model, tokenizer, ranking_texts)
+        log(f"ranking {len(quantized)} weight MatMuls on {len(ranking_texts)} calibration texts")
+        ranking = rank_matmuls(smoothed, quantized, tokenizer, ranking_texts)
         keep_fp32 = [entry["node"] for entry in ranking[: args.keep_fp32]]
         log(f"quantizing to block-wise int8; fp32: {', '.join(keep_fp32) or 'none'}")
-        onnx.save(quantize_int8(fp32_model, keep_fp32), str(int8_path))
+        onnx.save(quantize_int8(smoothed, keep_fp32, quantized), str(int8_path))
         log(f"int8 model {int8_path.stat().st_size / 1e6:.1f} MB; fidelity on {len(held_out)} held-out texts")
         figures = check_fidelity(
             ort_embedder(ort_session(fp32_path), tokenizer), ort_embedder(ort_session(int8_path), tokenizer), held_out

@@ -48,31 +48,75 @@ def test_blockwise_int8_round_trips_within_half_a_step() -> None:
     assert np.all(np.abs(restored.reshape(8, 64).T - weight) <= step.T / 2 + 1e-7)
 
 
-def test_quantize_int8_keeps_the_chosen_matmuls_fp32() -> None:
-    pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
+def test_gptq_rounding_keeps_outputs_closer_than_round_to_nearest() -> None:
+    rng = np.random.default_rng(2)
+    k = 2 * encoder.BLOCK_SIZE
+    # Correlated inputs with a few loud channels, as a transformer's hidden states have.
+    inputs = rng.standard_normal((2000, 8)) @ rng.standard_normal((8, k)) + 0.1 * rng.standard_normal((2000, k))
+    inputs[:, :3] *= 20
+    weight = rng.standard_normal((k, 16)).astype(np.float32)
+
+    def output_error(quantized: np.ndarray, scales: np.ndarray) -> float:
+        restored = ((quantized.astype(np.float64) - 128) * scales.reshape(16, -1, 1)).reshape(16, k).T
+        return float(np.linalg.norm(inputs @ (restored - weight)))
+
+    nearest = output_error(*encoder.blockwise_int8(weight))
+    gptq = output_error(*encoder.blockwise_int8(weight, inputs.T @ inputs))
+    assert gptq < 0.8 * nearest
+
+
+def _two_matmul_model(rng: np.random.Generator, width: int = 128):
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(1)
-    weights = [rng.standard_normal((32, 32)).astype(np.float32) for _ in range(2)]
+    weights = [rng.standard_normal((width, width)).astype(np.float32) for _ in range(2)]
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w0"], ["h"], name="first"),
          helper.make_node("MatMul", ["h", "w1"], ["y"], name="second")],
         "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 32])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])],
         [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), weights
+
+
+def _run(ort, model, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["y"], {"x": x})[0]
+
+
+def test_quantize_int8_keeps_the_chosen_matmuls_fp32() -> None:
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(1)
+    model, weights = _two_matmul_model(rng)
     assert encoder.weight_matmuls(model) == ["first", "second"]
     quantized = encoder.quantize_int8(model, keep_fp32=["second"])
     assert [node.op_type for node in quantized.graph.node] == ["MatMulNBits", "MatMul"]
     assert [node.op_type for node in model.graph.node] == ["MatMul", "MatMul"]
-    x = rng.standard_normal((4, 32)).astype(np.float32)
-    session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
-    got = session.run(["y"], {"x": x})[0]
+    x = rng.standard_normal((4, 128)).astype(np.float32)
     expected = x @ weights[0] @ weights[1]
-    assert np.abs(got - expected).max() < 0.02 * np.abs(expected).max()
+    assert np.abs(_run(ort, quantized, x) - expected).max() < 0.02 * np.abs(expected).max()
+
+
+def test_smoothing_leaves_the_fp32_model_unchanged_and_shrinks_outlier_channels() -> None:
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(3)
+    model, weights = _two_matmul_model(rng)
+    x = rng.standard_normal((64, 128)).astype(np.float32)
+    x[:, 5] *= 50
+    h = x @ weights[0]
+    stats = {
+        name: encoder.ActivationStats(np.abs(value).max(axis=0).astype(np.float64), value.T.astype(np.float64) @ value)
+        for name, value in (("x", x), ("h", h))
+    }
+    smoothed, smoothed_stats = encoder.smooth(model, stats, alpha=0.5)
+    assert [node.op_type for node in smoothed.graph.node] == ["Mul", "MatMul", "Mul", "MatMul"]
+    expected = h @ weights[1]
+    assert np.abs(_run(ort, smoothed, x) - expected).max() < 1e-4 * np.abs(expected).max()
+    spread = smoothed_stats["x_smoothed"].absmax
+    assert spread.max() / np.median(spread) < stats["x"].absmax.max() / np.median(stats["x"].absmax) / 3
 
 
 def test_max_length_prefers_sentence_config_and_is_capped(tmp_path: Path) -> None:
