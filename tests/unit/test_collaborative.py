@@ -112,6 +112,21 @@ def test_a_new_item_is_scored_from_its_vector_like_the_items_it_resembles(collab
     assert predicted[b_twin] > predicted[a_twin]
 
 
+def test_a_new_item_whose_vector_changes_borrows_from_its_new_neighbours(model: CollaborativeModel) -> None:
+    """An item upserted with a vector like a2's, then re-encoded like b0 (its text was edited):
+    after `revise` its scores are what a model aligned from scratch gives, not the old ones."""
+    index = index_with(GROUPS["a"] + GROUPS["b"])
+    collaborative = Collaborative(model, index)
+    index.upsert("edited", near(index, "a2", "b0"), 0.0)
+    before, = collaborative.item_item({"a0": 1.0, "a1": 1.0})[1:]
+    index.upsert("edited", near(index, "b0", "a2"), 0.0)
+    collaborative.revise([index.rows["edited"]])
+    after, = collaborative.item_item({"a0": 1.0, "a1": 1.0})[1:]
+    fresh, = Collaborative(model, index).item_item({"a0": 1.0, "a1": 1.0})[1:]
+    row = index.rows["edited"]
+    assert after[row] == pytest.approx(fresh[row]) and after[row] < before[row]
+
+
 def test_a_new_item_that_resembles_a_popular_one_is_predicted_popular() -> None:
     """a0 is chosen by every user, a1 by one in ten: twins of each, new, inherit that."""
     rows = [Interaction(f"u{u}", "a0", 4.0, 1) for u in range(100)]

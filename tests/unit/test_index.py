@@ -95,3 +95,21 @@ def test_categories_and_the_neighbour_prior() -> None:
     index.set_prior("new")
     assert index.counts[index.rows["new"]] == 0
     assert index.popularity_counts[index.rows["new"]] > 15, "a new item near popular ones starts popular"
+
+
+def test_a_prior_is_known_and_follows_a_changed_vector() -> None:
+    """Rows 0-9 are counted 100, rows 10-19 once; an item near the first group, then moved near
+    the second (its text changed), has a prior set again from its new neighbours."""
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(2, 8)).astype(np.float32)
+    vectors = np.repeat(centres, 10, axis=0) + 0.05 * rng.normal(size=(20, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = ItemIndex(8)
+    index.extend([f"i{n}" for n in range(20)], vectors, np.array([100.0] * 10 + [1.0] * 10, dtype=np.float32))
+    assert not index.has_prior("i0") and not index.has_prior("missing")
+    index.upsert("new", vectors[0], count=0.0)
+    index.set_prior("new")
+    assert index.has_prior("new") and index.popularity_counts[index.rows["new"]] > 50
+    index.upsert("new", vectors[15])
+    index.set_prior("new")
+    assert index.popularity_counts[index.rows["new"]] < 20

@@ -177,3 +177,30 @@ def test_a_collaborative_model_fitted_on_other_item_vectors_is_not_published(tmp
     (tmp_path / "collaborative.npz").write_bytes(model.to_npz(item_vectors="vectors-b"))
     version, _, manifest = build_release(tmp_path / "catalog.npz", tmp_path / "collaborative.npz", encoder, 1.0)
     assert manifest["version"] == version
+
+
+def test_an_item_re_encoded_after_the_release_borrows_from_its_new_neighbours(aws: Settings) -> None:
+    """A new item written with i0's vector, then re-encoded like i7 (its text was edited): the
+    live catalog re-derives its neighbour prior and its collaborative transfer, so it scores
+    as a freshly aligned model scores it."""
+    from recsys.catalog import Item
+    from recsys.collaborative import Collaborative
+
+    releases, clock, items = Releases(aws), Clock(), ItemRepository(aws)
+    files = release_files(n_items=12)
+    releases.publish("v1", files, build_manifest("v1", files, created_at=1.0))
+    catalog = LiveCatalog(releases, items, ENCODER, DIM, clock=clock)
+    index = catalog.index()
+    first, second = index.vector("i0").copy(), index.vector("i7").copy()
+    items.put(Item("fresh", "Fresh"), first, ENCODER, now=clock.now + 1)
+    clock.now += 2
+    collaborative, _ = catalog.scorer()
+    history = {"i0": 1.0, "i1": 1.0}
+    before = collaborative.item_item(history)[1][index.rows["fresh"]]
+    items.put(Item("fresh", "Fresh, edited"), second, ENCODER, now=clock.now + 1)
+    clock.now += 2
+    index = catalog.index()
+    assert np.allclose(index.vector("fresh"), second) and index.has_prior("fresh")
+    after = catalog.scorer()[0].item_item(history)[1][index.rows["fresh"]]
+    fresh = Collaborative(catalog.release.collaborative, index).item_item(history)[1][index.rows["fresh"]]
+    assert after == pytest.approx(fresh) and after != pytest.approx(before)

@@ -186,7 +186,23 @@ class Collaborative:
         if cold:
             self._add_cold(np.array(cold, dtype=np.int64))
 
+    def revise(self, rows: list[int]) -> None:
+        """Index rows whose vectors changed: the items among them the model has no evidence for
+        borrow from the neighbours of their new vectors."""
+        self.sync()
+        where = np.flatnonzero(np.isin(self._cold_rows, np.asarray(rows, dtype=np.int64)))
+        if len(where):
+            self._transfer_rows[where], self._transfer_weights[where] = self._transfer(self._cold_rows[where])
+
     def _add_cold(self, rows: np.ndarray) -> None:
+        neighbours, weights = self._transfer(rows)
+        self._cold_rows = np.concatenate([self._cold_rows, rows])
+        self._transfer_rows = np.vstack([self._transfer_rows, neighbours])
+        self._transfer_weights = np.vstack([self._transfer_weights, weights])
+
+    def _transfer(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For index rows without evidence, their nearest known rows by vector and the
+        cos^TRANSFER_SHARPNESS weights (summing to 1) their borrowed scores are averaged with."""
         warm = self._index_row[self._index_row >= 0]
         neighbours = np.zeros((len(rows), TRANSFER_NEIGHBOURS), dtype=np.int64)
         weights = np.zeros((len(rows), TRANSFER_NEIGHBOURS), dtype=np.float32)
@@ -200,9 +216,7 @@ class Collaborative:
             neighbours[start:start + len(chunk), :k] = warm[best]
             weights[start:start + len(chunk), :k] = np.divide(strength, total, out=np.zeros_like(strength),
                                                               where=total > 0)
-        self._cold_rows = np.concatenate([self._cold_rows, rows])
-        self._transfer_rows = np.vstack([self._transfer_rows, neighbours])
-        self._transfer_weights = np.vstack([self._transfer_weights, weights])
+        return neighbours, weights
 
     def _history(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         pairs = [(self._model_row_of[i], w) for i, w in history.items() if i in self._model_row_of]

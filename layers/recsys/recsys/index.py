@@ -117,6 +117,9 @@ class ItemIndex:
             self._columns[name] = (numbers, text)
         return self._columns[name]
 
+    def has_prior(self, item_id: str) -> bool:
+        return self.rows.get(item_id) in self._neighbours
+
     def set_prior(self, item_id: str, k: int = 10) -> None:
         """Let an item nobody has interacted with yet start at the mean count of the k
         nearest items with evidence, so it is not ranked as if unwanted. The neighbours

@@ -101,15 +101,20 @@ class LiveCatalog:
     def refresh(self) -> int:
         """Read items changed since the last look; returns how many vectors changed."""
         changed = 0
+        revised = []  # rows whose vector changed: what was derived from the old one is redone
         for item in self.items.changed_since(self._watermark - CLOCK_SKEW_SECONDS):
             if item.vector is not None and item.vector.shape == (self.dim,):
                 new = item.item_id not in self._index.rows
                 self._index.upsert(item.item_id, item.vector, categories=item.categories,
                                    attributes=item.attributes)
-                if new:
+                if new or self._index.has_prior(item.item_id):
                     self._index.set_prior(item.item_id)
+                if not new:
+                    revised.append(self._index.rows[item.item_id])
                 changed += 1
             self._watermark = max(self._watermark, item.updated_at)
+        if revised and self._collaborative is not None:
+            self._collaborative.revise(revised)
         self._refreshed_at = self.clock()
         return changed
 
