@@ -657,8 +657,9 @@ def build(args: argparse.Namespace) -> int:
         dim = int(torch_embed(module, tokenize(tokenizer, calibration[:1])).shape[1])
         log(f"export ok: dim {dim}, max |torch - onnx| {export_diff:.1e}, {fp32_path.stat().st_size / 1e6:.1f} MB")
         log(f"calibrating on {len(calibration)} catalog texts")
-        stats = activation_statistics(onnx.load(str(fp32_path)), tokenizer, calibration)
-        smoothed, smoothed_stats = smooth(onnx.load(str(fp32_path)), stats)
+        fp32_model = onnx.load(str(fp32_path))
+        stats = activation_statistics(fp32_model, tokenizer, calibration)
+        smoothed, smoothed_stats = smooth(fp32_model, stats)
         quantized = int8_weights(smoothed, smoothed_stats)
         ranking_texts = [calibration[i] for i in evenly_spaced(len(calibration), RANKING_TEXTS)]
         log(f"ranking {len(quantized)} weight MatMuls on {len(ranking_texts)} calibration texts")

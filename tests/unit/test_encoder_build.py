@@ -4,7 +4,7 @@ GPTQ, ranking, the gate and the artifact the runtime Encoder loads, in seconds."
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +14,10 @@ from model_build import encoder
 from model_build.__main__ import build_parser
 from recsys.encoder import Encoder
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-bert-64")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=128, max_position_embeddings=128)
-    transformers.BertModel(config).save_pretrained(str(folder))
-    shutil.copyfile(encoder.default_model_dir() / "tokenizer.json", folder / "tokenizer.json")
-    return folder
+def tiny_model(tiny_bert: Callable[[int, int], Path]) -> Path:
+    return tiny_bert(64, 128)
 
 
 @pytest.fixture(scope="module")

@@ -3,27 +3,20 @@ units), so the contrastive loop, the validation gate and the output run in secon
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from model_build import finetune
-from model_build.encoder import default_model_dir
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=128)
-    transformers.BertModel(config).save_pretrained(str(folder))
-    shutil.copyfile(default_model_dir() / "tokenizer.json", folder / "tokenizer.json")
-    return folder
+def tiny_model(tiny_bert: Callable[[int, int], Path]) -> Path:
+    return tiny_bert(32, 64)
 
 
 @pytest.fixture(scope="module")

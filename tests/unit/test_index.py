@@ -111,5 +111,4 @@ def test_a_prior_is_known_and_follows_a_changed_vector() -> None:
     index.set_prior("new")
     assert index.has_prior("new") and index.popularity_counts[index.rows["new"]] > 50
     index.upsert("new", vectors[15])
-    index.set_prior("new")
     assert index.popularity_counts[index.rows["new"]] < 20

@@ -84,7 +84,10 @@ class ItemIndex:
             self.categories.append(())
             self.attributes.append({})
             self._columns.clear()
+        moved = row in self._neighbours and not np.array_equal(self._vectors[row], vector)
         self._vectors[row] = vector
+        if moved:  # a prior is derived from the vector: follow it
+            self.set_prior(item_id)
         if count is not None:
             self._counts[row] = count
         if categories is not None:
@@ -123,8 +126,8 @@ class ItemIndex:
     def set_prior(self, item_id: str, k: int = 10) -> None:
         """Let an item nobody has interacted with yet start at the mean count of the k
         nearest items with evidence, so it is not ranked as if unwanted. The neighbours
-        are chosen now; their counts are read when popularity is, so the prior follows
-        live counters."""
+        are chosen now, and again when `upsert` changes the item's vector; their counts are
+        read when popularity is, so the prior follows live counters."""
         row = self.rows[item_id]
         seen = np.flatnonzero(self.counts > 0)
         seen = seen[seen != row]

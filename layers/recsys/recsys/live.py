@@ -107,7 +107,7 @@ class LiveCatalog:
                 new = item.item_id not in self._index.rows
                 self._index.upsert(item.item_id, item.vector, categories=item.categories,
                                    attributes=item.attributes)
-                if new or self._index.has_prior(item.item_id):
+                if new:
                     self._index.set_prior(item.item_id)
                 if not new:
                     revised.append(self._index.rows[item.item_id])

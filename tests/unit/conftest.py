@@ -1,0 +1,29 @@
+"""Shared fixtures for the unit tests."""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, int], Path]:
+    """A random-weight 2-layer BERT folder of the given hidden and intermediate sizes, with the
+    real tokenizer, so model-build stages run on it in seconds (needs torch and transformers)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from model_build.encoder import default_model_dir
+
+    def build(hidden_size: int, intermediate_size: int) -> Path:
+        folder = tmp_path_factory.mktemp(f"tiny-bert-{hidden_size}")
+        torch.manual_seed(0)
+        config = transformers.BertConfig(vocab_size=30522, hidden_size=hidden_size, num_hidden_layers=2,
+                                         num_attention_heads=2, intermediate_size=intermediate_size,
+                                         max_position_embeddings=128)
+        transformers.BertModel(config).save_pretrained(str(folder))
+        shutil.copyfile(default_model_dir() / "tokenizer.json", folder / "tokenizer.json")
+        return folder
+
+    return build
