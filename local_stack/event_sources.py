@@ -167,7 +167,7 @@ class EventSourceMapping:
         while not self._stop.is_set() and iterator:
             try:
                 records, iterator = self.reader.read(iterator, self.batch_size - len(pending))
-            except Exception:  # noqa: BLE001 -- moto going away at shutdown, or a transient error
+            except Exception:  # moto going away at shutdown, or a transient error
                 if self._stop.is_set():
                     return
                 log.exception("%s: reading %s failed", self.name, shard)

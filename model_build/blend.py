@@ -5,7 +5,7 @@ items becomes "new", each user's last 20% in time order is held out, and the new
 interactions are dropped from the rest; lists rank only the items train names
 (`_validation_catalog`). The collaborative models are trained on what is left,
 profiles are folded from it with the events function's own code, and lists are ranked
-by the API's own code (`recsys.scoring.recommend`) under each candidate weighting.
+by the API's own code (`recsys.ranking.rank`) under each candidate weighting.
 Coordinate ascent: one weight at a time over a few values, up to three passes, keeping
 a change only when the objective rises.
 
@@ -33,7 +33,7 @@ import numpy as np
 from model_build.collaborative import TrainingConfig, train
 from model_build.data import Interaction
 from model_build.progress import progress
-from recsys import scoring
+from recsys import ranking, scoring
 from recsys.collaborative import Collaborative
 from recsys.index import ItemIndex
 from recsys.profile import Profile, apply_events
@@ -113,10 +113,10 @@ def profiles_from(interactions: Sequence[Interaction], index: ItemIndex) -> dict
 
 def rank(index: ItemIndex, profile: Profile | None, weights: scoring.BlendWeights,
          collaborative: Collaborative | None) -> list[str]:
-    """A user's top-50 list, as the recommendations route ranks it (no context)."""
-    ranked = scoring.recommend(index, profile, None, LIST_LENGTH, now=_now(profile), weights=weights,
-                               collaborative=collaborative)
-    return [item_id for item_id, _ in ranked]
+    """A user's top-50 list, as the recommendations route ranks it (no context, no filters)."""
+    ranked = ranking.rank(index, profile, ranking.Request(LIST_LENGTH, now=_now(profile)), weights, collaborative,
+                          reasons=False)
+    return [item.item_id for item in ranked]
 
 
 def _now(profile: Profile | None) -> float:
@@ -171,21 +171,21 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
     cache: dict[tuple[float, float], dict[str, dict[str, np.ndarray]]] = {}
 
     def score(weights: scoring.BlendWeights) -> dict[str, float]:
-        """The recommendations route's ranking (components, combine, top_k) under `weights`;
+        """The recommendations route's ranking (recsys.ranking.rank) under `weights`; the
         components depend on the weights only through the history's recency, so they are
-        computed once per recency setting."""
+        scored once per recency setting and passed back in."""
         key = (weights.recency_half_life, weights.recency_floor)
         if key not in cache:
             cache.clear()
-            cache[key] = {user: scoring.components(index, profiles.get(user), None, _now(profiles.get(user)),
-                                                   weights, collaborative=collaborative, every=True)
+            cache[key] = {user: ranking.score(index, profiles.get(user), None, _now(profiles.get(user)), weights,
+                                              collaborative, every=True).components
                           for user in validation.held_out}
         lists = {}
         for user, parts in cache[key].items():
             profile = profiles.get(user)
-            ranked = scoring.top_k(index, scoring.combine(parts, weights), LIST_LENGTH,
-                                   profile.consumed if profile else set())
-            lists[user] = [item_id for item_id, _ in ranked]
+            ranked = ranking.rank(index, profile, ranking.Request(LIST_LENGTH, now=_now(profile)), weights,
+                                  collaborative, reasons=False, components=parts)
+            lists[user] = [item.item_id for item in ranked]
         return metrics(lists, validation.held_out, validation.cold_items)
 
     best, best_figures = start, score(start)

@@ -4,7 +4,7 @@ Trains only on train.csv and items.csv: the catalog is embedded with the encoder
 blend weights are fitted on a validation carve of train.csv (model_build/blend.py),
 the collaborative models are trained on all of train.csv, each user's interactions
 are folded into a profile by the events function's own code, and lists are ranked by
-the API's own code (`recsys.scoring.recommend`). test.csv is read for its user ids only.
+the API's own code (`recsys.ranking.rank`). test.csv is read for its user ids only.
 Besides the lists, writes <out>.report.json (the fitted weights, validation figures of
 the blend and of each component alone, the time each step took) and <out>.report.html
 (the same as tables and bar charts).

@@ -27,13 +27,14 @@ from model_build.catalog import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_OUT
 from model_build.collaborative import DEFAULT_OUT as DEFAULT_COLLABORATIVE
 from model_build.data import read_items
 from ops.environment import environment
+from recsys.adapters.artifacts import S3Releases
+from recsys.adapters.items import ItemRepository
 from recsys.catalog import Item
 from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
 from recsys.live import CLOCK_SKEW_SECONDS
 from recsys.release import COLLABORATIVE, ITEM_VECTORS, ReleaseError, build_manifest
 from recsys.settings import Settings
-from recsys.storage import ItemRepository, Releases
 
 DEFAULT_RELEASES = Path("build/releases")
 
@@ -76,7 +77,7 @@ def publish_release(settings: Settings, data: Path, catalog: Path, collaborative
     version, files, manifest = build_release(catalog, collaborative, model, written_at, metrics, read_items(data))
     if releases is not None:
         save_release(releases, version, files, manifest)
-    Releases(settings).publish(version, files, manifest)
+    S3Releases(settings).publish(version, files, manifest)
     index, _ = ItemIndex.from_npz(files[ITEM_VECTORS])
     return version, index, manifest["model_version"]
 

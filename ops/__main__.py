@@ -12,12 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT / "layers" / "recsys")]
-
-from ops import commands  # noqa: E402
-from ops.environment import StackNotFound, environment  # noqa: E402
-from recsys.settings import Settings  # noqa: E402
+from ops import commands
+from ops.environment import StackNotFound, environment
+from recsys.settings import Settings
 
 
 def main() -> int:

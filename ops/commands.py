@@ -7,8 +7,11 @@ import json
 from pathlib import Path
 
 from recsys import privacy
+from recsys.adapters.aws import aws_client
+from recsys.adapters.events import RawEventLog
+from recsys.adapters.profiles import ProfileRepository
+from recsys.adapters.tracking import ImpressionStore
 from recsys.settings import Settings
-from recsys.storage import ImpressionStore, ProfileRepository, RawEventLog, aws_client
 
 EXPORT_COLUMNS = ("user_id", "item_id", "rating", "timestamp", "type", "event_id", "dwell_seconds", "query")
 

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import boto3
 
+from recsys.settings import ENVIRONMENT
+
 LOCAL_ENV = Path(__file__).resolve().parents[1] / "build" / "local-stack.env"
-OUTPUTS = {"ProfilesTableName": "PROFILES_TABLE", "ItemsTableName": "ITEMS_TABLE",
-           "EventsStreamName": "EVENTS_STREAM", "ArtifactsBucketName": "ARTIFACTS_BUCKET",
-           "RawEventsBucketName": "RAW_EVENTS_BUCKET", "ImpressionsTableName": "IMPRESSIONS_TABLE",
-           "EventsDeadLetterQueueUrl": "EVENTS_DLQ_URL"}
+# The stack's outputs, by the setting each one carries (recsys.settings.ENVIRONMENT names its variable).
+OUTPUTS = {output: ENVIRONMENT[setting] for output, setting in {
+    "ProfilesTableName": "profiles_table", "ItemsTableName": "items_table", "EventsStreamName": "events_stream",
+    "ArtifactsBucketName": "artifacts_bucket", "RawEventsBucketName": "raw_events_bucket",
+    "ImpressionsTableName": "impressions_table", "MetricsTableName": "metrics_table",
+    "EventsDeadLetterQueueUrl": "events_dead_letter_queue"}.items()}
 
 
 class StackNotFound(RuntimeError):
@@ -27,7 +31,7 @@ def environment(local: bool = False, stack: str | None = None) -> dict[str, str]
     if local:
         if not LOCAL_ENV.exists():
             raise StackNotFound(f"{LOCAL_ENV} not found: is `make run` up?")
-        env.update(line.split("=", 1) for line in LOCAL_ENV.read_text().splitlines() if "=" in line)
+        env.update(line.split("=", 1) for line in LOCAL_ENV.read_text().splitlines() if "=" in line)  # type: ignore[misc]
         os.environ.update(env)
     if stack:
         described = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]

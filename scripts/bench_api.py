@@ -4,7 +4,7 @@ the plain call next to one with filters + diversity + exploration + context. Rea
 are part of every response, so both include them; both include the impression write
 (a PutItem and a counter UpdateItem on mock_aws).
 
-    PYTHONPATH=layers/recsys:layers/encoder:. .venv/bin/python scripts/bench_api.py [--calls 300]
+    .venv/bin/python scripts/bench_api.py [--calls 300]
 """
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ def main() -> None:
     from model_build.catalog import DEFAULT_MODEL
     from model_build.data import read_interactions
     from model_build.publish import publish_release
-    from recsys.live import encoder
+    from recsys.adapters.profiles import ProfileRepository
     from recsys.profile import Profile, apply_events
-    from recsys.service import Recommender, RequestFilters
+    from recsys.selection import parse_filters
     from recsys.settings import Settings
-    from recsys.storage import ProfileRepository
+    from recsys.wiring import recommender as build_recommender
 
     with mock_aws():
         aws = {n: boto3.client(n) for n in ("dynamodb", "dynamodbstreams", "kinesis", "sqs", "s3")}
@@ -56,11 +56,10 @@ def main() -> None:
             profile = Profile(user)
             apply_events(profile, history, lambda e: index.vector(e.item_id))
             profiles.save(profile)
-        recommender = Recommender(settings)
-        encoder()
+        recommender = build_recommender(settings)
         users = sorted(events)
-        filters = RequestFilters(exclude="1,2,3", categories="Comedy,Drama,Action", exclude_categories="Horror",
-                                 minimum="year:1980", maximum="year:2010")
+        filters = parse_filters(exclude="1,2,3", categories="Comedy,Drama,Action", exclude_categories="Horror",
+                                minimum="year:1980", maximum="year:2010")
         calls = {
             "plain (k=10)": lambda u: recommender.recommend(u, 10, None),
             "filters + diversity 0.3 + explore 0.2 + context (k=10)":

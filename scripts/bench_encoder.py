@@ -19,14 +19,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT / "layers" / "recsys"), str(REPO_ROOT / "layers" / "encoder"), str(REPO_ROOT)]
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from encoder_model import MODEL_DIR  # noqa: E402
-from model_build import encoder as build  # noqa: E402
-from recsys.encoder import Encoder  # noqa: E402
+from encoder_model import MODEL_DIR
+from model_build import encoder as build
+from recsys.encoder import Encoder
 
 QUERY = "scary zombie movie"
 

@@ -5,7 +5,7 @@ Folds the 100,836 demo ratings in batches of 5,000, as PopularityFunction receiv
 them; prints the median batch time, the size of the shard's counters, and the time
 to load them into the demo catalog's index.
 
-    PYTHONPATH=layers/recsys:layers/encoder:. .venv/bin/python scripts/bench_popularity.py
+    .venv/bin/python scripts/bench_popularity.py
 """
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ import boto3
 from moto import mock_aws
 
 from local_stack.demo import rating_events
+from recsys.adapters.artifacts import PopularityStore
 from recsys.events import parse_event
 from recsys.index import ItemIndex
 from recsys.ingest import PopularityCounter
 from recsys.popularity import LivePopularity, PopularityCounters
 from recsys.settings import Settings
-from recsys.storage import PopularityStore
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH, SHARD, BUCKET = 5000, "shardId-000000000000", "bench-artifacts"
@@ -37,7 +37,7 @@ def main() -> None:
     with mock_aws():
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
         settings = Settings(artifacts_bucket=BUCKET)
-        counter = PopularityCounter(settings)
+        counter = PopularityCounter(PopularityStore(settings))
         seconds = []
         for start in range(0, len(payloads), BATCH):
             batch = [(str(start + n + 1), p) for n, p in enumerate(payloads[start:start + BATCH])]

@@ -1,8 +1,8 @@
 """Benchmark the recommender on the local stack: request latency, event freshness, start time.
 
 1. Recommendation latency, warm, p50/p99 on the demo catalog:
-   (a) scoring only (recsys.scoring.recommend on the catalog's ItemIndex and the collaborative
-       model; no AWS), with and without a precomputed context vector, plus the context
+   (a) ranking only (recsys.ranking.rank, without reasons, on the catalog's ItemIndex and the
+       collaborative model; no AWS), with and without a precomputed context vector, plus the context
        encode time on its own;
    (b) the API function's real handler in this process (its DynamoDB profile read goes to
        moto server over HTTP);
@@ -14,7 +14,7 @@
 
 Prints lines for people, then one JSON line with every figure:
 
-    PYTHONPATH=layers/recsys:layers/encoder:. .venv/bin/python scripts/bench_stack.py [--quick]
+    .venv/bin/python scripts/bench_stack.py [--quick]
 
 --quick skips the `make run` part. The machine's load average is printed with each part:
 the stack's moto server, pollers and workers share the same cores as this process.
@@ -40,16 +40,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT / "layers" / "recsys"), str(REPO_ROOT / "layers" / "encoder"), str(REPO_ROOT)]
+from encoder_model import MODEL_DIR
+from model_build.data import read_interactions, read_items
+from recsys import ranking
+from recsys.collaborative import Collaborative, CollaborativeModel
+from recsys.encoder import Encoder
+from recsys.index import ItemIndex
+from recsys.profile import Profile, apply_events
 
-from encoder_model import MODEL_DIR  # noqa: E402
-from model_build.data import read_interactions, read_items  # noqa: E402
-from recsys import scoring  # noqa: E402
-from recsys.collaborative import Collaborative, CollaborativeModel  # noqa: E402
-from recsys.encoder import Encoder  # noqa: E402
-from recsys.index import ItemIndex  # noqa: E402
-from recsys.profile import Profile, apply_events  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DATA = REPO_ROOT / "data" / "ml-latest-small"
 CATALOG = REPO_ROOT / "build" / "catalog" / "catalog.npz"
@@ -132,13 +131,13 @@ def bench_scoring(runs: int) -> dict[str, Any]:
         in_session = profile.last_event_at + 60.0   # as if the last event were a minute ago
         figures["users"][user_id] = {
             "events": profile.event_count, "consumed": len(profile.consumed),
-            **{name: timed(lambda i, c=vector, t=at, p=profile: scoring.recommend(
-                index, p, c, K, t, collaborative=collaborative), runs)
+            **{name: timed(lambda i, c=vector, t=at, p=profile: ranking.rank(
+                index, p, ranking.Request(K, t, c), collaborative=collaborative, reasons=False), runs)
                for name, vector, at in (("profile", None, now), ("profile_context", context, now),
                                         ("profile_session_context", context, in_session))},
         }
-    figures["cold_user"] = timed(lambda i: scoring.recommend(index, None, None, K, time.time(),
-                                                              collaborative=collaborative), runs)
+    figures["cold_user"] = timed(lambda i: ranking.rank(index, None, ranking.Request(K, time.time()),
+                                                        collaborative=collaborative, reasons=False), runs)
     return figures
 
 

@@ -5,7 +5,7 @@ does, in one shard) for each half-life given, and prints how many items keep
 evidence, the cold user's top 5, and how many of a cold user's top 10 the context
 "animated films for children" makes animated (tests/integration/test_api.py wants 5).
 
-    PYTHONPATH=layers/recsys:layers/encoder:. .venv/bin/python scripts/popularity_half_life.py 30 90
+    .venv/bin/python scripts/popularity_half_life.py 30 90
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from recsys.encoder import Encoder
 from recsys.events import parse_event
 from recsys.index import ItemIndex
 from recsys.popularity import DEFAULT_POPULARITY, PopularityCounters
-from recsys.scoring import recommend
+from recsys.ranking import Request, rank
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,8 +39,8 @@ def main() -> None:
                        replace(DEFAULT_POPULARITY, popular_half_life_days=days))
         index, _ = ItemIndex.from_npz(args.catalog.read_bytes())
         index.set_live_counts(counters.item_ids, counters.popular, counters.recent)
-        plain = [i for i, _ in recommend(index, None, None, 10, now=0.0)]
-        steered = [i for i, _ in recommend(index, None, context, 10, now=0.0)]
+        plain = [r.item_id for r in rank(index, None, Request(10, now=0.0), reasons=False)]
+        steered = [r.item_id for r in rank(index, None, Request(10, now=0.0, context=context), reasons=False)]
         animated = sum("Animation" in movies[i].categories for i in steered)
         print(f"half-life {days:g} d: {len(counters.item_ids)} items with evidence, total weight "
               f"{counters.popular.sum():.0f}; context -> {animated}/10 animated; cold top 5: "

@@ -31,16 +31,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT / "layers" / "recsys"), str(REPO_ROOT / "layers" / "encoder"), str(REPO_ROOT)]
+from local_stack.client import ApiClient
+from local_stack.demo import load_users
+from local_stack.stack import LocalStack, configure_logging, free_port
+from model_build import catalog as catalog_stage
+from model_build import collaborative as collaborative_stage
+from model_build.publish import publish_release, write_items
+from recsys.settings import Settings
 
-from local_stack.client import ApiClient  # noqa: E402
-from local_stack.demo import load_users  # noqa: E402
-from local_stack.stack import LocalStack, configure_logging, free_port  # noqa: E402
-from model_build import catalog as catalog_stage  # noqa: E402
-from model_build import collaborative as collaborative_stage  # noqa: E402
-from model_build.publish import publish_release, write_items  # noqa: E402
-from recsys.settings import Settings  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 API_KEY = "replay-key"
 K = 10

@@ -13,36 +13,40 @@ from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 
+from recsys import wiring
 from recsys.api_models import (
-    ATTRIBUTE_FILTER,
     CONTEXT,
     ID,
-    ID_LIST,
-    LABEL_LIST,
     MAX_BODY_BYTES,
-    RANGE_FILTER,
+    MAX_K,
+    MAX_LABEL_LENGTH,
     EventsBody,
+    FilterQuery,
     ItemBody,
     RankBody,
     validation_message,
 )
-from recsys.service import BadRequest, NotFound, Recommender, RequestFilters
+from recsys.service import BadRequest, NotFound
 from recsys.settings import get_settings
 
 logger = Logger()
 app = APIGatewayRestResolver(enable_validation=True)
-recommender = Recommender(get_settings())
+recommender = wiring.recommender(get_settings())
 CLIENT, ADMIN = [{"client_key": []}], [{"admin_key": []}]
 
 UserId = Annotated[str, Path(**ID, description="The user's id.")]
 ItemId = Annotated[str, Path(**ID, description="The item's id.")]
-K = Annotated[int, Query(ge=1, le=100, description="How many items (1-100).")]
+K = Annotated[int, Query(ge=1, le=MAX_K, description=f"How many items (1-{MAX_K}).")]
 Share = Annotated[float | None, Query(ge=0, le=1)]
+Filtered = Annotated[FilterQuery, Query()]
+
+
+def _error_body(code: str, message: str) -> str:
+    return json.dumps({"error": {"code": code, "message": message}})
 
 
 def _error(status: int, code: str, message: str) -> Response:
-    return Response(status_code=status, content_type="application/json",
-                    body=json.dumps({"error": {"code": code, "message": message}}))
+    return Response(status_code=status, content_type="application/json", body=_error_body(code, message))
 
 
 def _json(status: int, body: Any) -> Response:
@@ -70,15 +74,8 @@ def get_item(item_id: ItemId):
 
 
 @app.get("/items/<item_id>/similar", security=CLIENT, summary="Items nearest to an item, with filters")
-def similar_items(item_id: ItemId, k: K = 10,
-                  exclude: Annotated[str | None, Query(**ID_LIST)] = None,
-                  categories: Annotated[str | None, Query(**LABEL_LIST)] = None,
-                  exclude_categories: Annotated[str | None, Query(**LABEL_LIST)] = None,
-                  attributes: Annotated[str | None, Query(**ATTRIBUTE_FILTER)] = None,
-                  min: Annotated[str | None, Query(**RANGE_FILTER)] = None,  # noqa: A002 -- the spec's name
-                  max: Annotated[str | None, Query(**RANGE_FILTER)] = None):  # noqa: A002
-    filters = RequestFilters(exclude, categories, exclude_categories, attributes, min, max)
-    return recommender.similar(item_id, k, filters)
+def similar_items(item_id: ItemId, filters: Filtered, k: K = 10):
+    return recommender.similar(item_id, k, filters.filters())
 
 
 @app.post("/events", security=CLIENT, summary="Record interaction events (up to 500)")
@@ -88,18 +85,11 @@ def post_events(body: EventsBody):
 
 @app.get("/users/<user_id>/recommendations", security=CLIENT,
          summary="Recommendations for a user, with filters, diversity, exploration and reasons")
-def recommendations(user_id: UserId, k: K = 10,
+def recommendations(user_id: UserId, filters: Filtered, k: K = 10,
                     context: Annotated[str | None, Query(**CONTEXT)] = None,
-                    exclude: Annotated[str | None, Query(**ID_LIST)] = None,
-                    categories: Annotated[str | None, Query(**LABEL_LIST)] = None,
-                    exclude_categories: Annotated[str | None, Query(**LABEL_LIST)] = None,
-                    attributes: Annotated[str | None, Query(**ATTRIBUTE_FILTER)] = None,
-                    min: Annotated[str | None, Query(**RANGE_FILTER)] = None,  # noqa: A002
-                    max: Annotated[str | None, Query(**RANGE_FILTER)] = None,  # noqa: A002
                     include_consumed: Annotated[bool, Query(description="Keep items the user consumed.")] = False,
                     diversity: Share = None, explore: Share = None):
-    filters = RequestFilters(exclude, categories, exclude_categories, attributes, min, max, include_consumed)
-    return recommender.recommend(user_id, k, context, filters, diversity, explore)
+    return recommender.recommend(user_id, k, context, filters.filters(include_consumed), diversity, explore)
 
 
 @app.post("/users/<user_id>/rank", security=CLIENT, summary="Rerank a list of up to 500 items for a user")
@@ -108,7 +98,7 @@ def rank(user_id: UserId, body: RankBody):
 
 
 @app.get("/trending", security=CLIENT, summary="Items whose recent pace most exceeds their usual pace")
-def trending(k: K = 10, category: Annotated[str | None, Query(min_length=1, max_length=128)] = None):
+def trending(k: K = 10, category: Annotated[str | None, Query(min_length=1, max_length=MAX_LABEL_LENGTH)] = None):
     return recommender.trending(k, category)
 
 
@@ -160,8 +150,8 @@ SPEC = app.get_openapi_json_schema(
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event, context):
-    body = event.get("body") or ""
-    if len(body) > MAX_BODY_BYTES:
-        return {"statusCode": 413, "headers": {"Content-Type": "application/json"}, "body": json.dumps(
-            {"error": {"code": "payload_too_large", "message": f"the body is over {MAX_BODY_BYTES} bytes"}})}
+    # Before routing: Powertools' request validation parses the body before any middleware runs.
+    if len(event.get("body") or "") > MAX_BODY_BYTES:
+        return {"statusCode": 413, "headers": {"Content-Type": "application/json"},
+                "body": _error_body("payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes")}
     return app.resolve(event, context)

@@ -5,12 +5,12 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
-from recsys.ingest import ItemEncoder
+from recsys import wiring
 from recsys.settings import get_settings
 
 logger = Logger()
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
-item_encoder = ItemEncoder(get_settings())
+item_encoder = wiring.item_encoder(get_settings())
 
 
 @logger.inject_lambda_context

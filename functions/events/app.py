@@ -5,12 +5,12 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 
-from recsys.ingest import EventIngestor
+from recsys import wiring
 from recsys.settings import get_settings
 
 logger = Logger()
 processor = BatchProcessor(event_type=EventType.KinesisDataStreams)
-ingestor = EventIngestor(get_settings())
+ingestor = wiring.event_ingestor(get_settings())
 
 
 @logger.inject_lambda_context

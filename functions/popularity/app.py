@@ -4,11 +4,11 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import KinesisStreamEvent
 
-from recsys.ingest import PopularityCounter
+from recsys import wiring
 from recsys.settings import get_settings
 
 logger = Logger()
-counter = PopularityCounter(get_settings())
+counter = wiring.popularity_counter(get_settings())
 
 
 @logger.inject_lambda_context

@@ -123,10 +123,10 @@ def test_one_poison_record_among_100_is_dead_lettered_with_its_reason(stack):
 
 @pytest.mark.parametrize("writers,events_each", [(8, 200)])
 def test_concurrent_writers_on_one_user_count_every_event_once(stack, writers, events_each):
-    from recsys.ingest import EventIngestor
     from recsys.settings import Settings
+    from recsys.wiring import event_ingestor
 
-    ingestor = EventIngestor(Settings.from_env(stack.environment_of("EventsFunction")))
+    ingestor = event_ingestor(Settings.from_env(stack.environment_of("EventsFunction")))
     user = f"contended-{uuid.uuid4().hex[:6]}"
 
     def writer(w: int) -> dict:
@@ -189,11 +189,11 @@ def test_events_posted_over_http_move_trending_and_cold_users_within_seconds(api
 def test_two_writers_of_one_shard_never_overwrite_each_other(stack):
     """Lambda runs one batch per shard at a time; should two ever hold a shard, the
     conditional put makes the stale one re-read and fold its batch again."""
-    from recsys.ingest import PopularityCounter
     from recsys.settings import Settings
+    from recsys.wiring import popularity_counter
 
     settings = Settings.from_env(stack.environment_of("PopularityFunction"))
-    first, second = PopularityCounter(settings), PopularityCounter(settings)
+    first, second = popularity_counter(settings), popularity_counter(settings)
     shard, user = f"shardId-writers-{uuid.uuid4().hex[:6]}", f"writer-{uuid.uuid4().hex[:6]}"
 
     def batch(start: int) -> list[tuple[str, bytes]]:

@@ -34,13 +34,15 @@ from local_stack.template import Template
 from model_build.collaborative import TrainingConfig, train
 from model_build.data import read_interactions, read_items
 from model_build.publish import build_release
-from recsys import storage
+from recsys.adapters.artifacts import S3Releases as Releases
+from recsys.adapters.aws import aws_client
+from recsys.adapters.items import ItemRepository, item_model
+from recsys.adapters.profiles import ProfileRepository, profile_model
 from recsys.catalog import Item
 from recsys.encoder import Encoder
 from recsys.index import ItemIndex
 from recsys.live import POPULARITY_REFRESH_SECONDS
 from recsys.settings import Settings, get_settings
-from recsys.storage import ItemRepository, ProfileRepository, Releases
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -68,9 +70,9 @@ def load(name: str) -> dict[str, Any]:
 
 def clear_caches() -> None:
     get_settings.cache_clear()
-    storage.aws_client.cache_clear()
-    storage.profile_model.cache_clear()
-    storage.item_model.cache_clear()
+    aws_client.cache_clear()
+    profile_model.cache_clear()
+    item_model.cache_clear()
 
 
 @dataclass

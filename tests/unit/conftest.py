@@ -2,10 +2,27 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests reach nothing over a network, loopback included: AWS is moto in-process
+    (mock_aws) or the in-memory stores of tests/fakes.py. A test that needs a server
+    belongs in tests/integration."""
+    connect = socket.socket.connect
+
+    def refuse(self: socket.socket, address, *args, **kwargs):
+        if self.family == socket.AF_UNIX:
+            return connect(self, address, *args, **kwargs)
+        raise RuntimeError(f"a unit test tried to connect to {address!r}: unit tests use no network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ from model_build.data import Interaction
 from recsys.collaborative import ArtifactMismatch, Collaborative, CollaborativeModel, ItemRows, history_weights
 from recsys.index import ItemIndex
 from recsys.profile import Profile
-from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights, recommend
+from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights
+from tests.served import served_list as recommend
 
 DIM = 8
 SMALL = TrainingConfig(ease_l2=10.0, neighbours=6, factors=2, als_regularization=10.0, als_iterations=8,

@@ -47,7 +47,7 @@ class Queue:
     def __init__(self) -> None:
         self.messages: list[dict] = []
 
-    def send_message(self, QueueUrl: str, MessageBody: str) -> None:  # noqa: N803 -- boto3's names
+    def send_message(self, QueueUrl: str, MessageBody: str) -> None:
         self.messages.append(json.loads(MessageBody))
 
 

@@ -1,8 +1,6 @@
 """recsys.events: what a client may send, and how each field is checked."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from recsys.events import (
@@ -15,6 +13,19 @@ from recsys.events import (
     InvalidEvent,
     parse_event,
     validate_id,
+)
+from recsys.live import LiveCatalog
+from recsys.ports import Impression
+from recsys.service import Recommender
+from tests.fakes import (
+    HashingEncoder,
+    MemoryEventStream,
+    MemoryImpressions,
+    MemoryItems,
+    MemoryMetrics,
+    MemoryProfiles,
+    MemoryRawEvents,
+    MemoryReleases,
 )
 
 NOW = 1_714_564_800.0  # 2024-05-01T12:00:00Z
@@ -194,20 +205,18 @@ def test_clients_cannot_send_impressions() -> None:
     assert parse_event(raw(), now=NOW, allowed=CLIENT_EVENT_TYPES).type == "click"
 
 
-class FakeStream:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def put(self, events: list[Event]) -> list[Event]:
-        self.events += events
-        return []
+def memory_recommender(stream: MemoryEventStream | None = None, clock=lambda: NOW) -> Recommender:
+    """The API's service over in-memory stores, an empty catalog and no encoder use."""
+    items = MemoryItems()
+    encoder = HashingEncoder()
+    return Recommender(encoder, LiveCatalog(MemoryReleases(), items, encoder.version, encoder.dim), items,
+                       MemoryProfiles(), stream or MemoryEventStream(), MemoryRawEvents(), MemoryImpressions(),
+                       MemoryMetrics(), clock=clock)
 
 
 def test_post_events_rejects_an_impression_and_takes_the_rest() -> None:
-    from recsys.service import Recommender
-
-    stream = FakeStream()
-    answer = Recommender.submit_events(SimpleNamespace(stream=stream), {"events": [raw(), impression()]})
+    stream = MemoryEventStream()
+    answer = memory_recommender(stream).submit_events({"events": [raw(), impression()]})
     assert answer["accepted"] == 1 and [e.type for e in stream.events] == ["click"]
     [error] = answer["errors"]
     assert error["index"] == 1 and error["event_id"] == "rec-1" and error["code"] == "invalid_event"
@@ -215,15 +224,13 @@ def test_post_events_rejects_an_impression_and_takes_the_rest() -> None:
 
 
 def test_every_served_list_goes_on_the_stream_as_impressions_of_at_most_100_items() -> None:
-    from recsys.service import Recommender
-    from recsys.storage import Impression
-
-    stream, stored, counted = FakeStream(), [], []
-    recommender = SimpleNamespace(stream=stream, impressions=SimpleNamespace(put=stored.append),
-                                  metrics_store=SimpleNamespace(add=lambda *a, **k: counted.append((a, k))))
+    stream = MemoryEventStream()
+    recommender = memory_recommender(stream)
     items = [f"i{n}" for n in range(150)]
-    Recommender._record(recommender, Impression("rec-9", "u-1", "control", "m", items, NOW))
-    assert len(stored) == 1 and counted == [(("control", "2024-05-01"), {"impressions": 1})]
+    recommender._record(Impression("rec-9", "u-1", "control", "m", items, NOW))
+    assert list(recommender.impressions.stored) == ["rec-9"]
+    assert recommender.metrics_store.read("2024-05-01", "2024-05-01") == [
+        {"variant": "control", "day": "2024-05-01", "impressions": 1, "clicks": 0, "conversions": 0}]
     assert [(e.event_id, e.type, e.user_id, e.timestamp, e.recommendation_id) for e in stream.events] == [
         ("rec-9", "impression", "u-1", NOW, "rec-9"), ("rec-9:1", "impression", "u-1", NOW, "rec-9")]
     assert [list(e.item_ids) for e in stream.events] == [items[:100], items[100:]]

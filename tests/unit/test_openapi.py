@@ -58,3 +58,25 @@ def test_admin_routes_say_so_and_limits_are_documented(spec):
             "include_consumed", "context"} <= names
     rank = spec["components"]["schemas"]["RankBody"]["properties"]["item_ids"]
     assert rank["maxItems"] == 500
+
+
+def api_event(path: str, query: dict[str, str]) -> dict:
+    return {"httpMethod": "GET", "path": path, "resource": path, "queryStringParameters": query,
+            "multiValueQueryStringParameters": {k: [v] for k, v in query.items()}, "body": None,
+            "headers": {"x-api-key": "k"}, "isBase64Encoded": False, "pathParameters": None,
+            "requestContext": {"stage": "v1", "requestId": "r-1", "httpMethod": "GET", "resourcePath": path}}
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ({"min": "year:abc"}, "min: year:abc is not a number"),
+    ({"attributes": "nocolon"}, "attributes: expected comma-separated name:value, got 'nocolon'"),
+    ({"exclude": ",".join(str(n) for n in range(501))}, "exclude: at most 500 values"),
+])
+def test_a_bad_filter_is_a_400_naming_it_on_every_list_route(spec, query, message):
+    """The filter parameters are one model (recsys.api_models.FilterQuery), checked once, before
+    any store is read (these requests reach no AWS)."""
+    module = sys.modules["openapi_api_app"]
+    for path in ("/users/u-1/recommendations", "/items/1/similar"):
+        answer = module.app.resolve(api_event(path, query), None)
+        assert answer["statusCode"] == 400, (path, answer)
+        assert json.loads(answer["body"]) == {"error": {"code": "bad_request", "message": message}}

@@ -18,8 +18,9 @@ from recsys.popularity import (
     trending,
 )
 from recsys.profile import DEFAULT_CONFIG
-from recsys.scoring import popularity, recommend
-from recsys.scoring import trending as trending_items
+from recsys.ranking import trending as trending_items
+from recsys.scoring import popularity
+from tests.served import served_list as recommend
 
 T0 = 1_500_000_000.0
 HALF = DEFAULT_POPULARITY.popular_half_life_days * DAY

@@ -12,13 +12,15 @@ from moto import mock_aws
 from model_build.collaborative import TrainingConfig, train
 from model_build.data import Interaction
 from model_build.publish import build_release
+from recsys.adapters.artifacts import S3Releases as Releases
+from recsys.adapters.aws import aws_client
+from recsys.adapters.items import ItemRepository, item_model
 from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
 from recsys.live import LiveCatalog
 from recsys.release import COLLABORATIVE, ITEM_VECTORS, ReleaseError, build_manifest, open_release
 from recsys.scoring import BlendWeights
 from recsys.settings import Settings
-from recsys.storage import ItemRepository, Releases, aws_client, item_model
 
 DIM = 8
 ENCODER = "test-encoder-int8-000000000000"
@@ -132,9 +134,9 @@ def test_a_warm_catalog_follows_the_pointer_and_refuses_a_broken_release(aws: Se
 
 
 def test_live_impressions_reach_the_index_and_only_interactions_replace_the_counts(aws: Settings) -> None:
+    from recsys.adapters.artifacts import PopularityStore
     from recsys.events import Event
     from recsys.popularity import PopularityCounters
-    from recsys.storage import PopularityStore
 
     releases, clock, store = Releases(aws), Clock(), PopularityStore(aws)
     files = release_files(n_items=12)

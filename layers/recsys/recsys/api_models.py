@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.catalog import MAX_ATTRIBUTES, MAX_DESCRIPTION, MAX_LABEL_LENGTH, MAX_LABELS, MAX_TITLE
 from recsys.events import MAX_EVENTS_PER_REQUEST, MAX_ID_LENGTH, MAX_QUERY_LENGTH
+from recsys.selection import Filters, parse_filters
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_K = 100
 MAX_RANK_ITEMS = 500
 MAX_LIST_CHARS = 8192
 
@@ -31,6 +33,27 @@ RANGE_FILTER = {"max_length": MAX_LIST_CHARS,
 
 Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_LENGTH)]
 AttributeValue = str | bool | int | float
+
+
+class FilterQuery(BaseModel):
+    """The filter parameters a list route takes, checked and parsed once, here
+    (recsys.selection.parse_filters); a bad one is a 400 naming it."""
+    model_config = ConfigDict(extra="ignore")  # the route's other parameters are its own
+    exclude: Annotated[str | None, Field(**ID_LIST)] = None
+    categories: Annotated[str | None, Field(**LABEL_LIST)] = None
+    exclude_categories: Annotated[str | None, Field(**LABEL_LIST)] = None
+    attributes: Annotated[str | None, Field(**ATTRIBUTE_FILTER)] = None
+    min: Annotated[str | None, Field(**RANGE_FILTER)] = None
+    max: Annotated[str | None, Field(**RANGE_FILTER)] = None
+
+    @model_validator(mode="after")
+    def _parses(self) -> FilterQuery:
+        self.filters()
+        return self
+
+    def filters(self, include_consumed: bool = False) -> Filters:
+        return parse_filters(self.exclude, self.categories, self.exclude_categories, self.attributes, self.min,
+                             self.max, include_consumed)
 
 
 class ItemBody(BaseModel):
@@ -61,11 +84,15 @@ def validation_message(errors: list[dict[str, Any]]) -> str:
     """Pydantic's errors as one line: `where: what` for each, the first five."""
     parts = []
     for error in errors[:5]:
-        location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
+        location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "filters")]
         where = ".".join(location) or "body"
         if error.get("type") == "json_invalid":
             parts.append("the body must be valid JSON")
             continue
-        what = "unknown field" if error.get("type") == "extra_forbidden" else error.get("msg", "invalid")
+        what = "unknown field" if error.get("type") == "extra_forbidden" else \
+            str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "value_error" and where == "body" and not location:
+            parts.append(what)  # a model's own check names the parameter itself
+            continue
         parts.append(f"{where}: {what}")
     return "; ".join(parts) or "the request is not valid"

@@ -4,35 +4,60 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
 from recsys.catalog import Item
 from recsys.events import IMPRESSION, Event, parse_event
-from recsys.live import LiveCatalog, encoder_for
+from recsys.live import LiveCatalog
 from recsys.popularity import DEFAULT_POPULARITY, PopularityConfig, PopularityCounters
-from recsys.profile import Profile, apply_events, event_fingerprint
-from recsys.settings import Settings
-from recsys.storage import (
+from recsys.ports import (
     ConcurrentUpdate,
-    DeadLetterQueue,
+    DeadLetters,
     Impression,
-    ImpressionStore,
-    ItemRepository,
-    MetricsStore,
-    PopularityStore,
-    ProfileRepository,
-    RawEventLog,
-    Releases,
+    Impressions,
+    Items,
+    Metrics,
+    PopularityShards,
+    Profiles,
+    RawEvents,
+    TextEncoder,
 )
+from recsys.profile import Profile, apply_events, event_fingerprint
 
 log = logging.getLogger(__name__)
 # Event types attributed to the list they came from (their recommendation_id), by counter.
 ATTRIBUTED = {"click": "clicks", "purchase": "conversions"}
+# Profile writes that find the profile changed since read, in a row, before the user's records fail.
+CONFLICT_RETRIES = 20
+T = TypeVar("T")
+
+
+def update_profile(profiles: Profiles, user_id: str, change: Callable[[Profile], T | None],
+                   current: Profile | None = None) -> T | None:
+    """Read, change, write; on a concurrent write re-read and change again.
+
+    `change` returns what it did, or None when it left the profile as it was (then
+    nothing is written); returns what the write that succeeded did. `current`, a profile
+    the caller has just read, saves the first read.
+    """
+    for attempt in range(CONFLICT_RETRIES):
+        profile = current if attempt == 0 and current is not None else \
+            profiles.get(user_id) or Profile(user_id=user_id)
+        done = change(profile)
+        if done is None:
+            return None
+        try:
+            profiles.save(profile)
+            return done
+        except ConcurrentUpdate:
+            time.sleep(random.uniform(0, 0.01 * 2 ** min(attempt, 6)))
+    raise ConcurrentUpdate(f"profile {user_id}: {CONFLICT_RETRIES} concurrent writes in a row")
 
 
 class EventIngestor:
@@ -46,19 +71,16 @@ class EventIngestor:
     change no profile and are not logged as the user's events.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        settings.require("profiles_table", "items_table", "artifacts_bucket", "raw_events_bucket")
-        self.encoder = encoder_for(settings)
-        self.profiles = ProfileRepository(settings)
-        self.raw_events = RawEventLog(settings)
-        self.dead_letters = DeadLetterQueue(settings) if settings.events_dead_letter_queue else None
-        attributing = settings.impressions_table and settings.metrics_table
-        self.impressions = ImpressionStore(settings) if attributing else None
-        self.metrics = MetricsStore(settings) if attributing else None
-        # Events about an item added in the last few seconds move the profile's recent
-        # items but not its vectors; a slower refresh than the API's keeps the query load low.
-        self.catalog = LiveCatalog(Releases(settings), ItemRepository(settings), self.encoder.version,
-                                   self.encoder.dim, refresh_seconds=5.0)
+    def __init__(self, encoder: TextEncoder, catalog: LiveCatalog, profiles: Profiles, raw_events: RawEvents,
+                 dead_letters: DeadLetters | None = None, impressions: Impressions | None = None,
+                 metrics: Metrics | None = None) -> None:
+        """Without `dead_letters` an invalid record fails (and is retried, then parked by the
+        mapping); without `impressions` and `metrics` clicks and purchases are not attributed."""
+        self.encoder, self.catalog, self.profiles, self.raw_events = encoder, catalog, profiles, raw_events
+        self.dead_letters = dead_letters
+        attributing = impressions is not None and metrics is not None
+        self.impressions: Impressions | None = impressions if attributing else None
+        self.metrics: Metrics | None = metrics if attributing else None
 
     def apply(self, records: Mapping[str, bytes]) -> dict[str, Exception]:
         """Apply events keyed by record id; returns the records that failed and why."""
@@ -76,12 +98,14 @@ class EventIngestor:
                 continue
             if event.type != IMPRESSION:
                 by_user[event.user_id].append((record_id, event))
-        queries = sorted({e.query for batch in by_user.values() for _, e in batch if e.type == "search"})
+        queries = sorted({e.query for batch in by_user.values() for _, e in batch if e.type == "search" and e.query})
         query_vectors = dict(zip(queries, self.encoder.encode(queries), strict=True))
         index = self.catalog.index()
 
         def vector_of(event: Event) -> np.ndarray | None:
-            return query_vectors[event.query] if event.type == "search" else index.vector(event.item_id)
+            if event.type == "search":
+                return query_vectors.get(event.query or "")
+            return index.vector(event.item_id) if event.item_id else None
 
         applied: list[Event] = []
         for user_id, batch in by_user.items():
@@ -97,8 +121,8 @@ class EventIngestor:
         profile = self.profiles.get(user_id) or Profile(user_id=user_id)
         applied_before = set(profile.applied_events)
         self.raw_events.put(user_id, [e for e in events if event_fingerprint(e.event_id) not in applied_before])
-        return self.profiles.update(user_id, lambda p: apply_events(p, events, vector_of) or None,
-                                    current=profile) or []
+        return update_profile(self.profiles, user_id, lambda p: apply_events(p, events, vector_of) or None,
+                              current=profile) or []
 
     def attribute(self, applied: list[Event]) -> Counter:
         """Counts the clicks and purchases that name the list they came from, for that list's
@@ -107,6 +131,8 @@ class EventIngestor:
         list must be the user's. A failed counter write is logged, not retried: the counters
         are at most once."""
         counts: Counter = Counter()
+        if self.impressions is None or self.metrics is None:
+            return counts
         lists: dict[str, Impression | None] = {}
         for event in applied:
             counter = ATTRIBUTED.get(event.type)
@@ -120,7 +146,7 @@ class EventIngestor:
         for (variant, day, counter), n in counts.items():
             try:
                 self.metrics.add(variant, day, **{counter: n})
-            except Exception:  # noqa: BLE001 -- the profiles are written; the counters are best effort
+            except Exception:  # the profiles are written; the counters are best effort
                 log.exception("metrics counter not written: %s %s %s +%d", variant, day, counter, n)
         return counts
 
@@ -135,9 +161,8 @@ class PopularityCounter:
     does not count (the events function dead-letters it).
     """
 
-    def __init__(self, settings: Settings, config: PopularityConfig = DEFAULT_POPULARITY) -> None:
-        settings.require("artifacts_bucket")
-        self.store = PopularityStore(settings)
+    def __init__(self, store: PopularityShards, config: PopularityConfig = DEFAULT_POPULARITY) -> None:
+        self.store = store
         self.config = config
         self._shards: dict[str, tuple[PopularityCounters, str | None]] = {}
 
@@ -181,10 +206,8 @@ def _event_or_none(payload: bytes, now: float) -> Event | None:
 class ItemEncoder:
     """Encodes items whose text changed and stores their vectors on the item."""
 
-    def __init__(self, settings: Settings) -> None:
-        settings.require("items_table")
-        self.encoder = encoder_for(settings)
-        self.items = ItemRepository(settings)
+    def __init__(self, encoder: TextEncoder, items: Items) -> None:
+        self.encoder, self.items = encoder, items
 
     def apply(self, images: Mapping[str, dict[str, Any]]) -> dict[str, Exception]:
         """Encode new item images keyed by record id; returns the records that failed and why."""

@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from functools import lru_cache
 
 from recsys.collaborative import Collaborative
 from recsys.index import ItemIndex
 from recsys.popularity import LivePopularity, PopularityCounters
+from recsys.ports import Items, PopularityShards, Releases
 from recsys.release import Release, ReleaseError, open_release
 from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights
-from recsys.settings import Settings
-from recsys.storage import ItemRepository, PopularityStore, Releases
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +38,13 @@ class LiveCatalog:
     `popularity_seconds`, and a shard's object is read again only when its ETag changed.
     """
 
-    def __init__(self, releases: Releases, items: ItemRepository, encoder_version: str, dim: int,
+    def __init__(self, releases: Releases, items: Items, encoder_version: str, dim: int,
                  refresh_seconds: float = 1.0, clock: Callable[[], float] = time.time,
-                 popularity: PopularityStore | None = None,
+                 popularity: PopularityShards | None = None,
                  popularity_seconds: float = POPULARITY_REFRESH_SECONDS,
-                 release_seconds: float = RELEASE_CHECK_SECONDS) -> None:
+                 release_seconds: float = RELEASE_CHECK_SECONDS, collaborative: bool = True) -> None:
         self.releases, self.items, self.encoder_version, self.dim = releases, items, encoder_version, dim
+        self.with_collaborative = collaborative
         self.refresh_seconds, self.clock = refresh_seconds, clock
         self.popularity, self.popularity_seconds = popularity, popularity_seconds
         self.release_seconds = release_seconds
@@ -70,7 +69,7 @@ class LiveCatalog:
             changed += self.refresh_popularity()
         if changed and self._live is not None:
             self._set_live_counts()
-        return self._index
+        return self._current()
 
     def scorer(self) -> tuple[Collaborative | None, BlendWeights]:
         """The release's collaborative model aligned with the index (None before the first
@@ -78,12 +77,16 @@ class LiveCatalog:
         self.index()
         if self.release is None:
             return None, DEFAULT_WEIGHTS
-        if self._collaborative is None:  # built on first use: the events function never needs it
-            self._collaborative = Collaborative(self.release.collaborative, self._index)
+        if self.release.collaborative is None:
+            return None, self.release.weights
+        if self._collaborative is None:  # aligned on first use
+            self._collaborative = Collaborative(self.release.collaborative, self._current())
         return self._collaborative, self.release.weights
 
     def refresh_popularity(self) -> int:
         """Read the shards' counters that changed since the last look; returns how many did."""
+        if self.popularity is None:
+            return 0
         listed = self.popularity.etags()
         stale = [key for key, etag in listed.items() if self._shards.get(key, ("",))[0] != etag]
         gone = set(self._shards) - set(listed)
@@ -100,23 +103,27 @@ class LiveCatalog:
 
     def refresh(self) -> int:
         """Read items changed since the last look; returns how many vectors changed."""
-        changed = 0
+        changed, index = 0, self._current()
         revised = []  # rows whose vector changed: what was derived from the old one is redone
         for item in self.items.changed_since(self._watermark - CLOCK_SKEW_SECONDS):
             if item.vector is not None and item.vector.shape == (self.dim,):
-                new = item.item_id not in self._index.rows
-                self._index.upsert(item.item_id, item.vector, categories=item.categories,
-                                   attributes=item.attributes)
+                new = item.item_id not in index.rows
+                index.upsert(item.item_id, item.vector, categories=item.categories, attributes=item.attributes)
                 if new:
-                    self._index.set_prior(item.item_id)
-                if not new:
-                    revised.append(self._index.rows[item.item_id])
+                    index.set_prior(item.item_id)
+                else:
+                    revised.append(index.rows[item.item_id])
                 changed += 1
             self._watermark = max(self._watermark, item.updated_at)
         if revised and self._collaborative is not None:
             self._collaborative.revise(revised)
         self._refreshed_at = self.clock()
         return changed
+
+    def _current(self) -> ItemIndex:
+        if self._index is None:
+            raise RuntimeError("the live catalog has no index before its first load")
+        return self._index
 
     def _follow_pointer(self) -> None:
         self._release_checked_at = self.clock()
@@ -128,7 +135,7 @@ class LiveCatalog:
             return
         try:
             release = open_release(self.releases.manifest(version), lambda name: self.releases.read(version, name),
-                                   self.encoder_version, self.dim)
+                                   self.encoder_version, self.dim, self.with_collaborative)
         except (ReleaseError, ValueError, KeyError) as error:
             self.release_error = f"release {version} refused: {error}"
             log.error(self.release_error)
@@ -146,19 +153,8 @@ class LiveCatalog:
         """Impressions always; the counts only once the counters hold an interaction (lists
         served before any event must not wipe the snapshot's popularity)."""
         live = self._live
+        if live is None:
+            return
         interacted = bool(live.popular.any())
-        self._index.set_live_counts(live.item_ids, live.popular if interacted else None,
+        self._current().set_live_counts(live.item_ids, live.popular if interacted else None,
                                     live.recent if interacted else None, live.impressions)
-
-
-@lru_cache(maxsize=1)
-def encoder(model_dir: str | None = None):
-    from recsys.encoder import Encoder
-    if model_dir is None:
-        from encoder_model import MODEL_DIR
-        model_dir = str(MODEL_DIR)
-    return Encoder(model_dir)
-
-
-def encoder_for(settings: Settings):
-    return encoder(str(settings.model_dir) if settings.model_dir else None)

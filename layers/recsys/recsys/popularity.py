@@ -74,10 +74,10 @@ class PopularityCounters:
     reference_time: float = 0.0
     watermark: str = ""  # the last applied sequence number ("" before the first)
     remembered: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<u8"))  # oldest first
-    impressions: np.ndarray | None = None  # None: zeros
+    impressions: np.ndarray = field(default_factory=lambda: np.zeros(0))  # empty: zeros for every item
 
     def __post_init__(self) -> None:
-        if self.impressions is None:
+        if len(self.impressions) == 0:
             self.impressions = np.zeros(len(self.item_ids))
         if not (len(self.item_ids) == len(self.popular) == len(self.recent) == len(self.impressions)):
             raise ValueError("item_ids, popular, recent and impressions must have one entry per item")
@@ -102,7 +102,7 @@ class PopularityCounters:
             self.watermark = sequence
             if event is None:
                 continue
-            weight = float(len(event.item_ids)) if event.type == IMPRESSION else event_weight(event, weights)
+            weight = float(len(event.item_ids or ())) if event.type == IMPRESSION else event_weight(event, weights)
             fingerprint = event_fingerprint(event.event_id)
             if weight <= 0.0 or fingerprint in remembered:
                 continue
@@ -114,13 +114,13 @@ class PopularityCounters:
 
     def _count(self, counted: list[tuple[Event, float, int]], config: PopularityConfig) -> None:
         self.decay_to(max(e.timestamp for e, _, _ in counted), config)
-        interactions = [(e, w) for e, w, _ in counted if e.type != IMPRESSION]
-        shown = [(item_id, e.timestamp) for e, _, _ in counted if e.type == IMPRESSION for item_id in e.item_ids]
-        rows = np.array([self._row(e.item_id) for e, _ in interactions], dtype=np.int64)
+        interactions = [(e, e.item_id, w) for e, w, _ in counted if e.type != IMPRESSION and e.item_id]
+        shown = [(item_id, e.timestamp) for e, _, _ in counted if e.type == IMPRESSION for item_id in e.item_ids or ()]
+        rows = np.array([self._row(item_id) for _, item_id, _ in interactions], dtype=np.int64)
         shown_rows = np.array([self._row(item_id) for item_id, _ in shown], dtype=np.int64)
         self._grow()
-        age = self.reference_time - np.array([e.timestamp for e, _ in interactions])
-        weight = np.array([w for _, w in interactions])
+        age = self.reference_time - np.array([e.timestamp for e, _, _ in interactions])
+        weight = np.array([w for _, _, w in interactions])
         np.add.at(self.popular, rows, weight * np.exp2(-age / config.popular_half_life))
         np.add.at(self.recent, rows, weight * np.exp2(-age / config.recent_half_life))
         shown_age = self.reference_time - np.array([t for _, t in shown])
@@ -178,7 +178,8 @@ class PopularityCounters:
             return cls(item_ids=ids.split("\n") if ids else [], popular=npz["popular"].astype(np.float64),
                        recent=npz["recent"].astype(np.float64), reference_time=float(npz["reference_time"]),
                        watermark=str(npz["watermark"]), remembered=npz["remembered"].astype("<u8"),
-                       impressions=npz["impressions"].astype(np.float64) if "impressions" in npz.files else None)
+                       impressions=npz["impressions"].astype(np.float64) if "impressions" in npz.files
+                       else np.zeros(0))
 
 
 @dataclass(frozen=True)

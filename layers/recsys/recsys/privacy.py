@@ -6,14 +6,14 @@ from collections import Counter
 from typing import Any
 
 from recsys.index import ItemIndex
+from recsys.ports import Impressions, Profiles, RawEvents
 from recsys.profile import Profile
-from recsys.storage import ImpressionStore, ProfileRepository, RawEventLog
 
 TOP_CATEGORIES = 10
 
 
-def erase_user(user_id: str, profiles: ProfileRepository, raw_events: RawEventLog,
-               impressions: ImpressionStore | None) -> dict[str, int]:
+def erase_user(user_id: str, profiles: Profiles, raw_events: RawEvents,
+               impressions: Impressions | None) -> dict[str, int]:
     """Deletes the profile (with the fingerprints of applied events that dedupe
     redeliveries), every raw event object and every impression of the user, synchronously;
     returns how many of each were removed. Aggregates that name no user (popularity and

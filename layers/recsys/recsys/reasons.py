@@ -22,7 +22,7 @@ TRENDING_RATIO = 1.5
 
 
 def explain(index: ItemIndex, parts: dict[str, np.ndarray], weights: BlendWeights, rows: list[int],
-            explored: set[int] = frozenset(),
+            explored: set[int] | frozenset[int] = frozenset(),
             history_items: dict[str, dict[int, list[tuple[str, float]]]] | None = None,
             context: str | None = None) -> list[list[dict[str, Any]]]:
     """The reasons of each row, strongest first."""
@@ -30,7 +30,7 @@ def explain(index: ItemIndex, parts: dict[str, np.ndarray], weights: BlendWeight
     counts = index.popularity_counts
     rows_array = np.array(rows, dtype=np.int64)
     trend = live_popularity.trending(index.counts[rows_array].astype(np.float64),
-                                     index.recent[rows_array].astype(np.float64)) if rows else []
+                                     index.recent[rows_array].astype(np.float64)) if rows else np.zeros(0)
     explained = []
     for position, row in enumerate(rows):
         shares = {name: weight * float(parts[name][row]) for name, weight in weight_of.items() if weight}

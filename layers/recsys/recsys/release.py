@@ -94,13 +94,16 @@ class Release:
     manifest: dict[str, Any]
     index: ItemIndex
     updated_at: float  # items written after this are read from the items table
-    collaborative: CollaborativeModel
+    collaborative: CollaborativeModel | None  # None where it was not asked for
     weights: BlendWeights
 
 
-def open_release(manifest: dict[str, Any], read: Any, encoder_version: str, encoder_dim: int) -> Release:
+def open_release(manifest: dict[str, Any], read: Any, encoder_version: str, encoder_dim: int,
+                 collaborative: bool = True) -> Release:
     """Reads and checks a release's served files (`read(name) -> bytes`) for a function
-    running the encoder `encoder_version` of `encoder_dim` dimensions."""
+    running the encoder `encoder_version` of `encoder_dim` dimensions; without
+    `collaborative` (the events function folds profiles from item vectors alone) the
+    collaborative model is neither read nor checked."""
     version = str(manifest.get("version"))
     if manifest.get("format") != FORMAT:
         raise ReleaseError(f"release {version}: manifest format {manifest.get('format')}, this code reads {FORMAT}")
@@ -110,11 +113,14 @@ def open_release(manifest: dict[str, Any], read: Any, encoder_version: str, enco
     index, meta = ItemIndex.from_npz(verified(manifest, ITEM_VECTORS, read(ITEM_VECTORS)))
     if index.dim != encoder_dim or manifest.get("dimensions", {}).get("item_vectors") != index.dim:
         raise ReleaseError(f"release {version}: item vectors are {index.dim}-d, the encoder makes {encoder_dim}-d")
+    blend = manifest.get("blend")
+    weights = BlendWeights.from_json(json.dumps(blend)) if blend else DEFAULT_WEIGHTS
+    updated_at = float(meta.get("updated_at", 0.0))
+    if not collaborative:
+        return Release(version, manifest, index, updated_at, None, weights)
     model, _ = CollaborativeModel.from_npz(verified(manifest, COLLABORATIVE, read(COLLABORATIVE)))
     if manifest.get("dimensions", {}).get("factors") != model.dim:
         raise ReleaseError(f"release {version}: collaborative model has {model.dim} factors, "
                            f"the manifest says {manifest.get('dimensions', {}).get('factors')}")
     _check_maps(version, model, index)
-    blend = manifest.get("blend")
-    weights = BlendWeights.from_json(json.dumps(blend)) if blend else DEFAULT_WEIGHTS
-    return Release(version, manifest, index, float(meta.get("updated_at", 0.0)), model, weights)
+    return Release(version, manifest, index, updated_at, model, weights)

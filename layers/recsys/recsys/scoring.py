@@ -8,10 +8,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from recsys import popularity as live_popularity
 from recsys.collaborative import Collaborative, history_weights
 from recsys.index import ItemIndex
-from recsys.popularity import DEFAULT_POPULARITY, PopularityConfig
 from recsys.profile import DEFAULT_CONFIG, Profile, ProfileConfig, unit
 
 
@@ -68,15 +66,6 @@ def popularity(index: ItemIndex) -> np.ndarray:
     return counts / top if top > 0 else counts
 
 
-def recommend(index: ItemIndex, profile: Profile | None, context: np.ndarray | None, k: int,
-              now: float, weights: BlendWeights = DEFAULT_WEIGHTS,
-              config: ProfileConfig = DEFAULT_CONFIG, exclude: set[str] = frozenset(),
-              collaborative: Collaborative | None = None) -> list[tuple[str, float]]:
-    """The k best items for a user (and optional context vector), consumed ones left out."""
-    parts = components(index, profile, context, now, weights, config, collaborative)
-    return top_k(index, combine(parts, weights), k, set(exclude) | (profile.consumed if profile else set()))
-
-
 def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | None, now: float,
                weights: BlendWeights = DEFAULT_WEIGHTS, config: ProfileConfig = DEFAULT_CONFIG,
                collaborative: Collaborative | None = None, every: bool = False) -> dict[str, np.ndarray]:
@@ -116,7 +105,8 @@ def combine(parts: dict[str, np.ndarray], weights: BlendWeights) -> np.ndarray:
 
 def part_weights(parts: dict[str, np.ndarray], weights: BlendWeights) -> dict[str, float]:
     """The weight each present component gets in `combine` (what explanations weigh too)."""
-    has_taste = any(name in parts for name in ("item_item", "sequence", "factors", "long_term", "session"))
+    has_taste = any(name in parts and getattr(weights, name)
+                    for name in ("item_item", "sequence", "factors", "long_term", "session"))
     found = {}
     for name in parts:
         if name == "popularity":
@@ -126,37 +116,3 @@ def part_weights(parts: dict[str, np.ndarray], weights: BlendWeights) -> dict[st
         else:
             found[name] = getattr(weights, name)
     return found
-
-
-def trending(index: ItemIndex, k: int, category: str | None = None,
-             config: PopularityConfig = DEFAULT_POPULARITY) -> list[tuple[str, float]]:
-    """The k items whose recent pace most exceeds their long-run pace (see
-    `popularity.trending`), optionally only those of one category; only items with
-    recent evidence qualify."""
-    scores = live_popularity.trending(index.counts.astype(np.float64), index.recent.astype(np.float64), config)
-    eligible = scores > 0
-    if category is not None:
-        eligible &= np.array([category in labels for labels in index.categories], dtype=bool)
-    rows = np.flatnonzero(eligible)
-    best = rows[np.argsort(-scores[rows], kind="stable")[:k]]
-    return [(index.ids[r], round(float(scores[r]), 6)) for r in best]
-
-
-def similar(index: ItemIndex, item_id: str, k: int) -> list[tuple[str, float]]:
-    """Items whose vectors are nearest to the given item's (cosine)."""
-    vector = index.vector(item_id)
-    if vector is None:
-        return []
-    return top_k(index, index.vectors @ vector, k, {item_id})
-
-
-def top_k(index: ItemIndex, scores: np.ndarray, k: int, skip: set[str]) -> list[tuple[str, float]]:
-    scores = scores.astype(np.float32, copy=True)
-    rows = [index.rows[i] for i in skip if i in index.rows]
-    scores[rows] = -np.inf
-    k = min(k, len(scores) - len(rows))
-    if k <= 0:
-        return []
-    best = np.argpartition(-scores, k - 1)[:k]
-    best = best[np.argsort(-scores[best], kind="stable")]
-    return [(index.ids[r], round(float(scores[r]), 6)) for r in best]

@@ -4,15 +4,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from recsys import privacy, scoring, selection
+from recsys import privacy, ranking
 from recsys.catalog import parse_item
-from recsys.collaborative import CollaborativeModel
 from recsys.events import (
     CLIENT_EVENT_TYPES,
     IMPRESSION,
@@ -22,27 +22,14 @@ from recsys.events import (
     Event,
     InvalidEvent,
     parse_event,
-    validate_id,
 )
-from recsys.experiments import assign, parse_variants
-from recsys.live import LiveCatalog, encoder_for
+from recsys.experiments import CONTROL, Variant, assign
+from recsys.live import LiveCatalog
+from recsys.ports import EventStream, Impression, Impressions, Items, Metrics, Profiles, RawEvents, TextEncoder
 from recsys.profile import Profile
-from recsys.reasons import explain
-from recsys.settings import Settings
-from recsys.storage import (
-    EventStream,
-    Impression,
-    ImpressionStore,
-    ItemRepository,
-    MetricsStore,
-    PopularityStore,
-    ProfileRepository,
-    RawEventLog,
-    Releases,
-)
+from recsys.ranking import NO_FILTERS
+from recsys.selection import Filters
 
-MAX_K = 100
-MAX_CATEGORY_LENGTH = 128
 MAX_METRICS_DAYS = 366
 DEFAULT_METRICS_DAYS = 30
 
@@ -57,40 +44,20 @@ class NotFound(LookupError):
     code = "not_found"
 
 
-class RequestFilters(NamedTuple):
-    """The filter parameters as a request names them (see recsys.selection.parse_filters)."""
-    exclude: str | None = None
-    categories: str | None = None
-    exclude_categories: str | None = None
-    attributes: str | None = None
-    minimum: str | None = None
-    maximum: str | None = None
-    include_consumed: bool = False
-
-    def parse(self) -> selection.Filters:
-        try:
-            return selection.parse_filters(*self)
-        except ValueError as error:
-            raise BadRequest(str(error)) from None
-
-
 @dataclass
 class Recommender:
-    settings: Settings
-
-    def __post_init__(self) -> None:
-        self.settings.require("profiles_table", "items_table", "events_stream", "artifacts_bucket",
-                              "raw_events_bucket", "impressions_table", "metrics_table")
-        self.encoder = encoder_for(self.settings)
-        self.items = ItemRepository(self.settings)
-        self.profiles = ProfileRepository(self.settings)
-        self.stream = EventStream(self.settings)
-        self.raw_events = RawEventLog(self.settings)
-        self.impressions = ImpressionStore(self.settings)
-        self.metrics_store = MetricsStore(self.settings)
-        self.variants = parse_variants(self.settings.variants)
-        self.catalog = LiveCatalog(Releases(self.settings), self.items, self.encoder.version, self.encoder.dim,
-                                   popularity=PopularityStore(self.settings))
+    """The API's work over its stores (recsys.ports); recsys.wiring.recommender builds one
+    from settings."""
+    encoder: TextEncoder
+    catalog: LiveCatalog
+    items: Items
+    profiles: Profiles
+    stream: EventStream
+    raw_events: RawEvents
+    impressions: Impressions
+    metrics_store: Metrics
+    variants: tuple[Variant, ...] = CONTROL
+    clock: Callable[[], float] = time.time
 
     def health(self) -> dict[str, Any]:
         """Also says which release is served, and why a newer one was refused, if it was."""
@@ -108,70 +75,49 @@ class Recommender:
         return item.to_json()
 
     def get_item(self, item_id: str) -> dict[str, Any]:
-        item = self.items.get(_item_id(item_id))
+        item = self.items.get(item_id)
         if item is None:
             raise NotFound(f"item {item_id} not found")
         return item.to_json()
 
-    def similar(self, item_id: str, k: Any, filters: RequestFilters = RequestFilters()) -> dict[str, Any]:
-        k, wanted = parse_k(k), filters.parse()
-        index = self.catalog.index()
-        vector = index.vector(_item_id(item_id))
-        if vector is None:
+    def similar(self, item_id: str, k: int, filters: Filters = NO_FILTERS) -> dict[str, Any]:
+        found = ranking.similar(self.catalog.index(), item_id, k, filters)
+        if found is None:
             raise NotFound(f"item {item_id} not found, or not encoded yet")
-        scores = index.vectors @ vector
-        mask = selection.allowed(index, wanted)
-        mask[index.rows[item_id]] = False
-        rows = selection.best(scores, mask, k)
-        return {"item_id": item_id, "model_version": self.encoder.version,
-                "items": [{"item_id": index.ids[r], "score": round(float(scores[r]), 6)} for r in rows]}
+        return {"item_id": item_id, "model_version": self.encoder.version, "items": _scored(found)}
 
-    def recommend(self, user_id: str, k: Any, context: str | None, filters: RequestFilters = RequestFilters(),
+    def recommend(self, user_id: str, k: int, context: str | None, filters: Filters = NO_FILTERS,
                   diversity: float | None = None, explore: float | None = None) -> dict[str, Any]:
-        user_id, k, wanted = _user_id(user_id), parse_k(k), filters.parse()
+        """The user's list; `diversity` and `explore` default to the user's variant's."""
         variant = assign(user_id, self.variants)
-        diversity = variant.diversity if diversity is None else _share("diversity", diversity)
-        explore = variant.explore if explore is None else _share("explore", explore)
-        context, context_vector = self._context(context)
-        scored = self._score(user_id, context_vector, variant)
-        index, profile = scored.index, scored.profile
-        mask = selection.allowed(index, wanted, profile.consumed if profile else frozenset())
+        diversity = variant.diversity if diversity is None else diversity
+        explore = variant.explore if explore is None else explore
+        request = self._request(k, context, filters, diversity, explore)
         recommendation_id = str(uuid.uuid4())
         rng = np.random.default_rng(uuid.UUID(recommendation_id).int)
-        rows, explored = selection.select(index, scored.scores, mask, k, diversity, explore, rng)
-        items = self._explained(scored, rows, explored, context)
+        index, profile, collaborative, weights = self._state(user_id, variant)
+        ranked = ranking.rank(index, profile, request, weights, collaborative, rng)
         self._record(Impression(recommendation_id, user_id, variant.name, self.encoder.version,
-                                [entry["item_id"] for entry in items], time.time(),
-                                [index.ids[r] for r in rows if r in explored]))
+                                [r.item_id for r in ranked], self.clock(), [r.item_id for r in ranked if r.explored]))
         return {"recommendation_id": recommendation_id, "user_id": user_id, "variant": variant.name,
-                "model_version": self.encoder.version, "diversity": diversity, "explore": explore, "items": items}
+                "model_version": self.encoder.version, "diversity": diversity, "explore": explore,
+                "items": [r.to_json(n) for n, r in enumerate(ranked)]}
 
     def rank(self, user_id: str, item_ids: list[str], context: str | None) -> dict[str, Any]:
         """The given items in the user's order (consumed ones too: the caller chose the list)."""
-        user_id = _user_id(user_id)
         variant = assign(user_id, self.variants)
-        context, context_vector = self._context(context)
-        scored = self._score(user_id, context_vector, variant)
-        index = scored.index
-        known, unknown, seen = [], [], set()
-        for item_id in item_ids:
-            if item_id in seen:
-                continue
-            seen.add(item_id)
-            (known if item_id in index.rows else unknown).append(item_id)
-        rows = [index.rows[i] for i in known]
-        rows.sort(key=lambda r: -float(scored.scores[r]))
+        request = self._request(len(item_ids), context)
+        index, profile, collaborative, weights = self._state(user_id, variant)
+        ranked, unknown = ranking.order(index, profile, item_ids, request, weights, collaborative)
         recommendation_id = str(uuid.uuid4())
-        items = self._explained(scored, rows, set(), context)
         self._record(Impression(recommendation_id, user_id, variant.name, self.encoder.version,
-                                [entry["item_id"] for entry in items], time.time()))
+                                [r.item_id for r in ranked], self.clock()))
         return {"recommendation_id": recommendation_id, "user_id": user_id, "variant": variant.name,
-                "model_version": self.encoder.version, "items": items, "unknown_item_ids": unknown}
+                "model_version": self.encoder.version, "items": [r.to_json(n) for n, r in enumerate(ranked)],
+                "unknown_item_ids": unknown}
 
-    def trending(self, k: Any, category: str | None) -> dict[str, Any]:
-        if category is not None and not (0 < len(category) <= MAX_CATEGORY_LENGTH):
-            raise BadRequest(f"category must be 1-{MAX_CATEGORY_LENGTH} characters")
-        ranked = scoring.trending(self.catalog.index(), parse_k(k), category)
+    def trending(self, k: int, category: str | None) -> dict[str, Any]:
+        ranked = ranking.trending(self.catalog.index(), k, category)
         return {"category": category, "items": _scored(ranked)}
 
     def submit_events(self, body: Any) -> dict[str, Any]:
@@ -180,7 +126,7 @@ class Recommender:
             raise BadRequest('the body must be {"events": [...]} with at least one event')
         if len(raw_events) > MAX_EVENTS_PER_REQUEST:
             raise BadRequest(f"at most {MAX_EVENTS_PER_REQUEST} events per request")
-        now, parsed, errors = time.time(), [], []
+        now, parsed, errors = self.clock(), [], []
         for position, raw in enumerate(raw_events):
             try:
                 parsed.append((position, parse_event(raw, now, allowed=CLIENT_EVENT_TYPES)))
@@ -192,13 +138,11 @@ class Recommender:
         return {"accepted": len(parsed) - len(unsent), "errors": sorted(errors, key=lambda e: e["index"])}
 
     def user_data(self, user_id: str) -> dict[str, Any]:
-        user_id = _user_id(user_id)
         data = privacy.user_data(user_id, self.profiles.get(user_id), self.catalog.index(),
                                  len(self.impressions.ids_of(user_id)), sum(1 for _ in self.raw_events.keys(user_id)))
         return {**data, "variant": assign(user_id, self.variants).name}
 
     def erase_user(self, user_id: str) -> dict[str, Any]:
-        user_id = _user_id(user_id)
         return {"user_id": user_id,
                 "removed": privacy.erase_user(user_id, self.profiles, self.raw_events, self.impressions)}
 
@@ -214,35 +158,22 @@ class Recommender:
                           "conversion_rate": _rate(row["conversions"], row["impressions"])} for row in rows]}
 
     # ---- shared steps ------------------------------------------------------------
-    def _context(self, context: str | None) -> tuple[str | None, np.ndarray | None]:
-        if context is None:
-            return None, None
-        context = context.strip()
-        if len(context) > MAX_QUERY_LENGTH:
-            raise BadRequest(f"context must be at most {MAX_QUERY_LENGTH} characters")
-        return (context, self.encoder.encode([context])[0]) if context else (None, None)
+    def _request(self, k: int, context: str | None, filters: Filters = NO_FILTERS,
+                 diversity: float = 0.0, explore: float = 0.0) -> ranking.Request:
+        text, vector = None, None
+        if context is not None and context.strip():
+            text = context.strip()
+            if len(text) > MAX_QUERY_LENGTH:
+                raise BadRequest(f"context must be at most {MAX_QUERY_LENGTH} characters")
+            vector = self.encoder.encode([text])[0]
+        return ranking.Request(k=k, now=self.clock(), context=vector, context_text=text, filters=filters,
+                               diversity=diversity, explore=explore)
 
-    def _score(self, user_id: str, context_vector: np.ndarray | None, variant) -> _Scored:
+    def _state(self, user_id: str, variant: Variant) -> tuple[Any, Profile | None, Any, Any]:
+        """The index, the user's profile, the collaborative model and the variant's weights."""
         index = self.catalog.index()
         collaborative, fitted = self.catalog.scorer()
-        weights = variant.blend(fitted)
-        profile = self.profiles.get(user_id)
-        parts = scoring.components(index, profile, context_vector, time.time(), weights,
-                                   collaborative=collaborative)
-        return _Scored(index, profile, collaborative, weights, parts, scoring.combine(parts, weights))
-
-    def _explained(self, scored: _Scored, rows: list[int], explored: set[int],
-                   context: str | None) -> list[dict[str, Any]]:
-        history = {}  # per row model, the history items behind each row's score
-        if scored.collaborative is not None and scored.profile is not None:
-            weights = scoring.history_weights(scored.profile, scored.weights.recency_half_life,
-                                              scored.weights.recency_floor)
-            history = {name: scored.collaborative.contributions(weights, rows, component=name)
-                       for name in CollaborativeModel.ROW_MODELS if name in scored.parts}
-        reasons = explain(scored.index, scored.parts, scored.weights, rows, explored, history, context)
-        return [{"item_id": scored.index.ids[r], "position": n, "score": round(float(scored.scores[r]), 6),
-                 "explored": r in explored, "reasons": why}
-                for n, (r, why) in enumerate(zip(rows, reasons, strict=True))]
+        return index, self.profiles.get(user_id), collaborative, variant.blend(fitted)
 
     def _record(self, impression: Impression) -> None:
         """Every list served is an impression: stored for attribution, counted for its variant,
@@ -262,54 +193,8 @@ class Recommender:
                         impression.recommendation_id, len(unsent))
 
 
-class _Scored(NamedTuple):
-    index: Any
-    profile: Profile | None
-    collaborative: Any
-    weights: scoring.BlendWeights
-    parts: dict[str, np.ndarray]
-    scores: np.ndarray
-
-
-def _share(name: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{name} must be a number between 0 and 1") from None
-    if not 0 <= number <= 1:
-        raise BadRequest(f"{name} must be a number between 0 and 1")
-    return number
-
-
 def _rate(numerator: int, denominator: int) -> float | None:
     return round(numerator / denominator, 6) if denominator else None
-
-
-def parse_k(k: Any) -> int:
-    if k is None:
-        return 10
-    try:
-        value = int(k)
-    except (TypeError, ValueError):
-        raise BadRequest(f"k must be an integer between 1 and {MAX_K}") from None
-    if not 1 <= value <= MAX_K:
-        raise BadRequest(f"k must be an integer between 1 and {MAX_K}")
-    return value
-
-
-def _item_id(item_id: str) -> str:
-    return _id("item_id", item_id)
-
-
-def _user_id(user_id: str) -> str:
-    return _id("user_id", user_id)
-
-
-def _id(name: str, value: str) -> str:
-    try:
-        return validate_id(name, value)
-    except InvalidEvent as error:
-        raise BadRequest(str(error)) from None
 
 
 def _scored(ranked: list[tuple[str, float]]) -> list[dict[str, Any]]:

@@ -6,9 +6,25 @@ passes the same names plus AWS_ENDPOINT_URL (which botocore reads by itself).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+# Each resource setting and the environment variable that carries it: the template sets
+# these on the functions, ops/environment.py maps the stack's outputs onto them, and
+# `Settings.require` names them when one is missing.
+ENVIRONMENT = {
+    "profiles_table": "PROFILES_TABLE",
+    "items_table": "ITEMS_TABLE",
+    "events_stream": "EVENTS_STREAM",
+    "artifacts_bucket": "ARTIFACTS_BUCKET",
+    "raw_events_bucket": "RAW_EVENTS_BUCKET",
+    "events_dead_letter_queue": "EVENTS_DLQ_URL",
+    "impressions_table": "IMPRESSIONS_TABLE",
+    "metrics_table": "METRICS_TABLE",
+    "variants": "AB_VARIANTS",
+}
 
 
 @dataclass(frozen=True)
@@ -28,19 +44,11 @@ class Settings:
     model_dir: Path | None = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         model_dir = env.get("RECSYS_MODEL_DIR")
         return cls(
-            profiles_table=env.get("PROFILES_TABLE", ""),
-            items_table=env.get("ITEMS_TABLE", ""),
-            events_stream=env.get("EVENTS_STREAM", ""),
-            artifacts_bucket=env.get("ARTIFACTS_BUCKET", ""),
-            raw_events_bucket=env.get("RAW_EVENTS_BUCKET", ""),
-            events_dead_letter_queue=env.get("EVENTS_DLQ_URL", ""),
-            impressions_table=env.get("IMPRESSIONS_TABLE", ""),
-            metrics_table=env.get("METRICS_TABLE", ""),
-            variants=env.get("AB_VARIANTS", ""),
+            **{name: env.get(variable, "") for name, variable in ENVIRONMENT.items()},
             impression_retention_days=float(env.get("IMPRESSION_RETENTION_DAYS") or 90),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
@@ -48,10 +56,10 @@ class Settings:
         )
 
     def require(self, *names: str) -> None:
-        missing = [n for n in names if not getattr(self, n)]
+        """Raises naming the environment variables of the settings that are empty."""
+        missing = [ENVIRONMENT[n] for n in names if not getattr(self, n)]
         if missing:
-            env_names = ", ".join(n.upper() for n in missing)
-            raise RuntimeError(f"missing configuration: set {env_names}")
+            raise RuntimeError(f"missing configuration: set {', '.join(missing)}")
 
 
 @lru_cache(maxsize=1)

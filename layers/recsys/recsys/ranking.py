@@ -1,0 +1,146 @@
+"""The one ranking path: from (index, profile, context, filters, diversity, explore,
+weights) to a ranked list with reasons.
+
+The API's recommendations, the offline evaluation (`make eval`), the blend fit, the
+benchmarks and the replay all call `rank`; what the API serves is what every offline
+figure measured (tests/unit/test_ranking.py asserts it). The steps:
+
+1. `score`: every score component for every item (recsys.scoring.components) and
+   their weighted sum (recsys.scoring.combine);
+2. `rank`: the filters' mask (recsys.selection.allowed; consumed items left out unless
+   the request keeps them), then exploration slots and diversity (selection.select);
+3. the reasons of each item placed (recsys.reasons.explain), with the history items
+   behind each collaborative score.
+
+A caller that ranks one user under many weightings (the blend fit) scores the components
+once with `score(..., every=True)` and passes `components` back in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recsys import popularity as live_popularity
+from recsys import scoring, selection
+from recsys.collaborative import Collaborative, CollaborativeModel, history_weights
+from recsys.index import ItemIndex
+from recsys.popularity import DEFAULT_POPULARITY, PopularityConfig
+from recsys.profile import Profile
+from recsys.reasons import explain
+from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights
+from recsys.selection import Filters
+
+NO_FILTERS = Filters()
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a list is asked for besides the user: its length, the request's context (text
+    and its vector), the filters, and the shares of diversity and exploration."""
+    k: int
+    now: float
+    context: np.ndarray | None = None
+    context_text: str | None = None
+    filters: Filters = NO_FILTERS
+    diversity: float = 0.0
+    explore: float = 0.0
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Each component's score of every item, and their blend under `weights`."""
+    components: dict[str, np.ndarray]
+    blended: np.ndarray
+    weights: BlendWeights
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    row: int
+    item_id: str
+    score: float
+    explored: bool = False
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self, position: int) -> dict[str, Any]:
+        return {"item_id": self.item_id, "position": position, "score": self.score, "explored": self.explored,
+                "reasons": self.reasons}
+
+
+def score(index: ItemIndex, profile: Profile | None, context: np.ndarray | None, now: float,
+          weights: BlendWeights = DEFAULT_WEIGHTS, collaborative: Collaborative | None = None,
+          every: bool = False, components: dict[str, np.ndarray] | None = None) -> Scores:
+    """Every item's components and blended score; `components` reuses ones scored before
+    (with `every`, under the same history recency)."""
+    if components is None:
+        components = scoring.components(index, profile, context, now, weights, collaborative=collaborative,
+                                        every=every)
+    return Scores(components, scoring.combine(components, weights), weights)
+
+
+def rank(index: ItemIndex, profile: Profile | None, request: Request, weights: BlendWeights = DEFAULT_WEIGHTS,
+         collaborative: Collaborative | None = None, rng: np.random.Generator | None = None,
+         reasons: bool = True, components: dict[str, np.ndarray] | None = None) -> list[RankedItem]:
+    """The user's list for the request, best first, each item with its reasons (unless
+    `reasons` is False: the offline evaluation needs only the order)."""
+    scores = score(index, profile, request.context, request.now, weights, collaborative, components=components)
+    mask = selection.allowed(index, request.filters, profile.consumed if profile else frozenset())
+    rows, explored = selection.select(index, scores.blended, mask, request.k, request.diversity, request.explore,
+                                      rng)
+    return placed(index, profile, scores, rows, explored, collaborative, request.context_text, reasons)
+
+
+def order(index: ItemIndex, profile: Profile | None, item_ids: list[str], request: Request,
+          weights: BlendWeights = DEFAULT_WEIGHTS,
+          collaborative: Collaborative | None = None) -> tuple[list[RankedItem], list[str]]:
+    """The given items in the user's order, with reasons (consumed ones too, no filters:
+    the caller chose the list), and the ids the index does not know."""
+    known = [i for i in dict.fromkeys(item_ids) if i in index.rows]
+    unknown = [i for i in dict.fromkeys(item_ids) if i not in index.rows]
+    scores = score(index, profile, request.context, request.now, weights, collaborative)
+    rows = sorted((index.rows[i] for i in known), key=lambda r: -float(scores.blended[r]))
+    return placed(index, profile, scores, rows, set(), collaborative, request.context_text), unknown
+
+
+def placed(index: ItemIndex, profile: Profile | None, scores: Scores, rows: list[int], explored: set[int],
+           collaborative: Collaborative | None, context_text: str | None = None,
+           reasons: bool = True) -> list[RankedItem]:
+    """The rows as ranked items, with the reasons of each."""
+    if not reasons:
+        return [RankedItem(r, index.ids[r], round(float(scores.blended[r]), 6), r in explored) for r in rows]
+    history = {}  # per row model, the history items behind each row's score
+    if collaborative is not None and profile is not None:
+        recency = history_weights(profile, scores.weights.recency_half_life, scores.weights.recency_floor)
+        history = {name: collaborative.contributions(recency, rows, component=name)
+                   for name in CollaborativeModel.ROW_MODELS if name in scores.components}
+    why = explain(index, scores.components, scores.weights, rows, explored, history, context_text)
+    return [RankedItem(r, index.ids[r], round(float(scores.blended[r]), 6), r in explored, reasons)
+            for r, reasons in zip(rows, why, strict=True)]
+
+
+def similar(index: ItemIndex, item_id: str, k: int, filters: Filters = NO_FILTERS) -> list[tuple[str, float]] | None:
+    """The k items nearest (cosine) to an item that the filters allow; None for an item the
+    index does not hold."""
+    vector = index.vector(item_id)
+    if vector is None:
+        return None
+    cosines = index.vectors @ vector
+    mask = selection.allowed(index, filters)
+    mask[index.rows[item_id]] = False
+    return [(index.ids[r], round(float(cosines[r]), 6)) for r in selection.best(cosines, mask, k)]
+
+
+def trending(index: ItemIndex, k: int, category: str | None = None,
+             config: PopularityConfig = DEFAULT_POPULARITY) -> list[tuple[str, float]]:
+    """The k items whose recent pace most exceeds their long-run pace (see
+    `popularity.trending`), optionally only those of one category; only items with
+    recent evidence qualify."""
+    scores = live_popularity.trending(index.counts.astype(np.float64), index.recent.astype(np.float64), config)
+    eligible = scores > 0
+    if category is not None:
+        eligible &= np.array([category in labels for labels in index.categories], dtype=bool)
+    rows = np.flatnonzero(eligible)
+    best = rows[np.argsort(-scores[rows], kind="stable")[:k]]
+    return [(index.ids[r], round(float(scores[r]), 6)) for r in best]
