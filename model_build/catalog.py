@@ -48,7 +48,10 @@ def run(data: Path, model: Path, out: Path, force: bool = False) -> int:
     encoder = Encoder(model, threads=os.cpu_count() or 1)
     source = fingerprint(data, encoder.version)
     if out.exists() and not force:
-        _, meta = ItemIndex.from_npz(out.read_bytes())
+        try:
+            _, meta = ItemIndex.from_npz(out.read_bytes())
+        except ValueError:  # another format (ArtifactFormatError): rebuild
+            meta = {}
         if meta.get("source") == source:
             print(f"catalog: {out} is current ({encoder.version}), nothing to do")
             return 0

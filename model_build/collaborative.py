@@ -73,7 +73,7 @@ def run(data: Path, out: Path, catalog: Path = DEFAULT_CATALOG, fit: bool = Fals
     if out.exists() and not fit:
         try:
             _, existing = CollaborativeModel.from_npz(out.read_bytes())
-        except ValueError:  # another format (ArtifactMismatch): retrain
+        except ValueError:  # another format (ArtifactFormatError): retrain
             existing = {}
         if existing.get("source") == source:
             print(f"collaborative: {out} is current, nothing to do", file=sys.stderr)
