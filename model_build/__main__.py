@@ -4,11 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-LAYER_PATHS = (REPO_ROOT / "layers" / "recsys", REPO_ROOT / "layers" / "encoder")
-sys.path[:0] = [str(path) for path in LAYER_PATHS if str(path) not in sys.path]
+from model_build.paths import LAYERS
+
+sys.path[:0] = [str(path) for path in LAYERS if str(path) not in sys.path]
 
 from model_build import catalog, collaborative, encoder, evaluate, finetune, pipeline, publish  # noqa: E402  (stages import the layers' packages)
 

@@ -20,14 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from model_build.catalog import DEFAULT_DATA, fingerprint
-from model_build.catalog import DEFAULT_OUT as DEFAULT_CATALOG
+from model_build import paths
+from model_build.catalog import fingerprint
 from model_build.data import Interaction, read_interactions
 from model_build.progress import progress
 from recsys.collaborative import CollaborativeModel, ItemRows
 from recsys.index import ItemIndex
-
-DEFAULT_OUT = Path("build/catalog/collaborative.npz")
 
 
 @dataclass(frozen=True)
@@ -55,14 +53,14 @@ class TrainingConfig:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("collaborative", help="train the item-item, sequence and matrix-factorisation "
                                                          "models and their new-item maps")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset directory")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .npz")
-    parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG, help="the catalog stage's .npz")
+    parser.add_argument("--data", type=Path, default=paths.DATA, help="dataset directory")
+    parser.add_argument("--out", type=Path, default=paths.COLLABORATIVE, help="output .npz")
+    parser.add_argument("--catalog", type=Path, default=paths.CATALOG, help="the catalog stage's .npz")
     parser.add_argument("--fit", action="store_true", help="fit the blend weights on a validation carve of the data")
     parser.set_defaults(run=lambda args: run(args.data, args.out, args.catalog, args.fit))
 
 
-def run(data: Path, out: Path, catalog: Path = DEFAULT_CATALOG, fit: bool = False) -> int:
+def run(data: Path, out: Path, catalog: Path = paths.CATALOG, fit: bool = False) -> int:
     """Trains and writes the model, unless `out` was trained on the same data and item vectors
     with the same code and settings and no fit is asked for (a fitted `out` stays: its
     weights were fitted on this same data)."""

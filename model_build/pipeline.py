@@ -15,14 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-from model_build import catalog, collaborative, encoder, finetune
+from model_build import paths
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("all", help="every stage in order (finetune, encoder, catalog, collaborative, "
                                                "publish)", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=catalog.DEFAULT_DATA, help="dataset directory")
+    parser.add_argument("--data", type=Path, default=paths.DATA, help="dataset directory")
     parser.add_argument("--finetune", action="store_true", help="fine-tune the encoder first")
     parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps")
     where = parser.add_mutually_exclusive_group()
@@ -46,13 +46,13 @@ def run(args: argparse.Namespace) -> int:
     data = str(args.data)
     model_dir: list[str] = []
     if args.finetune:
-        stage("finetune", "--data", data, "--out", str(finetune.DEFAULT_OUT), "--steps", str(args.steps))
-        if json.loads((finetune.DEFAULT_OUT / "finetune.json").read_text())["kept"]:
-            model_dir = ["--model-dir", str(finetune.DEFAULT_OUT)]
+        stage("finetune", "--data", data, "--out", str(paths.FINETUNED), "--steps", str(args.steps))
+        if json.loads((paths.FINETUNED / "finetune.json").read_text())["kept"]:
+            model_dir = ["--model-dir", str(paths.FINETUNED)]
     stage("encoder", "--data", data, *model_dir)
-    stage("catalog", "--data", data, "--model", str(encoder.DEFAULT_OUT), "--out", str(catalog.DEFAULT_OUT))
-    stage("collaborative", "--data", data, "--out", str(collaborative.DEFAULT_OUT), "--fit",
-          "--catalog", str(catalog.DEFAULT_OUT))
+    stage("catalog", "--data", data, "--model", str(paths.ENCODER_MODEL), "--out", str(paths.CATALOG))
+    stage("collaborative", "--data", data, "--out", str(paths.COLLABORATIVE), "--fit",
+          "--catalog", str(paths.CATALOG))
     if args.stack or args.local:
         stage("publish", "--data", data, *(["--stack", args.stack] if args.stack else ["--local"]))
     print(json.dumps({"seconds": seconds, "total": round(sum(seconds.values()), 1)}))

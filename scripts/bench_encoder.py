@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from encoder_model import MODEL_DIR  # noqa: E402
 from model_build import encoder as build  # noqa: E402
+from model_build import paths  # noqa: E402
 from recsys.encoder import Encoder  # noqa: E402
 
 QUERY = "scary zombie movie"
@@ -35,7 +36,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR, help="int8 artifact folder")
     parser.add_argument("--hf-dir", type=Path, default=None, help="Hugging Face folder (default: gt package)")
-    parser.add_argument("--data", type=Path, default=build.DEFAULT_DATA, help="dataset with the catalog texts")
+    parser.add_argument("--data", type=Path, default=paths.DATA, help="dataset with the catalog texts")
     parser.add_argument("--runs", type=int, default=300, help="timed single-query runs per engine")
     parser.add_argument("--catalog-size", type=int, default=1000, help="texts for the throughput figures")
     return parser.parse_args()
@@ -86,7 +87,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     int8 = Encoder(args.model_dir, threads=1)
     load_ms = (time.perf_counter() - start) * 1000
-    fp32 = torch_encoder(args.hf_dir or build.default_model_dir(), int8.max_length)
+    fp32 = torch_encoder(args.hf_dir or paths.pretrained_model(), int8.max_length)
 
     torch_latency = latencies_ms(lambda: fp32([QUERY], 1), args.runs)
     int8_latency = latencies_ms(lambda: int8.encode([QUERY]), args.runs)

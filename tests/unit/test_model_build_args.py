@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_build import encoder
+from model_build import encoder, paths
 from model_build.__main__ import build_parser
 
 
 def test_encoder_subcommand_defaults() -> None:
     args = build_parser().parse_args(["encoder"])
-    assert args.out == encoder.DEFAULT_OUT
+    assert args.out == paths.ENCODER_MODEL
     assert args.model_dir is None
     assert args.force is False
     assert (args.min_cosine, args.min_overlap) == (0.99, 0.97)
