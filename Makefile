@@ -27,7 +27,7 @@ $(MODEL): $(VENV)/.installed model_build/encoder.py
 $(CATALOG): $(MODEL) model_build/catalog.py $(wildcard $(DATA)/*.csv)
 	$(PY) -m model_build catalog --data $(DATA) --out $(CATALOG)
 
-$(COLLABORATIVE): $(CATALOG) model_build/collaborative.py $(wildcard $(DATA)/*.csv)
+$(COLLABORATIVE): $(CATALOG) model_build/collaborative.py model_build/collaborative_training.py $(wildcard $(DATA)/*.csv)
 	$(PY) -m model_build collaborative --data $(DATA) --catalog $(CATALOG) --out $(COLLABORATIVE)
 
 ## run: the whole recommender on this machine (RECSYS_API_KEY, RECSYS_PORT); Ctrl-C stops it

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from model_build import blend, paths
 from model_build import catalog as catalog_stage
-from model_build.collaborative import train
+from model_build.collaborative_training import train
 from model_build.data import read_interactions
 from model_build.progress import progress
 from model_build.report import render

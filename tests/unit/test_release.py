@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
-from model_build.collaborative import TrainingConfig, train
+from model_build.collaborative_training import TrainingConfig, train
 from model_build.data import Interaction
 from model_build.publish import build_release
 from recsys.collaborative import CollaborativeModel
