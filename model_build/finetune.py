@@ -29,10 +29,10 @@ import numpy as np
 
 from model_build import paths
 from model_build.data import Interaction, read_interactions, read_items
-from model_build.encoder import load_pooled_model, tokenize
+from model_build.export import load_pooled_model
 from model_build.progress import progress
 from model_build.validation import carve, metrics
-from recsys.encoder import load_tokenizer
+from recsys.encoder import load_tokenizer, tokenize
 from recsys.scoring import DEFAULT_WEIGHTS
 
 HISTORY_ITEMS = 3

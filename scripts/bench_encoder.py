@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 
 from encoder_model import MODEL_DIR  # noqa: E402
 from model_build import encoder as build  # noqa: E402
-from model_build import paths  # noqa: E402
-from recsys.encoder import Encoder  # noqa: E402
+from model_build import export, fidelity, paths  # noqa: E402
+from recsys.encoder import Encoder, load_tokenizer, tokenize  # noqa: E402
 
 QUERY = "scary zombie movie"
 
@@ -57,20 +57,21 @@ def latencies_ms(call: Callable[[], Any], runs: int, warmup: int = 20) -> dict[s
     }
 
 
-def torch_encoder(hf_dir: Path, max_length: int) -> build.Embed:
-    """fp32 reference: the HF model with the same pooling, fed by the same tokenizer."""
-    module = build.load_pooled_model(hf_dir)
-    tokenizer = build.load_tokenizer(hf_dir / "tokenizer.json", max_length)
+class TorchEncoder:
+    """fp32 reference: the HF model with the same pooling, fed by the same tokenizer, batched
+    as the runtime Encoder batches."""
 
-    def embed(texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def __init__(self, hf_dir: Path, max_length: int) -> None:
+        self.module = export.load_pooled_model(hf_dir)
+        self.tokenizer = load_tokenizer(hf_dir / "tokenizer.json", max_length)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        result = np.empty((len(texts), module.model.config.hidden_size), dtype=np.float32)
+        result = np.empty((len(texts), self.module.model.config.hidden_size), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            result[rows] = build.torch_embed(module, build.tokenize(tokenizer, [texts[i] for i in rows]))
+            result[rows] = export.torch_embed(self.module, tokenize(self.tokenizer, [texts[i] for i in rows]))
         return result
-
-    return embed
 
 
 def items_per_s(embed: Callable[[Sequence[str]], Any], texts: Sequence[str]) -> float:
@@ -87,21 +88,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     int8 = Encoder(args.model_dir, threads=1)
     load_ms = (time.perf_counter() - start) * 1000
-    fp32 = torch_encoder(args.hf_dir or paths.pretrained_model(), int8.max_length)
+    fp32 = TorchEncoder(args.hf_dir or paths.pretrained_model(), int8.max_length)
 
-    torch_latency = latencies_ms(lambda: fp32([QUERY], 1), args.runs)
+    torch_latency = latencies_ms(lambda: fp32.encode([QUERY], 1), args.runs)
     int8_latency = latencies_ms(lambda: int8.encode([QUERY]), args.runs)
 
     texts = build.catalog_texts(args.data)
     catalog = texts[: args.catalog_size]
     two_threads = Encoder(args.model_dir, threads=2)
     rates = {
-        "torch_fp32_threads1": items_per_s(lambda batch: fp32(batch, 32), catalog),
+        "torch_fp32_threads1": items_per_s(lambda batch: fp32.encode(batch, 32), catalog),
         "int8_threads1": items_per_s(lambda batch: int8.encode(batch, batch_size=32), catalog),
         "int8_threads2": items_per_s(lambda batch: two_threads.encode(batch, batch_size=32), catalog),
     }
     _, held_out = build.split_texts(texts)
-    fidelity = build.check_fidelity(fp32, lambda batch, size: int8.encode(batch, batch_size=size), held_out)
+    figures = fidelity.check_fidelity(fp32, int8, held_out)
     return {
         "model_version": int8.version,
         "query": QUERY,
@@ -113,7 +114,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "catalog_texts": len(catalog),
         "batch32_items_per_s": rates,
         "speedup_batch32": round(rates["int8_threads1"] / rates["torch_fp32_threads1"], 2),
-        "int8_vs_torch_fp32": fidelity,
+        "int8_vs_torch_fp32": figures,
     }
 
 
