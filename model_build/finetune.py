@@ -38,6 +38,7 @@ from recsys.scoring import DEFAULT_WEIGHTS
 HISTORY_ITEMS = 3
 MAX_LENGTH = 128
 TEMPERATURE = 0.05
+STEPS, BATCH, LR, SEED = 200, 32, 2e-5, 7
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
                    "sentence_bert_config.json", "modules.json")
 
@@ -47,10 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, default=paths.DATA, help="dataset directory")
     parser.add_argument("--model-dir", type=Path, default=None, help="Hugging Face folder (default: the gt package)")
     parser.add_argument("--out", type=Path, default=paths.FINETUNED, help="output folder")
-    parser.add_argument("--steps", type=int, default=200, help="optimizer steps")
-    parser.add_argument("--batch", type=int, default=32, help="pairs per step (the in-batch negatives)")
-    parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=STEPS, help="optimizer steps")
+    parser.add_argument("--batch", type=int, default=BATCH, help="pairs per step (the in-batch negatives)")
+    parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--seed", type=int, default=SEED)
     parser.set_defaults(run=lambda args: run(args.data, args.model_dir or paths.pretrained_model(), args.out,
                                              args.steps, args.batch, args.lr, args.seed))
 
@@ -143,7 +144,8 @@ def train(module: Any, tokenizer: Any, examples: list[tuple[str, str]], steps: i
     return losses
 
 
-def run(data: Path, model_dir: Path, out: Path, steps: int, batch: int, lr: float, seed: int) -> int:
+def run(data: Path, model_dir: Path, out: Path, steps: int = STEPS, batch: int = BATCH, lr: float = LR,
+        seed: int = SEED) -> int:
     import torch
 
     started = time.perf_counter()

@@ -49,9 +49,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--stack", help="find the bucket and table from this CloudFormation stack's outputs")
     where.add_argument("--local", action="store_true", help="the stack `make run` started")
-    parser.set_defaults(run=lambda args: print(json.dumps(publish(
-        Settings.from_env(environment(args.local, args.stack)), args.data, args.catalog, args.collaborative,
-        args.model, args.report, args.releases))) or 0)
+    parser.set_defaults(run=lambda args: run(args.data, args.catalog, args.collaborative, args.model, args.report,
+                                             args.releases, args.local, args.stack))
+
+
+def run(data: Path = paths.DATA, catalog: Path = paths.CATALOG, collaborative: Path = paths.COLLABORATIVE,
+        model: Path = paths.ENCODER_MODEL, report: Path | None = None, releases: Path = paths.RELEASES,
+        local: bool = False, stack: str | None = None) -> int:
+    """The stage: publish to the resources the environment, a deployed `stack`'s outputs or the
+    `local` stack name; prints what was published as JSON."""
+    print(json.dumps(publish(Settings.from_env(environment(local, stack)), data, catalog, collaborative, model,
+                             report, releases)))
+    return 0
 
 
 def publish(settings: Settings, data: Path, catalog: Path, collaborative: Path, model: Path,

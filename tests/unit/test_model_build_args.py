@@ -140,3 +140,33 @@ def test_up_to_date_needs_same_weights_and_intact_files(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"changed")
     assert not encoder.is_up_to_date(tmp_path, "abc", {})
     assert not encoder.is_up_to_date(tmp_path / "missing", "abc", {})
+
+
+def test_all_runs_each_stage_in_order_as_its_command_would(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from model_build import catalog, collaborative, finetune, publish
+
+    calls: list[tuple[str, tuple, dict]] = []
+
+    def stage(name: str):
+        def run(*args, **kwargs) -> int:
+            calls.append((name, args, kwargs))
+            if name == "finetune":
+                (args[2] / "finetune.json").write_text(json.dumps({"kept": True}))
+            return 0
+        return run
+
+    for module in (finetune, encoder, catalog, collaborative, publish):
+        monkeypatch.setattr(module, "run", stage(module.__name__.rsplit(".", 1)[1]))
+    monkeypatch.setattr(paths, "FINETUNED", tmp_path)
+    args = build_parser().parse_args(["all", "--data", "data/x", "--finetune", "--steps", "5", "--stack", "s"])
+    assert args.run(args) == 0
+    data = Path("data/x")
+    assert calls == [
+        ("finetune", (data, paths.pretrained_model(), tmp_path, 5), {}),
+        ("encoder", (), {"data": data, "model_dir": tmp_path}),
+        ("catalog", (data, paths.ENCODER_MODEL, paths.CATALOG), {}),
+        ("collaborative", (data, paths.COLLABORATIVE, paths.CATALOG), {"fit": True}),
+        ("publish", (data,), {"local": False, "stack": "s"}),
+    ]
+    assert set(json.loads(capsys.readouterr().out)["seconds"]) == {name for name, _, _ in calls}
