@@ -21,14 +21,14 @@ $(VENV)/.installed: requirements-dev.txt layers/recsys/requirements.txt layers/e
 	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
-$(MODEL): $(VENV)/.installed model_build/encoder.py
+$(MODEL): $(VENV)/.installed model_build/encoder.py model_build/export.py model_build/quantize.py model_build/fidelity.py
 	$(PY) -m model_build encoder
 	@touch $@
 
 $(CATALOG): $(MODEL) model_build/catalog.py $(wildcard $(DATA)/*.csv)
 	$(PY) -m model_build catalog --data $(DATA) --out $(CATALOG)
 
-$(COLLABORATIVE): $(CATALOG) model_build/collaborative.py $(wildcard $(DATA)/*.csv)
+$(COLLABORATIVE): $(CATALOG) model_build/collaborative.py model_build/collaborative_training.py $(wildcard $(DATA)/*.csv)
 	$(PY) -m model_build collaborative --data $(DATA) --catalog $(CATALOG) --out $(COLLABORATIVE)
 
 ## run: the whole recommender on this machine (RECSYS_API_KEY, RECSYS_PORT); Ctrl-C stops it

@@ -14,6 +14,7 @@ from local_stack.client import ApiClient
 from local_stack.stack import LocalStack
 from model_build import catalog as catalog_stage
 from model_build import collaborative as collaborative_stage
+from model_build import paths
 from model_build.data import read_interactions
 from model_build.publish import publish_release, write_items
 from recsys.settings import Settings
@@ -27,13 +28,13 @@ def load_demo(stack: LocalStack, client: ApiClient, data: Path, catalog_npz: Pat
     events flow. The collaborative model is the collaborative.npz beside the catalog."""
     collaborative_npz = catalog_npz.with_name("collaborative.npz")
     if not catalog_npz.exists():
-        catalog_stage.run(data, catalog_stage.DEFAULT_MODEL, catalog_npz)
+        catalog_stage.run(data, paths.ENCODER_MODEL, catalog_npz)
     collaborative_stage.run(data, collaborative_npz, catalog_npz)  # nothing to do when current
     settings = Settings.from_env(stack.environment_of("ApiFunction"))
     written_at = time.time()
     # To the stack's bucket only: each start would otherwise leave another ~85 MB copy under build/releases.
     version, index, model_version = publish_release(settings, data, catalog_npz, collaborative_npz,
-                                                    catalog_stage.DEFAULT_MODEL, written_at)
+                                                    paths.ENCODER_MODEL, written_at)
     with ThreadPoolExecutor(max_workers=1) as pool:
         items = pool.submit(write_items, settings, data, index, model_version, written_at)
         users = load_users(stack, client, data)

@@ -1,9 +1,9 @@
 """Fitting the blend weights on a validation split carved from the training interactions.
 
-The carve follows shared/eval/split.py's protocol on train alone (`carve`): a share of
-items becomes "new", each user's last 20% in time order is held out, and the new items'
-interactions are dropped from the rest; lists rank only the items train names
-(`_validation_catalog`). The collaborative models are trained on what is left,
+The carve (model_build/validation.py) follows shared/eval/split.py's protocol on train
+alone: a share of items becomes "new", each user's last 20% in time order is held out,
+and the new items' interactions are dropped from the rest; lists rank only the items
+train names (`_validation_catalog`). The collaborative models are trained on what is left,
 profiles are folded from it with the events function's own code, and lists are ranked
 by the API's own code (`recsys.ranking.rank`) under each candidate weighting.
 Coordinate ascent: one weight at a time over a few values, up to three passes, keeping
@@ -21,18 +21,17 @@ the floor and no further.
 """
 from __future__ import annotations
 
-import hashlib
-import math
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
-from model_build.collaborative import TrainingConfig, train
+from model_build.collaborative_training import TrainingConfig, train
 from model_build.data import Interaction
 from model_build.progress import progress
+from model_build.validation import carve, metrics
 from recsys import ranking, scoring
 from recsys.collaborative import Collaborative
 from recsys.index import ItemIndex
@@ -69,36 +68,6 @@ ALONE: dict[str, dict[str, float]] = {  # each component alone, history recency 
 }
 
 
-@dataclass(frozen=True)
-class Validation:
-    train: list[Interaction]
-    held_out: dict[str, set[str]]
-    cold_items: set[str]
-
-
-def carve(interactions: Sequence[Interaction], test_share: float = 0.2, cold_share: float = 0.05,
-          seed: int = 7) -> Validation:
-    """split.py's protocol on these interactions: a share of items becomes new, each user's
-    last `test_share` in time order is held out (new items included), and the new items'
-    interactions are dropped from what is left to train on."""
-    items = sorted({row.item_id for row in interactions}, key=lambda i: _hash(seed, "item", i))
-    cold = set(items[: int(round(cold_share * len(items)))])
-    by_user: dict[str, list[Interaction]] = defaultdict(list)
-    for row in interactions:
-        by_user[row.user_id].append(row)
-    train_rows: list[Interaction] = []
-    held_out: dict[str, set[str]] = {}
-    for user, rows in by_user.items():
-        rows = sorted(rows, key=lambda r: (r.timestamp, _hash(seed, user, r.item_id)))
-        n_test = min(len(rows) - 1, max(1, math.ceil(test_share * len(rows))))
-        head = [r for r in rows[:len(rows) - n_test] if r.item_id not in cold]
-        if head:
-            train_rows += head
-            if n_test:  # a user with one interaction trains and is not asked (split.py)
-                held_out[user] = {r.item_id for r in rows[len(rows) - n_test:]}
-    return Validation(train_rows, held_out, cold)
-
-
 def profiles_from(interactions: Sequence[Interaction], index: ItemIndex) -> dict[str, Profile]:
     """Each user's interactions as rating events, folded in time order by the events function's code."""
     events = defaultdict(list)
@@ -107,7 +76,7 @@ def profiles_from(interactions: Sequence[Interaction], index: ItemIndex) -> dict
     profiles = {}
     for user, user_events in events.items():
         profiles[user] = Profile(user_id=user)
-        apply_events(profiles[user], user_events, lambda e: index.vector(e.item_id))
+        apply_events(profiles[user], user_events, lambda e: index.vector(e.item_id) if e.item_id else None)
     return profiles
 
 
@@ -122,34 +91,6 @@ def rank(index: ItemIndex, profile: Profile | None, weights: scoring.BlendWeight
 def _now(profile: Profile | None) -> float:
     """Lists are asked for just after the user's last training event."""
     return profile.last_event_at if profile and profile.last_event_at else 0.0
-
-
-def metrics(lists: dict[str, list[str]], held_out: dict[str, set[str]], cold: set[str]) -> dict[str, float]:
-    """ndcg@10, recall@20, hr@10 and cold_recall@20 as shared/eval/score.py defines them,
-    and warm_recall@20: recall@20 counting only items that are not cold."""
-    sums = defaultdict(float)
-    cold_users = warm_users = 0
-    for user, relevant in held_out.items():
-        ranked = lists.get(user, [])
-        hits = [1 if i in relevant else 0 for i in ranked[:20]]
-        dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits[:10]))
-        ideal = sum(1 / math.log2(r + 2) for r in range(min(10, len(relevant))))
-        sums["ndcg@10"] += dcg / ideal
-        sums["recall@20"] += sum(hits) / len(relevant)
-        sums["hr@10"] += 1.0 if any(hits[:10]) else 0.0
-        relevant_cold = relevant & cold
-        if relevant_cold:
-            cold_users += 1
-            sums["cold_recall@20"] += sum(1 for i in ranked[:20] if i in relevant_cold) / len(relevant_cold)
-        relevant_warm = relevant - cold
-        if relevant_warm:
-            warm_users += 1
-            sums["warm_recall@20"] += sum(1 for i in ranked[:20] if i in relevant_warm) / len(relevant_warm)
-    n = max(len(held_out), 1)
-    result = {k: round(sums[k] / n, 5) for k in ("ndcg@10", "recall@20", "hr@10")}
-    result["cold_recall@20"] = round(sums["cold_recall@20"] / cold_users, 5) if cold_users else 0.0
-    result["warm_recall@20"] = round(sums["warm_recall@20"] / warm_users, 5) if warm_users else 0.0
-    return result
 
 
 def objective(figures: dict[str, float]) -> float:
@@ -203,10 +144,10 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
                 log(f"blend: sweep {sweep + 1}, {name}={value}: {figures}")
         if not improved:
             break
-    figures = {"blend": best_figures}
+    report: dict[str, dict[str, float]] = {"blend": best_figures}
     for name, only in ALONE.items():
-        figures[name] = score(replace(best, **only))
-    return with_context(best), figures
+        report[name] = score(replace(best, **only))
+    return with_context(best), report
 
 
 def with_context(weights: scoring.BlendWeights) -> scoring.BlendWeights:
@@ -231,10 +172,7 @@ def _validation_catalog(index: ItemIndex, interactions: Sequence[Interaction],
         counts[row.item_id] += 1
     rows = [r for r, item_id in enumerate(index.ids) if item_id in named]
     copy = ItemIndex(index.dim, capacity=max(len(rows), 1))
-    copy.extend([index.ids[r] for r in rows], index.vectors[rows], [float(counts[index.ids[r]]) for r in rows],
+    copy.extend([index.ids[r] for r in rows], index.vectors[rows],
+                np.array([float(counts[index.ids[r]]) for r in rows], dtype=np.float32),
                 [index.categories[r] for r in rows])
     return copy
-
-
-def _hash(seed: int, *parts: str) -> str:
-    return hashlib.sha1(":".join((str(seed),) + parts).encode()).hexdigest()

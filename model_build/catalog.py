@@ -15,22 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
+from model_build import paths
 from model_build.data import read_interactions, read_items
 from model_build.progress import progress
 from recsys.encoder import Encoder
 from recsys.index import ItemIndex
 
-DEFAULT_DATA = Path("data/ml-latest-small")
-DEFAULT_MODEL = Path("layers/encoder/encoder_model")
-DEFAULT_OUT = Path("build/catalog/catalog.npz")
 BATCH = 64
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("catalog", help="embed the catalog with the encoder")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset directory")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="encoder artifact directory")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .npz")
+    parser.add_argument("--data", type=Path, default=paths.DATA, help="dataset directory")
+    parser.add_argument("--model", type=Path, default=paths.ENCODER_MODEL, help="encoder artifact directory")
+    parser.add_argument("--out", type=Path, default=paths.CATALOG, help="output .npz")
     parser.add_argument("--force", action="store_true", help="rebuild even if the output is current")
     parser.set_defaults(run=lambda args: run(args.data, args.model, args.out, args.force))
 
@@ -48,7 +46,10 @@ def run(data: Path, model: Path, out: Path, force: bool = False) -> int:
     encoder = Encoder(model, threads=os.cpu_count() or 1)
     source = fingerprint(data, encoder.version)
     if out.exists() and not force:
-        _, meta = ItemIndex.from_npz(out.read_bytes())
+        try:
+            _, meta = ItemIndex.from_npz(out.read_bytes())
+        except ValueError:  # another format (ArtifactFormatError): rebuild
+            meta = {}
         if meta.get("source") == source:
             print(f"catalog: {out} is current ({encoder.version}), nothing to do")
             return 0

@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from model_build import blend
+from model_build import blend, paths
 from model_build import catalog as catalog_stage
-from model_build.collaborative import train
+from model_build.collaborative_training import train
 from model_build.data import read_interactions
 from model_build.progress import progress
 from model_build.report import render
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="write top-50 lists for every test user of a split")
     parser.add_argument("--split", type=Path, required=True, help="directory made by shared/eval/split.py")
     parser.add_argument("--out", type=Path, required=True, help="output JSONL, one line per test user")
-    parser.add_argument("--model", type=Path, default=catalog_stage.DEFAULT_MODEL, help="encoder artifact")
+    parser.add_argument("--model", type=Path, default=paths.ENCODER_MODEL, help="encoder artifact")
     parser.set_defaults(run=lambda args: run(args.split, args.out, args.model))
 
 
@@ -52,7 +52,7 @@ def run(split: Path, out: Path, model: Path) -> int:
         clock = now
         print(f"eval: {step} done in {timings[step]} s", file=sys.stderr, flush=True)
 
-    catalog_npz = Path("build/eval") / split.resolve().name / "catalog.npz"
+    catalog_npz = paths.eval_dir(split) / "catalog.npz"
     catalog_stage.run(split, model, catalog_npz)
     index, _ = ItemIndex.from_npz(catalog_npz.read_bytes())
     interactions = list(read_interactions(split))

@@ -27,32 +27,32 @@ from typing import Any
 
 import numpy as np
 
-from model_build.blend import carve, metrics
-from model_build.catalog import DEFAULT_DATA
+from model_build import paths
 from model_build.data import Interaction, read_interactions, read_items
-from model_build.encoder import default_model_dir, load_pooled_model, tokenize
+from model_build.export import load_pooled_model
 from model_build.progress import progress
-from recsys.encoder import load_tokenizer
+from model_build.validation import carve, metrics
+from recsys.encoder import load_tokenizer, tokenize
 from recsys.scoring import DEFAULT_WEIGHTS
 
-DEFAULT_OUT = Path("build/finetuned")
 HISTORY_ITEMS = 3
 MAX_LENGTH = 128
 TEMPERATURE = 0.05
+STEPS, BATCH, LR, SEED = 200, 32, 2e-5, 7
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
                    "sentence_bert_config.json", "modules.json")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("finetune", help="fine-tune the encoder on next-item choices (kept if better)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset directory")
+    parser.add_argument("--data", type=Path, default=paths.DATA, help="dataset directory")
     parser.add_argument("--model-dir", type=Path, default=None, help="Hugging Face folder (default: the gt package)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
-    parser.add_argument("--steps", type=int, default=200, help="optimizer steps")
-    parser.add_argument("--batch", type=int, default=32, help="pairs per step (the in-batch negatives)")
-    parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.set_defaults(run=lambda args: run(args.data, args.model_dir or default_model_dir(), args.out,
+    parser.add_argument("--out", type=Path, default=paths.FINETUNED, help="output folder")
+    parser.add_argument("--steps", type=int, default=STEPS, help="optimizer steps")
+    parser.add_argument("--batch", type=int, default=BATCH, help="pairs per step (the in-batch negatives)")
+    parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.set_defaults(run=lambda args: run(args.data, args.model_dir or paths.pretrained_model(), args.out,
                                              args.steps, args.batch, args.lr, args.seed))
 
 
@@ -144,7 +144,8 @@ def train(module: Any, tokenizer: Any, examples: list[tuple[str, str]], steps: i
     return losses
 
 
-def run(data: Path, model_dir: Path, out: Path, steps: int, batch: int, lr: float, seed: int) -> int:
+def run(data: Path, model_dir: Path, out: Path, steps: int = STEPS, batch: int = BATCH, lr: float = LR,
+        seed: int = SEED) -> int:
     import torch
 
     started = time.perf_counter()

@@ -13,18 +13,19 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from model_build import catalog, collaborative, encoder, finetune
+from model_build import catalog, collaborative, encoder, finetune, paths, publish
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("all", help="every stage in order (finetune, encoder, catalog, collaborative, "
                                                "publish)", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=catalog.DEFAULT_DATA, help="dataset directory")
+    parser.add_argument("--data", type=Path, default=paths.DATA, help="dataset directory")
     parser.add_argument("--finetune", action="store_true", help="fine-tune the encoder first")
-    parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps")
+    parser.add_argument("--steps", type=int, default=finetune.STEPS, help="fine-tuning steps")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--stack", help="publish to this CloudFormation stack")
     where.add_argument("--local", action="store_true", help="publish to the stack `make run` started")
@@ -32,29 +33,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model_build.__main__ import main
-
     seconds: dict[str, float] = {}
 
-    def stage(name: str, *argv: str) -> None:
+    def stage(name: str, run_stage: Callable[[], int]) -> None:
         started = time.perf_counter()
-        code = main([name, *argv])
+        code = run_stage()
         seconds[name] = round(time.perf_counter() - started, 1)
         if code:
             raise SystemExit(f"model_build all: stage {name} failed ({code})")
 
-    data = str(args.data)
-    model_dir: list[str] = []
+    model_dir = None
     if args.finetune:
-        stage("finetune", "--data", data, "--out", str(finetune.DEFAULT_OUT), "--steps", str(args.steps))
-        if json.loads((finetune.DEFAULT_OUT / "finetune.json").read_text())["kept"]:
-            model_dir = ["--model-dir", str(finetune.DEFAULT_OUT)]
-    stage("encoder", "--data", data, *model_dir)
-    stage("catalog", "--data", data, "--model", str(encoder.DEFAULT_OUT), "--out", str(catalog.DEFAULT_OUT))
-    stage("collaborative", "--data", data, "--out", str(collaborative.DEFAULT_OUT), "--fit",
-          "--catalog", str(catalog.DEFAULT_OUT))
+        stage("finetune", lambda: finetune.run(args.data, paths.pretrained_model(), paths.FINETUNED, args.steps))
+        if json.loads((paths.FINETUNED / "finetune.json").read_text())["kept"]:
+            model_dir = paths.FINETUNED
+    stage("encoder", lambda: encoder.run(data=args.data, model_dir=model_dir))
+    stage("catalog", lambda: catalog.run(args.data, paths.ENCODER_MODEL, paths.CATALOG))
+    stage("collaborative", lambda: collaborative.run(args.data, paths.COLLABORATIVE, paths.CATALOG, fit=True))
     if args.stack or args.local:
-        stage("publish", "--data", data, *(["--stack", args.stack] if args.stack else ["--local"]))
+        stage("publish", lambda: publish.run(args.data, local=args.local, stack=args.stack))
     print(json.dumps({"seconds": seconds, "total": round(sum(seconds.values()), 1)}))
     print("model_build all: done" + ("" if args.stack or args.local else
                                      " (not published: give --stack NAME or --local)"), file=sys.stderr)

@@ -23,8 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from model_build.catalog import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_OUT
-from model_build.collaborative import DEFAULT_OUT as DEFAULT_COLLABORATIVE
+from model_build import paths
 from model_build.data import read_items
 from ops.environment import environment
 from recsys.adapters.artifacts import S3Releases
@@ -36,30 +35,37 @@ from recsys.live import CLOCK_SKEW_SECONDS
 from recsys.release import COLLABORATIVE, ITEM_VECTORS, ReleaseError, build_manifest
 from recsys.settings import Settings
 
-DEFAULT_RELEASES = Path("build/releases")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "publish", help="publish a versioned release and write the items to the items table",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset directory (its items)")
-    parser.add_argument("--catalog", type=Path, default=DEFAULT_OUT, help="output of the catalog stage")
-    parser.add_argument("--collaborative", type=Path, default=DEFAULT_COLLABORATIVE,
+    parser.add_argument("--data", type=Path, default=paths.DATA, help="dataset directory (its items)")
+    parser.add_argument("--catalog", type=Path, default=paths.CATALOG, help="output of the catalog stage")
+    parser.add_argument("--collaborative", type=Path, default=paths.COLLABORATIVE,
                         help="output of the collaborative stage")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="encoder artifact directory")
+    parser.add_argument("--model", type=Path, default=paths.ENCODER_MODEL, help="encoder artifact directory")
     parser.add_argument("--report", type=Path, default=None, help="an eval report (<out>.report.json) to record")
-    parser.add_argument("--releases", type=Path, default=DEFAULT_RELEASES, help="local directory of releases")
+    parser.add_argument("--releases", type=Path, default=paths.RELEASES, help="local directory of releases")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--stack", help="find the bucket and table from this CloudFormation stack's outputs")
     where.add_argument("--local", action="store_true", help="the stack `make run` started")
-    parser.set_defaults(run=lambda args: print(json.dumps(publish(
-        Settings.from_env(environment(args.local, args.stack)), args.data, args.catalog, args.collaborative,
-        args.model, args.report, args.releases))) or 0)
+    parser.set_defaults(run=lambda args: run(args.data, args.catalog, args.collaborative, args.model, args.report,
+                                             args.releases, args.local, args.stack))
+
+
+def run(data: Path = paths.DATA, catalog: Path = paths.CATALOG, collaborative: Path = paths.COLLABORATIVE,
+        model: Path = paths.ENCODER_MODEL, report: Path | None = None, releases: Path = paths.RELEASES,
+        local: bool = False, stack: str | None = None) -> int:
+    """The stage: publish to the resources the environment, a deployed `stack`'s outputs or the
+    `local` stack name; prints what was published as JSON."""
+    print(json.dumps(publish(Settings.from_env(environment(local, stack)), data, catalog, collaborative, model,
+                             report, releases)))
+    return 0
 
 
 def publish(settings: Settings, data: Path, catalog: Path, collaborative: Path, model: Path,
-            report: Path | None = None, releases: Path = DEFAULT_RELEASES) -> dict[str, Any]:
+            report: Path | None = None, releases: Path = paths.RELEASES) -> dict[str, Any]:
     settings.require("items_table", "artifacts_bucket")
     written_at = time.time()
     metrics = json.loads(report.read_text()) if report else None

@@ -31,8 +31,8 @@ def main() -> None:
                       AWS_REGION="us-east-1", OMP_NUM_THREADS="1")
     from local_stack.provision import provision
     from local_stack.template import Template
-    from model_build.catalog import DEFAULT_MODEL
     from model_build.data import read_interactions
+    from model_build.paths import ENCODER_MODEL
     from model_build.publish import publish_release
     from recsys.adapters.profiles import ProfileRepository
     from recsys.profile import Profile, apply_events
@@ -45,7 +45,7 @@ def main() -> None:
         template = Template(ROOT / "template.yaml", "recsys-bench", "us-east-1")
         provision(template, aws)
         settings = Settings.from_env({**template.functions()["ApiFunction"].environment, "AWS_REGION": "us-east-1"})
-        _, index, _ = publish_release(settings, DATA, CATALOG, CATALOG.with_name("collaborative.npz"), DEFAULT_MODEL,
+        _, index, _ = publish_release(settings, DATA, CATALOG, CATALOG.with_name("collaborative.npz"), ENCODER_MODEL,
                                       time.time())
         events = defaultdict(list)
         for rating in read_interactions(DATA):

@@ -23,7 +23,8 @@ import numpy as np
 
 from encoder_model import MODEL_DIR
 from model_build import encoder as build
-from recsys.encoder import Encoder
+from model_build import export, fidelity, paths
+from recsys.encoder import Encoder, load_tokenizer, tokenize
 
 QUERY = "scary zombie movie"
 
@@ -32,7 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR, help="int8 artifact folder")
     parser.add_argument("--hf-dir", type=Path, default=None, help="Hugging Face folder (default: gt package)")
-    parser.add_argument("--data", type=Path, default=build.DEFAULT_DATA, help="dataset with the catalog texts")
+    parser.add_argument("--data", type=Path, default=paths.DATA, help="dataset with the catalog texts")
     parser.add_argument("--runs", type=int, default=300, help="timed single-query runs per engine")
     parser.add_argument("--catalog-size", type=int, default=1000, help="texts for the throughput figures")
     return parser.parse_args()
@@ -53,20 +54,21 @@ def latencies_ms(call: Callable[[], Any], runs: int, warmup: int = 20) -> dict[s
     }
 
 
-def torch_encoder(hf_dir: Path, max_length: int) -> build.Embed:
-    """fp32 reference: the HF model with the same pooling, fed by the same tokenizer."""
-    module = build.load_pooled_model(hf_dir)
-    tokenizer = build.load_tokenizer(hf_dir / "tokenizer.json", max_length)
+class TorchEncoder:
+    """fp32 reference: the HF model with the same pooling, fed by the same tokenizer, batched
+    as the runtime Encoder batches."""
 
-    def embed(texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def __init__(self, hf_dir: Path, max_length: int) -> None:
+        self.module = export.load_pooled_model(hf_dir)
+        self.tokenizer = load_tokenizer(hf_dir / "tokenizer.json", max_length)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        result = np.empty((len(texts), module.model.config.hidden_size), dtype=np.float32)
+        result = np.empty((len(texts), self.module.model.config.hidden_size), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            result[rows] = build.torch_embed(module, build.tokenize(tokenizer, [texts[i] for i in rows]))
+            result[rows] = export.torch_embed(self.module, tokenize(self.tokenizer, [texts[i] for i in rows]))
         return result
-
-    return embed
 
 
 def items_per_s(embed: Callable[[Sequence[str]], Any], texts: Sequence[str]) -> float:
@@ -83,21 +85,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     int8 = Encoder(args.model_dir, threads=1)
     load_ms = (time.perf_counter() - start) * 1000
-    fp32 = torch_encoder(args.hf_dir or build.default_model_dir(), int8.max_length)
+    fp32 = TorchEncoder(args.hf_dir or paths.pretrained_model(), int8.max_length)
 
-    torch_latency = latencies_ms(lambda: fp32([QUERY], 1), args.runs)
+    torch_latency = latencies_ms(lambda: fp32.encode([QUERY], 1), args.runs)
     int8_latency = latencies_ms(lambda: int8.encode([QUERY]), args.runs)
 
     texts = build.catalog_texts(args.data)
     catalog = texts[: args.catalog_size]
     two_threads = Encoder(args.model_dir, threads=2)
     rates = {
-        "torch_fp32_threads1": items_per_s(lambda batch: fp32(batch, 32), catalog),
+        "torch_fp32_threads1": items_per_s(lambda batch: fp32.encode(batch, 32), catalog),
         "int8_threads1": items_per_s(lambda batch: int8.encode(batch, batch_size=32), catalog),
         "int8_threads2": items_per_s(lambda batch: two_threads.encode(batch, batch_size=32), catalog),
     }
     _, held_out = build.split_texts(texts)
-    fidelity = build.check_fidelity(fp32, lambda batch, size: int8.encode(batch, batch_size=size), held_out)
+    figures = fidelity.check_fidelity(fp32, int8, held_out)
     return {
         "model_version": int8.version,
         "query": QUERY,
@@ -109,7 +111,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "catalog_texts": len(catalog),
         "batch32_items_per_s": rates,
         "speedup_batch32": round(rates["int8_threads1"] / rates["torch_fp32_threads1"], 2),
-        "int8_vs_torch_fp32": fidelity,
+        "int8_vs_torch_fp32": figures,
     }
 
 

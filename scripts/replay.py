@@ -36,11 +36,11 @@ from local_stack.demo import load_users
 from local_stack.stack import LocalStack, configure_logging, free_port
 from model_build import catalog as catalog_stage
 from model_build import collaborative as collaborative_stage
+from model_build import paths
 from model_build.publish import publish_release, write_items
 from recsys.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
 API_KEY = "replay-key"
 K = 10
 
@@ -105,8 +105,8 @@ def main() -> int:
     args = parser.parse_args()
     configure_logging()
     started = time.perf_counter()
-    catalog_npz = REPO_ROOT / "build" / "eval" / args.split.resolve().name / "catalog.npz"
-    catalog_stage.run(args.split, catalog_stage.DEFAULT_MODEL, catalog_npz)
+    catalog_npz = paths.eval_dir(args.split) / "catalog.npz"
+    catalog_stage.run(args.split, paths.ENCODER_MODEL, catalog_npz)
     collaborative_npz = catalog_npz.with_name("collaborative.npz")
     collaborative_stage.run(args.split, collaborative_npz, catalog_npz)  # trained once per split
     rows, all_users = test_events(args.split, args.users, args.seed)
@@ -116,7 +116,7 @@ def main() -> int:
         settings = Settings.from_env(stack.environment_of("ApiFunction"))
         written_at = time.time()
         _, index, model_version = publish_release(settings, args.split, catalog_npz, collaborative_npz,
-                                                  catalog_stage.DEFAULT_MODEL, written_at)
+                                                  paths.ENCODER_MODEL, written_at)
         write_items(settings, args.split, index, model_version, written_at)
         bootstrap_started = time.perf_counter()
         train = load_users(stack, api, args.split, timeout=1800)

@@ -32,7 +32,8 @@ from recsys.settings import get_settings
 logger = Logger()
 app = APIGatewayRestResolver(enable_validation=True)
 recommender = wiring.recommender(get_settings())
-CLIENT, ADMIN = [{"client_key": []}], [{"admin_key": []}]
+CLIENT: list[dict[str, list[str]]] = [{"client_key": []}]
+ADMIN: list[dict[str, list[str]]] = [{"admin_key": []}]
 
 UserId = Annotated[str, Path(**ID, description="The user's id.")]
 ItemId = Annotated[str, Path(**ID, description="The item's id.")]
@@ -122,7 +123,7 @@ def metrics(start: Annotated[date | None, Query(alias="from", description="First
 
 @app.exception_handler(RequestValidationError)
 def invalid_request(error: RequestValidationError):
-    return _error(400, "bad_request", validation_message(error.errors()))
+    return _error(400, "bad_request", validation_message(list(error.errors())))
 
 
 @app.exception_handler(BadRequest)
@@ -144,8 +145,8 @@ SPEC = app.get_openapi_json_schema(
     title="recsys", version="1.0.0",
     description="Real-time recommendations with filters, diversity, exploration, reasons and A/B metrics. "
                 "Client routes take the clients' key, admin routes the admin key, both in x-api-key.",
-    security_schemes={"client_key": APIKey(name="x-api-key", in_=APIKeyIn.header),
-                      "admin_key": APIKey(name="x-api-key", in_=APIKeyIn.header)})
+    security_schemes={"client_key": APIKey(name="x-api-key", in_=APIKeyIn.header),  # type: ignore[call-arg]
+                      "admin_key": APIKey(name="x-api-key", in_=APIKeyIn.header)})  # type: ignore[call-arg]
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -16,14 +16,18 @@ item_encoder = wiring.item_encoder(get_settings())
 @logger.inject_lambda_context
 def lambda_handler(event, context):
     records = [DynamoDBRecord(r) for r in event["Records"]]
-    failures = item_encoder.apply({r.dynamodb.sequence_number: r.dynamodb.new_image or {} for r in records})
+    failures = item_encoder.apply({_sequence(r): (r.dynamodb.new_image if r.dynamodb else None) or {}
+                                   for r in records})
 
     def record_handler(record: DynamoDBRecord) -> None:
-        error = failures.get(record.dynamodb.sequence_number)
+        error = failures.get(_sequence(record))
         if error is not None:
-            logger.warning("item not encoded", sequence_number=record.dynamodb.sequence_number,
-                           reason=str(error))
+            logger.warning("item not encoded", sequence_number=_sequence(record), reason=str(error))
             raise error
 
     return process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                     context=context)
+
+
+def _sequence(record: DynamoDBRecord) -> str:
+    return str(record.dynamodb.sequence_number if record.dynamodb else record.event_id)

@@ -18,5 +18,5 @@ def lambda_handler(event, context):
     if len(shards) != 1:
         raise ValueError(f"a Kinesis batch comes from one shard, this one from {sorted(shards)}")
     applied = counter.apply(shards.pop(), [(r.kinesis.sequence_number, r.kinesis.data_as_bytes()) for r in records])
-    logger.info("popularity batch", **applied)
+    logger.info("popularity batch", extra=applied)
     return applied

@@ -31,7 +31,7 @@ from moto import mock_aws
 
 from local_stack.provision import provision
 from local_stack.template import Template
-from model_build.collaborative import TrainingConfig, train
+from model_build.collaborative_training import TrainingConfig, train
 from model_build.data import read_interactions, read_items
 from model_build.publish import build_release
 from recsys.adapters.artifacts import S3Releases as Releases

@@ -31,7 +31,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, int], 
     real tokenizer, so model-build stages run on it in seconds (needs torch and transformers)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from model_build.encoder import default_model_dir
+    from model_build.paths import pretrained_model
 
     def build(hidden_size: int, intermediate_size: int) -> Path:
         folder = tmp_path_factory.mktemp(f"tiny-bert-{hidden_size}")
@@ -40,7 +40,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, int], 
                                          num_attention_heads=2, intermediate_size=intermediate_size,
                                          max_position_embeddings=128)
         transformers.BertModel(config).save_pretrained(str(folder))
-        shutil.copyfile(default_model_dir() / "tokenizer.json", folder / "tokenizer.json")
+        shutil.copyfile(pretrained_model() / "tokenizer.json", folder / "tokenizer.json")
         return folder
 
     return build

@@ -1,13 +1,14 @@
-"""model_build.blend: the validation carve, the metrics, and the report page."""
+"""The validation carve and its metrics (model_build.validation), the blend's context weight, and the report page."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from model_build.blend import carve, metrics, with_context
+from model_build.blend import with_context
 from model_build.data import Interaction
 from model_build.report import render
+from model_build.validation import carve, metrics
 from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from model_build.collaborative import TrainingConfig, train
+from model_build.collaborative_training import TrainingConfig, train
 from model_build.data import Interaction
 from recsys.collaborative import ArtifactMismatch, Collaborative, CollaborativeModel, ItemRows, history_weights
 from recsys.index import ItemIndex

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_build import encoder
+from model_build import encoder, export, fidelity, quantize
 from model_build.__main__ import build_parser
-from recsys.encoder import Encoder
+from recsys.encoder import Encoder, load_tokenizer, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def build(tiny_model: Path, catalog: Path, out: Path, *options: str) -> int:
     args = build_parser().parse_args(
         ["encoder", "--model-dir", str(tiny_model), "--data", str(catalog), "--out", str(out), *options])
-    return encoder.run(args)
+    return args.run(args)
 
 
 def test_the_stage_writes_a_gated_smoothed_int8_model_the_runtime_loads(
@@ -42,7 +42,7 @@ def test_the_stage_writes_a_gated_smoothed_int8_model_the_runtime_loads(
     assert build(tiny_model, catalog, out, "--min-overlap", "0.5") == 0
     manifest = json.loads((out / "manifest.json").read_text())
     quantization = manifest["quantization"]
-    assert quantization["rounding"] == "GPTQ" and quantization["block_size"] == encoder.BLOCK_SIZE
+    assert quantization["rounding"] == "GPTQ" and quantization["block_size"] == quantize.BLOCK_SIZE
     assert len(quantization["fp32_matmuls"]) == encoder.DEFAULT_KEEP_FP32
     assert len(quantization["sensitivity"]) == 12  # Q, K, V, attention out, FFN in, FFN out in 2 layers
     assert manifest["fidelity"]["mean_cosine"] >= 0.99
@@ -54,11 +54,11 @@ def test_the_stage_writes_a_gated_smoothed_int8_model_the_runtime_loads(
     assert ops.count("Mul") >= 8  # one smoothing Mul per distinct MatMul input, 4 per layer
 
     texts = encoder.catalog_texts(catalog)[:16]
-    module = encoder.load_pooled_model(tiny_model)
-    tokenizer = encoder.load_tokenizer(out / "tokenizer.json", 128)
-    reference = encoder.torch_embed(module, encoder.tokenize(tokenizer, texts))
+    module = export.load_pooled_model(tiny_model)
+    tokenizer = load_tokenizer(out / "tokenizer.json", 128)
+    reference = export.torch_embed(module, tokenize(tokenizer, texts))
     vectors = Encoder(out).encode(texts)
-    assert np.mean(encoder.row_cosines(reference, vectors)) > 0.99
+    assert np.mean(fidelity.row_cosines(reference, vectors)) > 0.99
 
 
 def test_a_failed_gate_writes_nothing(tiny_model: Path, catalog: Path, tmp_path: Path,

@@ -64,7 +64,7 @@ def test_npz_round_trip_without_pickle() -> None:
     data = index.to_npz(model="mini-lm", version=3.0)
 
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        assert set(npz.files) == {"ids", "vectors", "counts", "categories", "attributes", "model", "version"}
+        assert set(npz.files) == {"format", "ids", "vectors", "counts", "categories", "attributes", "model", "version"}
 
     loaded, meta = ItemIndex.from_npz(data)
     assert loaded.ids == ids and loaded.dim == DIM

@@ -1,4 +1,4 @@
-"""Pure logic of the `encoder` build stage; no model is loaded."""
+"""Pure logic of the `encoder` build stage and its steps (export, quantize, fidelity); no model is loaded."""
 from __future__ import annotations
 
 import json
@@ -7,17 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_build import encoder
+from model_build import encoder, export, fidelity, paths, quantize
 from model_build.__main__ import build_parser
 
 
 def test_encoder_subcommand_defaults() -> None:
     args = build_parser().parse_args(["encoder"])
-    assert args.out == encoder.DEFAULT_OUT
+    assert args.out == paths.ENCODER_MODEL
     assert args.model_dir is None
     assert args.force is False
     assert (args.min_cosine, args.min_overlap) == (0.99, 0.97)
-    assert args.run is encoder.run
+    assert (args.keep_fp32, args.data, args.base_model) == (encoder.DEFAULT_KEEP_FP32, paths.DATA, None)
 
 
 def test_a_stage_is_required() -> None:
@@ -34,23 +34,23 @@ def test_held_out_texts_never_calibrate() -> None:
 
 
 def test_evenly_spaced_is_fixed_and_spread() -> None:
-    assert encoder.evenly_spaced(1000, 10) == list(range(0, 1000, 100))
-    assert encoder.evenly_spaced(5, 10) == [0, 1, 2, 3, 4]
+    assert fidelity.evenly_spaced(1000, 10) == list(range(0, 1000, 100))
+    assert fidelity.evenly_spaced(5, 10) == [0, 1, 2, 3, 4]
 
 
 def test_blockwise_int8_round_trips_within_half_a_step() -> None:
     weight = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
     weight[:16, 0] = 0.0
-    quantized, scales = encoder.blockwise_int8(weight)
-    assert quantized.shape == (8, 64 // encoder.BLOCK_SIZE, encoder.BLOCK_SIZE)
+    quantized, scales = quantize.blockwise_int8(weight)
+    assert quantized.shape == (8, 64 // quantize.BLOCK_SIZE, quantize.BLOCK_SIZE)
     restored = (quantized.astype(np.float32) - 128) * scales.reshape(8, -1, 1)
-    step = np.repeat(scales.reshape(8, -1), encoder.BLOCK_SIZE, axis=1)
+    step = np.repeat(scales.reshape(8, -1), quantize.BLOCK_SIZE, axis=1)
     assert np.all(np.abs(restored.reshape(8, 64).T - weight) <= step.T / 2 + 1e-7)
 
 
 def test_gptq_rounding_keeps_outputs_closer_than_round_to_nearest() -> None:
     rng = np.random.default_rng(2)
-    k = 2 * encoder.BLOCK_SIZE
+    k = 2 * quantize.BLOCK_SIZE
     # Correlated inputs with a few loud channels, as a transformer's hidden states have.
     inputs = rng.standard_normal((2000, 8)) @ rng.standard_normal((8, k)) + 0.1 * rng.standard_normal((2000, k))
     inputs[:, :3] *= 20
@@ -60,8 +60,8 @@ def test_gptq_rounding_keeps_outputs_closer_than_round_to_nearest() -> None:
         restored = ((quantized.astype(np.float64) - 128) * scales.reshape(16, -1, 1)).reshape(16, k).T
         return float(np.linalg.norm(inputs @ (restored - weight)))
 
-    nearest = output_error(*encoder.blockwise_int8(weight))
-    gptq = output_error(*encoder.blockwise_int8(weight, inputs.T @ inputs))
+    nearest = output_error(*quantize.blockwise_int8(weight))
+    gptq = output_error(*quantize.blockwise_int8(weight, inputs.T @ inputs))
     assert gptq < 0.8 * nearest
 
 
@@ -90,8 +90,8 @@ def test_quantize_int8_keeps_the_chosen_matmuls_fp32() -> None:
     ort = pytest.importorskip("onnxruntime")
     rng = np.random.default_rng(1)
     model, weights = _two_matmul_model(rng)
-    assert encoder.weight_matmuls(model) == ["first", "second"]
-    quantized = encoder.quantize_int8(model, keep_fp32=["second"])
+    assert quantize.weight_matmuls(model) == ["first", "second"]
+    quantized = quantize.quantize_int8(model, keep_fp32=["second"])
     assert [node.op_type for node in quantized.graph.node] == ["MatMulNBits", "MatMul"]
     assert [node.op_type for node in model.graph.node] == ["MatMul", "MatMul"]
     x = rng.standard_normal((4, 128)).astype(np.float32)
@@ -108,10 +108,10 @@ def test_smoothing_leaves_the_fp32_model_unchanged_and_shrinks_outlier_channels(
     x[:, 5] *= 50
     h = x @ weights[0]
     stats = {
-        name: encoder.ActivationStats(np.abs(value).max(axis=0).astype(np.float64), value.T.astype(np.float64) @ value)
+        name: quantize.ActivationStats(np.abs(value).max(axis=0).astype(np.float64), value.T.astype(np.float64) @ value)
         for name, value in (("x", x), ("h", h))
     }
-    smoothed, smoothed_stats = encoder.smooth(model, stats, alpha=0.5)
+    smoothed, smoothed_stats = quantize.smooth(model, stats, alpha=0.5)
     assert [node.op_type for node in smoothed.graph.node] == ["Mul", "MatMul", "Mul", "MatMul"]
     expected = h @ weights[1]
     assert np.abs(_run(ort, smoothed, x) - expected).max() < 1e-4 * np.abs(expected).max()
@@ -120,10 +120,10 @@ def test_smoothing_leaves_the_fp32_model_unchanged_and_shrinks_outlier_channels(
 
 
 def test_max_length_prefers_sentence_config_and_is_capped(tmp_path: Path) -> None:
-    assert encoder.max_length_for(tmp_path) == encoder.DEFAULT_MAX_LENGTH
+    assert export.max_length_for(tmp_path) == export.DEFAULT_MAX_LENGTH
     (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 1024}))
     (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
-    assert encoder.max_length_for(tmp_path) == 512
+    assert export.max_length_for(tmp_path) == 512
 
 
 def test_up_to_date_needs_same_weights_and_intact_files(tmp_path: Path) -> None:
@@ -140,3 +140,33 @@ def test_up_to_date_needs_same_weights_and_intact_files(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"changed")
     assert not encoder.is_up_to_date(tmp_path, "abc", {})
     assert not encoder.is_up_to_date(tmp_path / "missing", "abc", {})
+
+
+def test_all_runs_each_stage_in_order_as_its_command_would(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from model_build import catalog, collaborative, finetune, publish
+
+    calls: list[tuple[str, tuple, dict]] = []
+
+    def stage(name: str):
+        def run(*args, **kwargs) -> int:
+            calls.append((name, args, kwargs))
+            if name == "finetune":
+                (args[2] / "finetune.json").write_text(json.dumps({"kept": True}))
+            return 0
+        return run
+
+    for module in (finetune, encoder, catalog, collaborative, publish):
+        monkeypatch.setattr(module, "run", stage(module.__name__.rsplit(".", 1)[1]))
+    monkeypatch.setattr(paths, "FINETUNED", tmp_path)
+    args = build_parser().parse_args(["all", "--data", "data/x", "--finetune", "--steps", "5", "--stack", "s"])
+    assert args.run(args) == 0
+    data = Path("data/x")
+    assert calls == [
+        ("finetune", (data, paths.pretrained_model(), tmp_path, 5), {}),
+        ("encoder", (), {"data": data, "model_dir": tmp_path}),
+        ("catalog", (data, paths.ENCODER_MODEL, paths.CATALOG), {}),
+        ("collaborative", (data, paths.COLLABORATIVE, paths.CATALOG), {"fit": True}),
+        ("publish", (data,), {"local": False, "stack": "s"}),
+    ]
+    assert set(json.loads(capsys.readouterr().out)["seconds"]) == {name for name, _, _ in calls}

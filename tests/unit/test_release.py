@@ -2,14 +2,16 @@
 (S3 and DynamoDB in-process with moto's mock_aws)."""
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
 import boto3
 import numpy as np
 import pytest
 from moto import mock_aws
 
-from model_build.collaborative import TrainingConfig, train
+from model_build.collaborative_training import TrainingConfig, train
 from model_build.data import Interaction
 from model_build.publish import build_release
 from recsys.adapters.artifacts import S3Releases as Releases
@@ -18,7 +20,7 @@ from recsys.adapters.items import ItemRepository, item_model
 from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
 from recsys.live import LiveCatalog
-from recsys.release import COLLABORATIVE, ITEM_VECTORS, ReleaseError, build_manifest, open_release
+from recsys.release import COLLABORATIVE, ITEM_VECTORS, ReleaseError, build_manifest, file_entry, open_release
 from recsys.scoring import BlendWeights
 from recsys.settings import Settings
 
@@ -76,6 +78,23 @@ def test_a_release_for_another_encoder_or_dimension_is_refused() -> None:
         build_manifest("v4", other_space, 1.0)
     with pytest.raises(ReleaseError, match="missing model.onnx"):
         build_manifest("v3", {k: v for k, v in files.items() if k != "model.onnx"}, 1.0)
+
+
+def test_item_vectors_written_before_the_format_member_are_refused_by_name() -> None:
+    files = release_files()
+    manifest = build_manifest("v1", files, created_at=1.0)
+    with zipfile.ZipFile(io.BytesIO(files[ITEM_VECTORS])) as archive:  # as the previous build job wrote them
+        old = {name[:-4]: np.load(io.BytesIO(archive.read(name)))
+               for name in archive.namelist() if name != "format.npy"}
+    buffer = io.BytesIO()
+    np.savez(buffer, **old)
+    files[ITEM_VECTORS] = buffer.getvalue()
+    manifest["files"][ITEM_VECTORS] = file_entry(files[ITEM_VECTORS])
+    refusal = "release v1: item_vectors.npz: artifact format: expected item_index/3, found no format member; publish"
+    with pytest.raises(ReleaseError, match=refusal):
+        open_release(manifest, files.__getitem__, ENCODER, DIM)
+    with pytest.raises(ReleaseError, match=refusal):
+        build_manifest("v1", files, created_at=1.0)
 
 
 @pytest.fixture

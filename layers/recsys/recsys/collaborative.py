@@ -34,11 +34,11 @@ vector too (`popularity_map`, the ridge fit of log-popularity).
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.artifacts import read_npz, write_npz
 from recsys.index import ItemIndex
 from recsys.profile import Profile
 
@@ -82,6 +82,7 @@ class CollaborativeModel:
     factor_map: np.ndarray  # (d, k + 1) float32: an item vector -> its predicted (q_i, b_i)
     popularity_map: np.ndarray  # (d + 1,) float32: [item vector, 1] -> log1p(choosers) / log1p(most choosers)
 
+    KIND = "collaborative"
     FORMAT = 2  # 2 added the sequence model and the content maps (new items scored from their vectors)
     ROW_MODELS = ("item_item", "sequence")
 
@@ -110,36 +111,30 @@ class CollaborativeModel:
         return self.item_item.content_map.shape[1]
 
     def to_npz(self, **meta: str | float) -> bytes:
-        buffer = io.BytesIO()
+        """Serialise as .npz (see recsys.artifacts), plus scalar metadata (the fitted blend)."""
         rows = {f"{name}_{field}": getattr(getattr(self, name), field)
                 for name in self.ROW_MODELS for field in ItemRows.FIELDS}
-        np.savez(buffer, format=np.array(self.FORMAT), item_ids=np.array(self.item_ids, dtype=str), **rows,
-                 factors=self.factors, biases=self.biases, regularization=np.array(self.regularization),
-                 alpha=np.array(self.alpha), factor_map=self.factor_map, popularity_map=self.popularity_map,
-                 **{k: np.array(v) for k, v in meta.items()})
-        return buffer.getvalue()
+        return write_npz(self.KIND, self.FORMAT, {
+            "item_ids": np.array(self.item_ids, dtype=str), **rows, "factors": self.factors, "biases": self.biases,
+            "regularization": np.array(self.regularization), "alpha": np.array(self.alpha),
+            "factor_map": self.factor_map, "popularity_map": self.popularity_map}, meta)
 
     @classmethod
     def from_npz(cls, data: bytes) -> tuple[CollaborativeModel, dict[str, str | float]]:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            if int(npz["format"]) != cls.FORMAT:
-                raise ArtifactMismatch(f"collaborative model format {int(npz['format'])}, "
-                                       f"this code reads {cls.FORMAT}")
-            fields = {"format", "item_ids", "factors", "biases", "regularization", "alpha", "factor_map",
-                      "popularity_map"} | {f"{name}_{field}" for name in cls.ROW_MODELS for field in ItemRows.FIELDS}
-            missing = sorted(fields - set(npz.files))
-            if missing:
-                raise ArtifactMismatch(f"collaborative model: no {', '.join(missing)} in the file")
-            row_models = {name: ItemRows(npz[f"{name}_rows"].astype(np.int32),
-                                         npz[f"{name}_weights"].astype(np.float32),
-                                         npz[f"{name}_content_map"].astype(np.float32))
-                          for name in cls.ROW_MODELS}
-            model = cls([str(i) for i in npz["item_ids"]], row_models["item_item"], row_models["sequence"],
-                        npz["factors"].astype(np.float32), npz["biases"].astype(np.float32),
-                        float(npz["regularization"]), float(npz["alpha"]), npz["factor_map"].astype(np.float32),
-                        npz["popularity_map"].astype(np.float32))
-            meta = {k: npz[k].item() for k in npz.files if k not in fields}
-        return model, meta
+        """Raises ArtifactFormatError for a file that is not a collaborative model of this FORMAT."""
+        fields = ["item_ids", "factors", "biases", "regularization", "alpha", "factor_map", "popularity_map",
+                  *(f"{name}_{field}" for name in cls.ROW_MODELS for field in ItemRows.FIELDS)]
+        artifact = read_npz(data, cls.KIND, cls.FORMAT, fields)
+        arrays = artifact.arrays
+        row_models = {name: ItemRows(arrays[f"{name}_rows"].astype(np.int32),
+                                     arrays[f"{name}_weights"].astype(np.float32),
+                                     arrays[f"{name}_content_map"].astype(np.float32))
+                      for name in cls.ROW_MODELS}
+        model = cls([str(i) for i in arrays["item_ids"]], row_models["item_item"], row_models["sequence"],
+                    arrays["factors"].astype(np.float32), arrays["biases"].astype(np.float32),
+                    float(arrays["regularization"]), float(arrays["alpha"]), arrays["factor_map"].astype(np.float32),
+                    arrays["popularity_map"].astype(np.float32))
+        return model, artifact.meta
 
 
 def history_weights(profile: Profile, half_life_items: float, floor: float) -> dict[str, float]:

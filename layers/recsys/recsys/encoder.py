@@ -70,14 +70,25 @@ def load_tokenizer(path: Path, max_length: int) -> Tokenizer:
     return tokenizer
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
+def tokenize(tokenizer: Tokenizer, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """A batch as the model reads it: input_ids and attention_mask, padded to its longest text."""
+    encodings = tokenizer.encode_batch(list(texts))
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+    }
+
+
+def _session(model: Path | bytes, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    source = model if isinstance(model, bytes) else str(model)
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own untyped Fail/InvalidGraph errors
-        raise ArtifactError(f"{path} cannot be loaded by onnxruntime: {error}") from error
+        name = "the model bytes" if isinstance(model, bytes) else model
+        raise ArtifactError(f"{name} cannot be loaded by onnxruntime: {error}") from error
 
 
 class Encoder:
@@ -86,31 +97,42 @@ class Encoder:
     def __init__(self, model_dir: Path | str, threads: int = 1) -> None:
         model_dir = Path(model_dir)
         manifest = _read_manifest(model_dir)
-        self.version: str = str(manifest["model_version"])
-        self.dim: int = int(manifest["dim"])
-        self.max_length: int = int(manifest["max_length"])
-        self._output = str(manifest.get("output", DEFAULT_OUTPUT))
-        self._tokenizer = load_tokenizer(_verify_file(model_dir, TOKENIZER_FILE, manifest), self.max_length)
-        self._session = _session(_verify_file(model_dir, MODEL_FILE, manifest), threads)
-        self._input_names = {node.name for node in self._session.get_inputs()}
-        self._check_output_dim()
+        tokenizer = _verify_file(model_dir, TOKENIZER_FILE, manifest)
+        model = _verify_file(model_dir, MODEL_FILE, manifest)
+        self._open(model, tokenizer, str(manifest["model_version"]), int(manifest["max_length"]),
+                   str(manifest.get("output", DEFAULT_OUTPUT)), threads, dim=int(manifest["dim"]))
 
-    def _check_output_dim(self) -> None:
+    @classmethod
+    def from_files(cls, model: Path | bytes, tokenizer: Path, max_length: int, threads: int = 1,
+                   version: str = "unreleased", output: str = DEFAULT_OUTPUT) -> Encoder:
+        """An encoder from a model (a file, or its bytes) and a tokenizer, without a manifest:
+        the build job runs its fp32 and int8 candidates through it; dim is the model's."""
+        encoder = cls.__new__(cls)
+        encoder._open(model, tokenizer, version, max_length, output, threads, dim=None)
+        return encoder
+
+    def _open(self, model: Path | bytes, tokenizer: Path, version: str, max_length: int, output: str,
+              threads: int, dim: int | None) -> None:
+        self.version: str = version
+        self.max_length: int = max_length
+        self._output = output
+        self._tokenizer = load_tokenizer(tokenizer, max_length)
+        self._session = _session(model, threads)
+        self._input_names = {node.name for node in self._session.get_inputs()}
+        width = self._output_width()
+        if dim is not None and width != dim:
+            raise ArtifactError(f"{MODEL_FILE} makes {width}-d embeddings, manifest says dim {dim}")
+        self.dim: int = width
+
+    def _output_width(self) -> int:
         outputs = {node.name: node.shape for node in self._session.get_outputs()}
         if self._output not in outputs:
             raise ArtifactError(f"{MODEL_FILE} has no output {self._output!r} (has {sorted(outputs)})")
         width = outputs[self._output][-1]
-        if not isinstance(width, int):
-            width = self._run(["dimension probe"]).shape[1]
-        if width != self.dim:
-            raise ArtifactError(f"{MODEL_FILE} makes {width}-d embeddings, manifest says dim {self.dim}")
+        return width if isinstance(width, int) else int(self._run(["dimension probe"]).shape[1])
 
     def _run(self, texts: Sequence[str]) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch(list(texts))
-        feeds = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-        }
+        feeds = tokenize(self._tokenizer, texts)
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
         return self._session.run([self._output], feeds)[0]

@@ -1,12 +1,13 @@
 """The item vectors every request scores against, held in memory as one matrix."""
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from recsys.artifacts import read_npz, write_npz
 
 
 class ItemIndex:
@@ -20,7 +21,9 @@ class ItemIndex:
     prior: the mean current count of its nearest neighbours (`set_prior`).
     """
 
-    FORMAT = 3  # the .npz layout: 2 added categories, 3 attributes (JSON per item)
+    KIND = "item_index"
+    FORMAT = 3  # the .npz layout: 2 added categories, 3 attributes (JSON per item); written from 3 on
+    _FIELDS = ("ids", "vectors", "counts", "categories", "attributes")
 
     def __init__(self, dim: int, capacity: int = 1024) -> None:
         self.dim = dim
@@ -154,7 +157,7 @@ class ItemIndex:
 
     def extend(self, ids: list[str], vectors: np.ndarray, counts: np.ndarray,
                categories: Sequence[Sequence[str]] | None = None,
-               attributes: Sequence[Mapping[str, Any]] | None = None) -> None:
+               attributes: Sequence[Mapping[str, Any] | None] | None = None) -> None:
         categories = categories if categories is not None else [()] * len(ids)
         attributes = attributes if attributes is not None else [None] * len(ids)
         for item_id, vector, count, labels, values in zip(ids, vectors, counts, categories, attributes, strict=True):
@@ -168,26 +171,24 @@ class ItemIndex:
         self._impressions = _resized(self._impressions, (capacity,))
 
     def to_npz(self, **meta: str | float) -> bytes:
-        """Serialise as .npz (no pickle): ids, vectors, counts, categories, plus scalar metadata."""
-        buffer = io.BytesIO()
-        np.savez(buffer, ids=np.array(self.ids, dtype=str), vectors=self.vectors, counts=self.counts,
-                 categories=np.array(["|".join(c) for c in self.categories], dtype=str),
-                 attributes=np.array([json.dumps(a, sort_keys=True) for a in self.attributes], dtype=str),
-                 **{k: np.array(v) for k, v in meta.items()})
-        return buffer.getvalue()
+        """Serialise as .npz (see recsys.artifacts): ids, vectors, counts, categories and
+        attributes, plus scalar metadata."""
+        return write_npz(self.KIND, self.FORMAT, {
+            "ids": np.array(self.ids, dtype=str), "vectors": self.vectors, "counts": self.counts,
+            "categories": np.array(["|".join(c) for c in self.categories], dtype=str),
+            "attributes": np.array([json.dumps(a, sort_keys=True) for a in self.attributes], dtype=str)}, meta)
 
     @classmethod
     def from_npz(cls, data: bytes) -> tuple[ItemIndex, dict[str, str | float]]:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            vectors = npz["vectors"].astype(np.float32)
-            index = cls(vectors.shape[1], capacity=max(1024, int(len(vectors) * 1.25)))
-            categories = ([tuple(c for c in str(labels).split("|") if c) for labels in npz["categories"]]
-                          if "categories" in npz.files else None)
-            attributes = ([json.loads(str(a)) for a in npz["attributes"]] if "attributes" in npz.files else None)
-            index.extend([str(i) for i in npz["ids"]], vectors, npz["counts"], categories, attributes)
-            meta = {k: npz[k].item() for k in npz.files
-                    if k not in ("ids", "vectors", "counts", "categories", "attributes")}
-        return index, meta
+        """Raises ArtifactFormatError for a file that is not an item index of this FORMAT."""
+        artifact = read_npz(data, cls.KIND, cls.FORMAT, cls._FIELDS)
+        arrays = artifact.arrays
+        vectors = arrays["vectors"].astype(np.float32)
+        index = cls(vectors.shape[1], capacity=max(1024, int(len(vectors) * 1.25)))
+        categories = [tuple(c for c in str(labels).split("|") if c) for labels in arrays["categories"]]
+        attributes = [json.loads(str(a)) for a in arrays["attributes"]]
+        index.extend([str(i) for i in arrays["ids"]], vectors, arrays["counts"], categories, attributes)
+        return index, artifact.meta
 
 
 def _as_text(value: Any) -> str:

@@ -19,14 +19,13 @@ twice, or redriven from the dead-letter queue, counts once).
 """
 from __future__ import annotations
 
-import io
 import math
-import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from recsys.artifacts import read_npz, write_npz
 from recsys.events import IMPRESSION, Event
 from recsys.profile import DEFAULT_CONFIG, ProfileConfig, event_fingerprint
 
@@ -54,6 +53,7 @@ class PopularityConfig:
 
 
 DEFAULT_POPULARITY = PopularityConfig()
+KIND = "popularity_counters"
 FORMAT = 1  # `impressions` was added later: an object without it reads as none shown
 
 
@@ -162,24 +162,25 @@ class PopularityCounters:
         self._rows = {item_id: row for row, item_id in enumerate(self.item_ids)}
 
     def to_npz(self) -> bytes:
-        """The counters as .npz (no pickle), the same bytes for the same counters."""
-        return _npz({"format": np.array(FORMAT), "item_ids": _joined(self.item_ids),
-                     "popular": self.popular.astype("<f8"), "recent": self.recent.astype("<f8"),
-                     "reference_time": np.array(self.reference_time, dtype="<f8"),
-                     "watermark": np.array(self.watermark), "remembered": self.remembered.astype("<u8"),
-                     "impressions": self.impressions.astype("<f8")})
+        """The counters as .npz (see recsys.artifacts), the same bytes for the same counters."""
+        return write_npz(KIND, FORMAT, {
+            "item_ids": _joined(self.item_ids), "popular": self.popular.astype("<f8"),
+            "recent": self.recent.astype("<f8"), "reference_time": np.array(self.reference_time, dtype="<f8"),
+            "watermark": np.array(self.watermark), "remembered": self.remembered.astype("<u8"),
+            "impressions": self.impressions.astype("<f8")})
 
     @classmethod
     def from_npz(cls, data: bytes) -> PopularityCounters:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            if int(npz["format"]) != FORMAT:
-                raise ValueError(f"popularity counters in format {int(npz['format'])}, this code reads {FORMAT}")
-            ids = npz["item_ids"].tobytes().decode()
-            return cls(item_ids=ids.split("\n") if ids else [], popular=npz["popular"].astype(np.float64),
-                       recent=npz["recent"].astype(np.float64), reference_time=float(npz["reference_time"]),
-                       watermark=str(npz["watermark"]), remembered=npz["remembered"].astype("<u8"),
-                       impressions=npz["impressions"].astype(np.float64) if "impressions" in npz.files
-                       else np.zeros(0))
+        """Counters written by this code, or by the code before formats named their kind (the
+        shards' objects in S3 outlive a deploy); raises ArtifactFormatError for anything else."""
+        arrays = read_npz(data, KIND, FORMAT, ("item_ids", "popular", "recent", "reference_time", "watermark",
+                                               "remembered"), optional=("impressions",), bare_version=True).arrays
+        ids = arrays["item_ids"].tobytes().decode()
+        return cls(item_ids=ids.split("\n") if ids else [], popular=arrays["popular"].astype(np.float64),
+                   recent=arrays["recent"].astype(np.float64), reference_time=float(arrays["reference_time"]),
+                   watermark=str(arrays["watermark"]), remembered=arrays["remembered"].astype("<u8"),
+                   impressions=arrays["impressions"].astype(np.float64) if "impressions" in arrays
+                   else np.zeros(0))
 
 
 @dataclass(frozen=True)
@@ -234,14 +235,3 @@ def _joined(ids: list[str]) -> np.ndarray:
     if any("\n" in i for i in ids):
         raise ValueError("an item id cannot contain a newline")
     return np.frombuffer("\n".join(ids).encode(), dtype=np.uint8)
-
-
-def _npz(arrays: dict[str, np.ndarray]) -> bytes:
-    """np.savez stamps each member with the current time; this writes a fixed one."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for name, array in arrays.items():
-            with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w",
-                              force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
-    return buffer.getvalue()

