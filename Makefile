@@ -8,7 +8,7 @@ CATALOG := build/catalog/catalog.npz
 COLLABORATIVE := build/catalog/collaborative.npz
 DATA := data/ml-latest-small
 
-.PHONY: run test test-unit eval replay model lint typecheck sam-build bench clean
+.PHONY: run test test-unit eval replay model release lint typecheck sam-build bench clean
 .DEFAULT_GOAL := run
 
 $(VENV)/.installed: requirements-dev.txt layers/recsys/requirements.txt layers/encoder/requirements.txt pyproject.toml
@@ -56,6 +56,10 @@ replay: $(MODEL)
 ## model: the whole build job on DATA=dir ([FINETUNE=1] fine-tunes first, [STACK=name] publishes to that stack)
 model: $(VENV)/.installed
 	$(PY) -m model_build all --data $(DATA) $(if $(FINETUNE),--finetune) $(if $(STACK),--stack $(STACK))
+
+## release: on a running `make run`, a release from the live catalog and the applied events, published to it
+release: $(MODEL)
+	$(PY) -m ops --local release
 
 lint: $(VENV)/.installed typecheck
 	$(VENV)/bin/ruff check .

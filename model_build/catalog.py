@@ -1,7 +1,9 @@
 """Stage `catalog`: embed every item of a dataset with the final encoder, and count interactions.
 
 Output: one .npz (item ids, unit vectors, interaction counts, model version, and a
-fingerprint of its inputs, so a rerun with the same model and data does nothing).
+fingerprint of its inputs, so a rerun with the same model and data does nothing). Texts
+embedded before by the same encoder come from the vector cache (model_build.vector_cache):
+only new or changed items are embedded.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_build import paths
+from model_build import paths, vector_cache
 from model_build.data import read_interactions, read_items
 from model_build.progress import progress
 from recsys.encoder import Encoder
@@ -30,39 +32,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, default=paths.ENCODER_MODEL, help="encoder artifact directory")
     parser.add_argument("--out", type=Path, default=paths.CATALOG, help="output .npz")
     parser.add_argument("--force", action="store_true", help="rebuild even if the output is current")
-    parser.set_defaults(run=lambda args: run(args.data, args.model, args.out, args.force))
+    parser.add_argument("--cache", type=Path, default=paths.VECTOR_CACHE,
+                        help="vectors of texts embedded before (read and rewritten)")
+    parser.set_defaults(run=lambda args: run(args.data, args.model, args.out, args.force, args.cache))
 
 
 def fingerprint(data: Path, model_version: str) -> str:
     digest = hashlib.sha256(f"{model_version}:{ItemIndex.FORMAT}".encode())
     for name in sorted(os.listdir(data)):
-        if name.endswith(".csv"):
+        if name.endswith((".csv", ".jsonl")):
             digest.update(name.encode())
             digest.update(hashlib.sha256((data / name).read_bytes()).digest())
     return digest.hexdigest()[:32]
 
 
-def run(data: Path, model: Path, out: Path, force: bool = False) -> int:
+def run(data: Path, model: Path, out: Path, force: bool = False, cache: Path | None = paths.VECTOR_CACHE) -> int:
     encoder = Encoder(model, threads=os.cpu_count() or 1)
     source = fingerprint(data, encoder.version)
     if out.exists() and not force:
         try:
-            _, meta = ItemIndex.from_npz(out.read_bytes())
+            current, meta = ItemIndex.from_npz(out.read_bytes())
         except ValueError:  # another format (ArtifactFormatError): rebuild
-            meta = {}
-        if meta.get("source") == source:
+            current, meta = None, {}
+        if current is not None and meta.get("source") == source:
+            if cache and not cache.exists():  # a catalog built before the cache existed seeds it
+                items = read_items(data)
+                vector_cache.save(cache, encoder.version, [item.text_hash for item in items],
+                                  np.stack([current.vectors[current.rows[item.item_id]] for item in items]))
             print(f"catalog: {out} is current ({encoder.version}), nothing to do")
             return 0
     items = read_items(data)
     counts = Counter(i.item_id for i in read_interactions(data))
     started = time.perf_counter()
+    hashes = [item.text_hash for item in items]
+    known = vector_cache.VectorCache.load(cache, encoder.version, encoder.dim) if cache else None
     vectors = np.zeros((len(items), encoder.dim), dtype=np.float32)
-    for start in progress(range(0, len(items), BATCH), "catalog: embedding", unit="batch"):
-        batch = items[start:start + BATCH]
-        vectors[start:start + len(batch)] = encoder.encode([item.text for item in batch])
+    todo = []
+    for row, text_hash in enumerate(hashes):
+        cached = known.get(text_hash) if known else None
+        if cached is None:
+            todo.append(row)
+        else:
+            vectors[row] = cached
+    for start in progress(range(0, len(todo), BATCH), "catalog: embedding", unit="batch"):
+        rows = todo[start:start + BATCH]
+        vectors[rows] = encoder.encode([items[r].text for r in rows])
     seconds = time.perf_counter() - started
-    print(f"catalog: {len(items)} items in {seconds:.1f} s ({len(items) / seconds:.0f} items/s)",
-          file=sys.stderr)
+    print(f"catalog: {len(items)} items, {len(todo)} embedded in {seconds:.1f} s"
+          f"{f' ({len(todo) / seconds:.0f} items/s)' if todo and seconds else ''}, "
+          f"{len(items) - len(todo)} from the vector cache", file=sys.stderr)
+    if cache:
+        vector_cache.save(cache, encoder.version, hashes, vectors)
     index = ItemIndex(encoder.dim, capacity=len(items))
     index.extend([item.item_id for item in items], vectors,
                  np.array([counts[item.item_id] for item in items], dtype=np.float32),

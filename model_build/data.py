@@ -1,7 +1,10 @@
 """Reading a dataset directory: the MovieLens files, or a split made by shared/eval/split.py.
 
 Items: `items.csv` (item_id,title,genres,tags; genres and tags '|'-separated) or
-MovieLens `movies.csv` (+ optional `tags.csv`). Interactions: `train.csv`
+MovieLens `movies.csv` (+ optional `tags.csv`), and `items.jsonl` — the live catalog as
+`python -m ops export-items` writes it (one item per line, as PUT /items/{id} takes it,
+with its item_id) — whose items replace the CSV's of the same id and add the rest: the
+items the API added survive a release. Interactions: `train.csv`
 (user_id,item_id,rating,timestamp), MovieLens `ratings.csv`, or `events.csv` written by
 `python -m ops export-events` (the same first four columns, then type, event_id,
 dwell_seconds, query; item events only are read, and an empty rating, an event
@@ -10,16 +13,18 @@ that is not a rating, counts as 1).
 from __future__ import annotations
 
 import csv
+import json
 import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys.catalog import MAX_LABEL_LENGTH, MAX_LABELS, MAX_TITLE, Item
+from recsys.catalog import MAX_LABEL_LENGTH, MAX_LABELS, MAX_TITLE, Item, parse_item
 from recsys.events import Event
 
 NO_GENRES = "(no genres listed)"
+EXPORTED_ITEMS = "items.jsonl"
 # MovieLens titles end with the release year, "Heat (1995)": kept as the attribute `year`.
 YEAR = re.compile(r"\((\d{4})\)\s*$")
 
@@ -43,9 +48,47 @@ class Interaction:
 
 
 def read_items(directory: Path) -> list[Item]:
-    """Every item; one with no title (split.py writes one for an interaction's item that the
-    dataset's item file lacks) is kept, named by its id, and reported with its line."""
+    """Every item of the CSV sources, then the live catalog's export (`items.jsonl`) over them."""
+    from_csv, live = item_sources(directory)
+    items = {item.item_id: item for item in from_csv}
+    items.update((item.item_id, item) for item in live)
+    return list(items.values())
+
+
+def item_sources(directory: Path) -> tuple[list[Item], list[Item]]:
+    """The CSV sources' items and the live catalog's export (`items.jsonl`); either may be
+    missing, not both."""
     directory = Path(directory)
+    live = (directory / EXPORTED_ITEMS).exists()
+    if live and not any((directory / name).exists() for name in ("items.csv", "movies.csv")):
+        return [], exported_items(directory)
+    return csv_items(directory), exported_items(directory)
+
+
+def exported_items(directory: Path) -> list[Item]:
+    """The live catalog's items, from the directory's `items.jsonl` (none without one)."""
+    path = Path(directory) / EXPORTED_ITEMS
+    return list(_exported_items(path)) if path.exists() else []
+
+
+def _exported_items(path: Path) -> Iterator[Item]:
+    with open(path, encoding="utf-8") as f:
+        for line, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                body = json.loads(text)
+                item_id = body.pop("item_id", None) if isinstance(body, dict) else None
+                if not isinstance(item_id, str):
+                    raise ValueError("each line needs an item_id")
+                yield parse_item(item_id, body)
+            except ValueError as error:
+                raise DatasetError(f"{path}:{line}: {error}") from None
+
+
+def csv_items(directory: Path) -> list[Item]:
+    """Every CSV item; one with no title (split.py writes one for an interaction's item that
+    the dataset's item file lacks) is kept, named by its id, and reported with its line."""
     untitled: list[int] = []
     if (directory / "items.csv").exists():
         path = directory / "items.csv"
@@ -65,7 +108,7 @@ def read_items(directory: Path) -> list[Item]:
                  for line, r in _rows(path, ("movieId", "title", "genres"))]
         _report_untitled(path, untitled)
         return items
-    raise DatasetError(f"{directory}: no items.csv or movies.csv")
+    raise DatasetError(f"{directory}: no items.csv, movies.csv or items.jsonl")
 
 
 def read_interactions(directory: Path) -> Iterator[Interaction]:

@@ -10,6 +10,7 @@ DATA = REPO_ROOT / "data" / "ml-latest-small"
 ENCODER_MODEL = REPO_ROOT / "layers" / "encoder" / "encoder_model"  # the encoder stage's artifact folder
 BUILD = REPO_ROOT / "build"
 CATALOG = BUILD / "catalog" / "catalog.npz"  # the catalog stage's item vectors
+VECTOR_CACHE = BUILD / "catalog" / "vector_cache.npz"  # embedded texts, reused by every catalog build
 COLLABORATIVE = BUILD / "catalog" / "collaborative.npz"
 FINETUNED = BUILD / "finetuned"
 RELEASES = BUILD / "releases"

@@ -5,12 +5,15 @@
 finetune (with --finetune; its encoder is used only if it beat the pre-trained one) ->
 encoder (export, int8, fidelity gate) -> catalog (embed) -> collaborative (train, fit
 the blend on validation) -> publish (with --stack or --local). Prints the seconds each
-stage took.
+stage took. Publishing to a stack, the live catalog is read first (`ops export-items`
+into build/live-data/, beside links to the dataset's files): the release holds every item
+the API added, and its snapshot time is the export's.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -42,17 +45,39 @@ def run(args: argparse.Namespace) -> int:
         if code:
             raise SystemExit(f"model_build all: stage {name} failed ({code})")
 
+    data, snapshot_at = args.data, None
+    if args.stack or args.local:
+        data, snapshot_at = live_catalog(args.data, args.local, args.stack)
     model_dir = None
     if args.finetune:
-        stage("finetune", lambda: finetune.run(args.data, paths.pretrained_model(), paths.FINETUNED, args.steps))
+        stage("finetune", lambda: finetune.run(data, paths.pretrained_model(), paths.FINETUNED, args.steps))
         if json.loads((paths.FINETUNED / "finetune.json").read_text())["kept"]:
             model_dir = paths.FINETUNED
-    stage("encoder", lambda: encoder.run(data=args.data, model_dir=model_dir))
-    stage("catalog", lambda: catalog.run(args.data, paths.ENCODER_MODEL, paths.CATALOG))
-    stage("collaborative", lambda: collaborative.run(args.data, paths.COLLABORATIVE, paths.CATALOG, fit=True))
+    stage("encoder", lambda: encoder.run(data=data, model_dir=model_dir))
+    stage("catalog", lambda: catalog.run(data, paths.ENCODER_MODEL, paths.CATALOG))
+    stage("collaborative", lambda: collaborative.run(data, paths.COLLABORATIVE, paths.CATALOG, fit=True))
     if args.stack or args.local:
-        stage("publish", lambda: publish.run(args.data, local=args.local, stack=args.stack))
+        stage("publish", lambda: publish.run(data, local=args.local, stack=args.stack, snapshot_at=snapshot_at))
     print(json.dumps({"seconds": seconds, "total": round(sum(seconds.values()), 1)}))
     print("model_build all: done" + ("" if args.stack or args.local else
                                      " (not published: give --stack NAME or --local)"), file=sys.stderr)
     return 0
+
+
+def live_catalog(data: Path, local: bool, stack: str | None) -> tuple[Path, float]:
+    """A dataset directory of links to `data`'s files plus the stack's items (`items.jsonl`,
+    which model_build.data reads over the CSV's), and when the export began."""
+    from ops.commands import export_items
+    from ops.environment import environment
+    from recsys.settings import Settings
+
+    work = paths.BUILD / "live-data"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for source in Path(data).iterdir():
+        if source.is_file() and source.name != "items.jsonl":
+            (work / source.name).symlink_to(source.resolve())
+    exported = export_items(Settings.from_env(environment(local, stack)), work / "items.jsonl")
+    print(f"model_build all: {exported['items']} live items exported to {work}", file=sys.stderr)
+    return work, float(exported["exported_at"])

@@ -6,8 +6,12 @@ tokenizer.json, its manifest as encoder.json), plus manifest.json: sha256 and si
 every file, dimensions, the evaluation metrics when a report is given, and source
 versions. It is written to a directory (build/releases/<version>/) and to the
 artifacts bucket (releases/<version>/); the pointer releases/current.json moves last,
-and warm functions follow it within a minute. Then the items go to the items table
-through the repository the API writes with.
+and warm functions follow it within a minute. Then the CSV sources' items go to the items
+table through the repository the API writes with. Items of the live catalog's export
+(`items.jsonl`, `python -m ops export-items`) are in the release and already in the table:
+they are not written back (a newer write made while the release was built would be lost),
+and the release's snapshot time is the export's (`--snapshot-at`), so warm functions read
+again every item written since the export began.
 
 Resource names come from the environment (ITEMS_TABLE, ARTIFACTS_BUCKET, AWS_REGION,
 AWS_ENDPOINT_URL), from a deployed stack's outputs (--stack NAME) or from the running
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from model_build import paths
-from model_build.data import read_items
+from model_build.data import item_sources, read_items
 from ops.environment import environment
 from recsys.adapters.artifacts import S3Releases
 from recsys.adapters.items import ItemRepository
@@ -47,40 +51,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, default=paths.ENCODER_MODEL, help="encoder artifact directory")
     parser.add_argument("--report", type=Path, default=None, help="an eval report (<out>.report.json) to record")
     parser.add_argument("--releases", type=Path, default=paths.RELEASES, help="local directory of releases")
+    parser.add_argument("--snapshot-at", type=float, default=None,
+                        help="when the items were read (epoch seconds; `ops export-items` prints it): "
+                             "items written after are read again by the functions (default: now)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--stack", help="find the bucket and table from this CloudFormation stack's outputs")
     where.add_argument("--local", action="store_true", help="the stack `make run` started")
     parser.set_defaults(run=lambda args: run(args.data, args.catalog, args.collaborative, args.model, args.report,
-                                             args.releases, args.local, args.stack))
+                                             args.releases, args.local, args.stack, args.snapshot_at))
 
 
 def run(data: Path = paths.DATA, catalog: Path = paths.CATALOG, collaborative: Path = paths.COLLABORATIVE,
         model: Path = paths.ENCODER_MODEL, report: Path | None = None, releases: Path = paths.RELEASES,
-        local: bool = False, stack: str | None = None) -> int:
+        local: bool = False, stack: str | None = None, snapshot_at: float | None = None) -> int:
     """The stage: publish to the resources the environment, a deployed `stack`'s outputs or the
     `local` stack name; prints what was published as JSON."""
     print(json.dumps(publish(Settings.from_env(environment(local, stack)), data, catalog, collaborative, model,
-                             report, releases)))
+                             report, releases, snapshot_at)))
     return 0
 
 
 def publish(settings: Settings, data: Path, catalog: Path, collaborative: Path, model: Path,
-            report: Path | None = None, releases: Path = paths.RELEASES) -> dict[str, Any]:
+            report: Path | None = None, releases: Path = paths.RELEASES,
+            snapshot_at: float | None = None) -> dict[str, Any]:
     settings.require("items_table", "artifacts_bucket")
     written_at = time.time()
     metrics = json.loads(report.read_text()) if report else None
     version, index, model_version = publish_release(settings, data, catalog, collaborative, model, written_at,
-                                                    metrics, releases)
+                                                    metrics, releases, snapshot_at)
     count = write_items(settings, data, index, model_version, written_at)
     return {"release": version, "items": count, "vectors": len(index), "model_version": model_version}
 
 
 def publish_release(settings: Settings, data: Path, catalog: Path, collaborative: Path, model: Path,
                     written_at: float, metrics: dict[str, Any] | None = None,
-                    releases: Path | None = None) -> tuple[str, ItemIndex, str]:
+                    releases: Path | None = None, snapshot_at: float | None = None) -> tuple[str, ItemIndex, str]:
     """Builds the release, keeps a copy under `releases` (when given), publishes it to the
     bucket and moves the pointer; returns its version, item index and encoder version."""
-    version, files, manifest = build_release(catalog, collaborative, model, written_at, metrics, read_items(data))
+    version, files, manifest = build_release(catalog, collaborative, model, written_at, metrics, read_items(data),
+                                             snapshot_at)
     if releases is not None:
         save_release(releases, version, files, manifest)
     S3Releases(settings).publish(version, files, manifest)
@@ -89,12 +98,13 @@ def publish_release(settings: Settings, data: Path, catalog: Path, collaborative
 
 
 def build_release(catalog: Path, collaborative: Path, model: Path, written_at: float,
-                  metrics: dict[str, Any] | None = None, items: Iterable[Item] = ()
-                  ) -> tuple[str, dict[str, bytes], dict[str, Any]]:
+                  metrics: dict[str, Any] | None = None, items: Iterable[Item] = (),
+                  snapshot_at: float | None = None) -> tuple[str, dict[str, bytes], dict[str, Any]]:
     """The release's files and manifest. Readers re-read items written after
-    (snapshot time - CLOCK_SKEW_SECONDS); this catalog's items, stamped `written_at`,
-    are in the snapshot and are not read again at cold start. `items` (the catalog's)
-    bring their attributes into the snapshot, for filtering."""
+    (snapshot time - CLOCK_SKEW_SECONDS). Without `snapshot_at` the snapshot is this
+    catalog's items, stamped `written_at`, which are not read again at cold start; with it
+    (the live catalog's export time) every item written since the export is. `items`
+    (the catalog's) bring their attributes into the snapshot, for filtering."""
     index, catalog_meta = ItemIndex.from_npz(Path(catalog).read_bytes())
     for item in items:
         if item.item_id in index.rows:
@@ -108,7 +118,8 @@ def build_release(catalog: Path, collaborative: Path, model: Path, written_at: f
                            f"with --catalog {catalog}")
     files = {
         ITEM_VECTORS: index.to_npz(model_version=str(catalog_meta["model_version"]),
-                                   updated_at=written_at + CLOCK_SKEW_SECONDS),
+                                   updated_at=written_at + CLOCK_SKEW_SECONDS if snapshot_at is None
+                                   else snapshot_at),
         COLLABORATIVE: collaborative_bytes,
         "model.onnx": (model / "model.onnx").read_bytes(),
         "tokenizer.json": (model / "tokenizer.json").read_bytes(),
@@ -132,6 +143,10 @@ def save_release(releases: Path, version: str, files: dict[str, bytes], manifest
 
 
 def write_items(settings: Settings, data: Path, index: ItemIndex, model_version: str, written_at: float) -> int:
-    """Upserts every item with its vector, through the repository the API writes with."""
+    """Upserts the CSV sources' items with their vectors, through the repository the API
+    writes with; items of the live catalog's export are already in the table."""
+    from_csv, exported = item_sources(data)
+    live = {item.item_id for item in exported}
     return ItemRepository(settings).put_many(
-        ((item, index.vector(item.item_id)) for item in read_items(data)), model_version, now=written_at)
+        ((item, index.vector(item.item_id)) for item in from_csv if item.item_id not in live), model_version,
+        now=written_at)

@@ -27,8 +27,16 @@ def main() -> int:
     sub.add_parser("redrive", help="put dead-lettered events back on the events stream")
     export = sub.add_parser("export-events", help="write every raw applied event to a CSV")
     export.add_argument("--out", type=Path, required=True)
+    items = sub.add_parser("export-items", help="write every item of the live catalog as JSON lines")
+    items.add_argument("--out", type=Path, required=True, help="e.g. <dataset dir>/items.jsonl")
+    sub.add_parser("release", help="build a release from the live catalog and the applied events, and publish it")
     erase = sub.add_parser("erase-user", help="delete a user's profile, raw events and impressions")
     erase.add_argument("user_id")
+    batch = sub.add_parser("batch-recommendations", help="lists for every profiled user (or --users) as JSON lines, "
+                                                         "ranked by the serving code")
+    batch.add_argument("--out", required=True, help="output .jsonl path, or s3://bucket/key")
+    batch.add_argument("--k", type=int, default=50, help="items per list (1-100)")
+    batch.add_argument("--users", type=Path, help="a file of user ids, one per line (default: every profile)")
     args = parser.parse_args()
     try:
         settings = Settings.from_env(environment(args.local, args.stack))
@@ -38,6 +46,14 @@ def main() -> int:
         result = commands.redrive(settings)
     elif args.command == "export-events":
         result = commands.export_events(settings, args.out)
+    elif args.command == "export-items":
+        result = commands.export_items(settings, args.out)
+    elif args.command == "release":
+        result = commands.release(settings)
+    elif args.command == "batch-recommendations":
+        if not 1 <= args.k <= 100:
+            sys.exit("ops: --k must be between 1 and 100")
+        result = commands.batch_recommendations(settings, args.out, args.k, args.users)
     else:
         result = commands.erase_user(settings, args.user_id)
     print(json.dumps(result))

@@ -4,15 +4,22 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import shutil
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 from recsys import privacy
 from recsys.adapters.aws import aws_client
 from recsys.adapters.events import RawEventLog
+from recsys.adapters.items import ItemRepository
 from recsys.adapters.profiles import ProfileRepository
 from recsys.adapters.tracking import ImpressionStore
 from recsys.settings import Settings
 
+RELEASE_DATA = Path(__file__).resolve().parents[1] / "build" / "release-data"
 EXPORT_COLUMNS = ("user_id", "item_id", "rating", "timestamp", "type", "event_id", "dwell_seconds", "query")
 
 
@@ -51,7 +58,8 @@ def _read_back(kinesis, info: dict) -> list[dict]:
     iterator = kinesis.get_shard_iterator(StreamName=stream_name, ShardId=info["shardId"],
                                           ShardIteratorType="AT_SEQUENCE_NUMBER",
                                           StartingSequenceNumber=info["startSequenceNumber"])["ShardIterator"]
-    end, found = int(info["endSequenceNumber"]), []
+    end = int(info["endSequenceNumber"])
+    found: list[dict[str, Any]] = []
     while iterator:
         response = kinesis.get_records(ShardIterator=iterator, Limit=1000)
         for record in response["Records"]:
@@ -72,7 +80,7 @@ def _partition_key(payload: bytes) -> str:
     return user if isinstance(user, str) and user else "dead-letter"
 
 
-def export_events(settings: Settings, out: Path) -> dict[str, int]:
+def export_events(settings: Settings, out: Path) -> dict[str, Any]:
     """Every raw applied event as CSV (columns EXPORT_COLUMNS; rating is the value of a
     rating event and empty otherwise), the build job's training data."""
     settings.require("raw_events_bucket")
@@ -89,8 +97,80 @@ def export_events(settings: Settings, out: Path) -> dict[str, int]:
     return {"events": count, "out": str(out)}
 
 
+def export_items(settings: Settings, out: Path) -> dict[str, Any]:
+    """Every item of the live catalog as JSON lines (each as PUT /items/{id} takes it, with its
+    item_id): what the build job reads beside the CSV sources (model_build.data), so items
+    the API added are in the next release. `exported_at`, taken before the scan starts, is
+    the release's snapshot time (`model_build publish --snapshot-at`): the functions read
+    again every item written since."""
+    settings.require("items_table")
+    exported_at = time.time()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with open(out, "w", encoding="utf-8") as f:
+        for item in ItemRepository(settings).all():
+            f.write(json.dumps({"item_id": item.item_id, **{k: v for k, v in item.to_json().items()
+                                                            if k != "item_id"}}) + "\n")
+            count += 1
+    return {"items": count, "out": str(out), "exported_at": exported_at}
+
+
+def release(settings: Settings, work: Path = RELEASE_DATA) -> dict[str, Any]:
+    """A release built from the live catalog and the applied events, published to the stack:
+    export the items and the events into `work`, embed (only what the vector cache lacks),
+    train the collaborative models and fit the blend, publish with the export's snapshot
+    time. Warm functions switch to it at their next pointer check (RELEASE_CHECK_SECONDS)."""
+    from model_build import catalog, collaborative, paths, publish
+
+    started = time.perf_counter()
+    if work.exists():
+        shutil.rmtree(work)
+    items = export_items(settings, work / "items.jsonl")
+    events = export_events(settings, work / "events.csv")
+    catalog_npz, collaborative_npz = work / "catalog.npz", work / "collaborative.npz"
+    if catalog.run(work, paths.ENCODER_MODEL, catalog_npz) or \
+            collaborative.run(work, collaborative_npz, catalog_npz, fit=True):
+        raise RuntimeError("release: a build stage failed (see above)")
+    published = publish.publish(settings, work, catalog_npz, collaborative_npz, paths.ENCODER_MODEL,
+                                snapshot_at=items["exported_at"])
+    return {**published, "exported_items": items["items"], "events": events["events"],
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
 def erase_user(settings: Settings, user_id: str) -> dict[str, int]:
     """What DELETE /users/{user_id} does (recsys.privacy.erase_user)."""
     settings.require("profiles_table", "raw_events_bucket")
     impressions = ImpressionStore(settings) if settings.impressions_table else None
     return privacy.erase_user(user_id, ProfileRepository(settings), RawEventLog(settings), impressions)
+
+
+def batch_recommendations(settings: Settings, out: str, k: int = 50, users: Path | None = None) -> dict[str, Any]:
+    """Lists for every profiled user (or the ids in `users`, one per line) as JSON lines, ranked
+    by the API's own code (`Recommender.ranked`: the live catalog, the release's collaborative
+    model and blend, each user's variant) without recording them as served. `out` is a path
+    or an s3://bucket/key URL (written locally, then uploaded)."""
+    from model_build.progress import progress
+    from recsys.wiring import recommender as build_recommender
+
+    recommender = build_recommender(settings)
+    if users is not None:
+        ids = [line.strip() for line in users.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        ids = sorted(recommender.profiles.user_ids())
+    target = urlparse(out) if out.startswith("s3://") else None
+    local = Path(tempfile.mkstemp(suffix=".jsonl")[1]) if target else Path(out)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with open(local, "w", encoding="utf-8") as f:
+        for user_id in progress(ids, "batch recommendations", unit="user"):
+            variant, _, _, ranked = recommender.ranked(user_id, k)
+            f.write(json.dumps({"user_id": user_id, "variant": variant.name,
+                                "model_version": recommender.encoder.version,
+                                "items": [item.to_json(n) for n, item in enumerate(ranked)]}) + "\n")
+            written += 1
+    if target:
+        aws_client("s3", settings.region, settings.endpoint_url).upload_file(str(local), target.netloc,
+                                                                               target.path.lstrip("/"))
+        local.unlink()
+    release = recommender.catalog.release
+    return {"users": written, "k": k, "out": out, "release": release.version if release else None}

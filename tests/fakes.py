@@ -42,6 +42,9 @@ class MemoryProfiles:
     def delete(self, user_id: str) -> int:
         return 1 if self.saved.pop(user_id, None) is not None else 0
 
+    def user_ids(self) -> Iterator[str]:
+        return iter(sorted(self.saved))
+
 
 class MemoryItems:
     def __init__(self, clock=time.time) -> None:
@@ -77,6 +80,9 @@ class MemoryItems:
         self.vectors[item_id] = (np.asarray(vector, np.float32), text_hash, model_version)
         self.updated[item_id] = self.clock()
         return True
+
+    def all(self) -> Iterator[Item]:
+        return iter([self.items[i] for i in sorted(self.items)])
 
     def changed_since(self, updated_after: float) -> Iterator[ChangedItem]:
         for item_id, at in sorted(self.updated.items(), key=lambda pair: pair[1]):

@@ -75,3 +75,84 @@ def test_export_then_erase_a_user(stack, api, tmp_path):
     assert profile_item(stack, user) is None and raw_events(stack, user) == {}
     assert commands.erase_user(settings, user) == {"profiles": 0, "dedupe_records": 0, "raw_event_objects": 0,
                                                    "impressions": 0}
+
+
+def test_batch_recommendations_are_the_served_lists(stack, api, tmp_path):
+    """`ops batch-recommendations` ranks with the serving code: for the demo's users, its
+    lists are what GET /users/{id}/recommendations returns, and they go to S3 too."""
+    settings = settings_of(stack)
+    users = tmp_path / "users.txt"
+    users.write_text("1\n2\n\n3\n")
+    served = {user: api.get(f"/users/{user}/recommendations", k=10) for user in ("1", "2", "3")}
+    out = tmp_path / "lists.jsonl"
+    result = commands.batch_recommendations(settings, str(out), k=10, users=users)
+    assert result["users"] == 3 and result["release"] is not None
+    lists = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [entry["user_id"] for entry in lists] == ["1", "2", "3"]
+    for entry in lists:
+        status, body = served[entry["user_id"]]
+        assert status == 200 and len(entry["items"]) == 10
+        assert [i["item_id"] for i in entry["items"]] == [i["item_id"] for i in body["items"]]
+        assert all(item["reasons"] for item in entry["items"])
+
+    url = f"s3://{settings.artifacts_bucket}/batch/lists.jsonl"
+    assert commands.batch_recommendations(settings, url, k=5, users=users)["users"] == 3
+    from recsys.adapters.aws import aws_client
+    body = aws_client("s3", settings.region, settings.endpoint_url).get_object(
+        Bucket=settings.artifacts_bucket, Key="batch/lists.jsonl")["Body"].read().decode()
+    assert [len(json.loads(line)["items"]) for line in body.splitlines()] == [5, 5, 5]
+
+
+def test_batch_recommendations_cover_every_profile_without_recording_impressions(stack, tmp_path):
+    settings = settings_of(stack)
+    from recsys.adapters.profiles import ProfileRepository
+    profiled = set(ProfileRepository(settings).user_ids())
+    before = stack_impressions(stack)
+    result = commands.batch_recommendations(settings, str(tmp_path / "all.jsonl"), k=3)
+    assert result["users"] == len(profiled) >= 610
+    assert {json.loads(line)["user_id"] for line in (tmp_path / "all.jsonl").read_text().splitlines()} == profiled
+    assert stack_impressions(stack) == before, "batch lists are not impressions"
+
+
+def stack_impressions(stack) -> int:
+    from recsys.adapters.aws import aws_client
+    settings = settings_of(stack)
+    pages = aws_client("dynamodb", settings.region, settings.endpoint_url).get_paginator("scan").paginate(
+        TableName=settings.impressions_table, Select="COUNT")
+    return sum(page["Count"] for page in pages)
+
+
+def test_an_item_added_through_the_api_survives_a_release(stack, admin, api, tmp_path):
+    """`make release` (ops release): the release is built from the live catalog, so an item
+    PUT through the API is in it with its vector, and the API switches to it without a
+    restart."""
+    from recsys.adapters.artifacts import S3Releases
+    from recsys.index import ItemIndex
+    from recsys.release import ITEM_VECTORS
+
+    settings = settings_of(stack)
+    item_id = f"live-{uuid.uuid4().hex[:6]}"
+    body = {"title": "Zombie Harbour", "description": "Survivors hold a fishing town against the undead.",
+            "categories": ["Horror"], "attributes": {"year": 2026}}
+    assert admin.put(f"/items/{item_id}", body)[0] == 200
+    deadline = time.time() + 30
+    while api.get(f"/items/{item_id}/similar", k=3)[0] != 200 and time.time() < deadline:
+        time.sleep(0.2)
+    assert api.get(f"/items/{item_id}/similar", k=3)[0] == 200, "the catalog function encoded the item"
+
+    published = commands.release(settings, work=tmp_path / "release")
+    assert published["exported_items"] >= 9_743 and published["events"] > 0
+    releases = S3Releases(settings)
+    assert releases.current() == published["release"]
+    index, _ = ItemIndex.from_npz(releases.read(published["release"], ITEM_VECTORS))
+    assert item_id in index.rows and index.attributes[index.rows[item_id]] == {"year": 2026}
+    assert float(index.vector(item_id) @ index.vector("1")) < 0.99, "its own vector, not a placeholder"
+
+    deadline = time.time() + 45  # warm functions read the pointer every RELEASE_CHECK_SECONDS (30 s)
+    while api.get("/health")[1].get("release") != published["release"] and time.time() < deadline:
+        time.sleep(0.5)
+    assert api.get("/health")[1]["release"] == published["release"]
+    status, similar = api.get(f"/items/{item_id}/similar", k=5)
+    assert status == 200 and len(similar["items"]) == 5
+    status, listed = api.get(f"/users/{item_id}-fan/recommendations", k=10, context="zombies holding a harbour town")
+    assert status == 200 and item_id in [i["item_id"] for i in listed["items"]]

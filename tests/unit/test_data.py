@@ -54,7 +54,25 @@ def test_the_split_is_preferred_over_movielens(tmp_path: Path) -> None:
 
 
 def test_no_item_file(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="no items.csv or movies.csv"):
+    with pytest.raises(DatasetError, match="no items.csv, movies.csv or items.jsonl"):
+        read_items(tmp_path)
+
+
+def test_the_live_catalogs_export_replaces_and_adds_to_the_csv_items(tmp_path: Path) -> None:
+    """items.jsonl (`ops export-items`) is the live catalog: its items win over the CSV's of
+    the same id (the API's update is newer) and the API's own items are added."""
+    (tmp_path / "items.csv").write_text("item_id,title,genres,tags\n1,Old title,Drama,\n2,Kept,Comedy,\n")
+    (tmp_path / "items.jsonl").write_text(
+        '{"item_id": "1", "title": "New title", "categories": ["Horror"], "attributes": {"year": 2001}}\n\n'
+        '{"item_id": "api-7", "title": "Added through the API", "description": "long text"}\n')
+    items = {item.item_id: item for item in read_items(tmp_path)}
+    assert list(items) == ["1", "2", "api-7"]
+    assert (items["1"].title, items["1"].categories, items["1"].attributes) == ("New title", ["Horror"], {"year": 2001})
+    assert items["2"].title == "Kept" and items["api-7"].description == "long text"
+    (tmp_path / "items.csv").unlink()
+    assert [item.item_id for item in read_items(tmp_path)] == ["1", "api-7"], "the export alone is a catalog"
+    (tmp_path / "items.jsonl").write_text('{"title": "no id"}\n')
+    with pytest.raises(DatasetError, match="items.jsonl:1: each line needs an item_id"):
         read_items(tmp_path)
 
 

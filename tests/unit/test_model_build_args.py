@@ -159,14 +159,16 @@ def test_all_runs_each_stage_in_order_as_its_command_would(monkeypatch: pytest.M
     for module in (finetune, encoder, catalog, collaborative, publish):
         monkeypatch.setattr(module, "run", stage(module.__name__.rsplit(".", 1)[1]))
     monkeypatch.setattr(paths, "FINETUNED", tmp_path)
+    from model_build import pipeline
+    live = Path("build/live-data")
+    monkeypatch.setattr(pipeline, "live_catalog", lambda data, local, stack: (live, 123.0))
     args = build_parser().parse_args(["all", "--data", "data/x", "--finetune", "--steps", "5", "--stack", "s"])
     assert args.run(args) == 0
-    data = Path("data/x")
     assert calls == [
-        ("finetune", (data, paths.pretrained_model(), tmp_path, 5), {}),
-        ("encoder", (), {"data": data, "model_dir": tmp_path}),
-        ("catalog", (data, paths.ENCODER_MODEL, paths.CATALOG), {}),
-        ("collaborative", (data, paths.COLLABORATIVE, paths.CATALOG), {"fit": True}),
-        ("publish", (data,), {"local": False, "stack": "s"}),
-    ]
+        ("finetune", (live, paths.pretrained_model(), tmp_path, 5), {}),
+        ("encoder", (), {"data": live, "model_dir": tmp_path}),
+        ("catalog", (live, paths.ENCODER_MODEL, paths.CATALOG), {}),
+        ("collaborative", (live, paths.COLLABORATIVE, paths.CATALOG), {"fit": True}),
+        ("publish", (live,), {"local": False, "stack": "s", "snapshot_at": 123.0}),
+    ], "publishing to a stack, every stage reads the dataset with the live catalog's items"
     assert set(json.loads(capsys.readouterr().out)["seconds"]) == {name for name, _, _ in calls}

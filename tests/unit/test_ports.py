@@ -90,7 +90,9 @@ def test_profiles_round_trip_and_refuse_a_stale_write(profiles) -> None:
     with pytest.raises(ConcurrentUpdate):
         profiles.save(stale)
     assert profiles.get(user).event_count == 3
+    assert user in set(profiles.user_ids())
     assert profiles.delete(user) == 1 and profiles.delete(user) == 0 and profiles.get(user) is None
+    assert user not in set(profiles.user_ids())
 
 
 def test_items_changed_since_and_vectors_only_for_the_current_text(items) -> None:
@@ -110,6 +112,8 @@ def test_items_changed_since_and_vectors_only_for_the_current_text(items) -> Non
     assert items.put_many([(Item("c-3", "Published"), np.ones(4, np.float32))], "m", NOW + 9) == 1
     assert items.get("c-3") is not None and "c-3" not in {c.item_id for c in items.changed_since(0.0)}, \
         "a published item's vector lives in the snapshot, not in the changed items"
+    assert sorted(item.item_id for item in items.all()) == ["c-1", "c-2", "c-3"]
+    assert next(item for item in items.all() if item.item_id == "c-1") == first
 
 
 def test_releases_publish_then_point(releases) -> None:

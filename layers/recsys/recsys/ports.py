@@ -63,6 +63,9 @@ class Profiles(Protocol):
     def delete(self, user_id: str) -> int:
         """Deletes the profile; returns 1 if there was one."""
 
+    def user_ids(self) -> Iterator[str]:
+        """Every profiled user (a full read of the store: batch jobs only)."""
+
 
 class Items(Protocol):
     """The catalog's items: what the API stores, and the vectors the catalog function adds."""
@@ -81,6 +84,9 @@ class Items(Protocol):
 
     def changed_since(self, updated_after: float) -> Iterator[ChangedItem]:
         """Items written after a time and not in the published snapshot, oldest first."""
+
+    def all(self) -> Iterator[Item]:
+        """Every item of the live catalog (a full read of the store: the build job's export)."""
 
 
 class EventStream(Protocol):

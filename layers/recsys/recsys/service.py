@@ -89,19 +89,26 @@ class Recommender:
     def recommend(self, user_id: str, k: int, context: str | None, filters: Filters = NO_FILTERS,
                   diversity: float | None = None, explore: float | None = None) -> dict[str, Any]:
         """The user's list; `diversity` and `explore` default to the user's variant's."""
-        variant = assign(user_id, self.variants)
-        diversity = variant.diversity if diversity is None else diversity
-        explore = variant.explore if explore is None else explore
-        request = self._request(k, context, filters, diversity, explore)
         recommendation_id = str(uuid.uuid4())
-        rng = np.random.default_rng(uuid.UUID(recommendation_id).int)
-        index, profile, collaborative, weights = self._state(user_id, variant)
-        ranked = ranking.rank(index, profile, request, weights, collaborative, rng)
+        variant, diversity, explore, ranked = self.ranked(user_id, k, context, filters, diversity, explore,
+                                                          np.random.default_rng(uuid.UUID(recommendation_id).int))
         self._record(Impression(recommendation_id, user_id, variant.name, self.encoder.version,
                                 [r.item_id for r in ranked], self.clock(), [r.item_id for r in ranked if r.explored]))
         return {"recommendation_id": recommendation_id, "user_id": user_id, "variant": variant.name,
                 "model_version": self.encoder.version, "diversity": diversity, "explore": explore,
                 "items": [r.to_json(n) for n, r in enumerate(ranked)]}
+
+    def ranked(self, user_id: str, k: int, context: str | None = None, filters: Filters = NO_FILTERS,
+               diversity: float | None = None, explore: float | None = None,
+               rng: np.random.Generator | None = None) -> tuple[Variant, float, float, list[ranking.RankedItem]]:
+        """The user's list as the recommendations route ranks it, without recording it as
+        served (batch lists use this too); `diversity` and `explore` default to the variant's."""
+        variant = assign(user_id, self.variants)
+        diversity = variant.diversity if diversity is None else diversity
+        explore = variant.explore if explore is None else explore
+        request = self._request(k, context, filters, diversity, explore)
+        index, profile, collaborative, weights = self._state(user_id, variant)
+        return variant, diversity, explore, ranking.rank(index, profile, request, weights, collaborative, rng)
 
     def rank(self, user_id: str, item_ids: list[str], context: str | None) -> dict[str, Any]:
         """The given items in the user's order (consumed ones too: the caller chose the list)."""

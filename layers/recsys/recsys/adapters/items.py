@@ -105,6 +105,12 @@ class ItemRepository:
                               float(record.updated_at),
                               record.attributes.as_dict() if record.attributes else {})
 
+    def all(self) -> Iterator[Item]:
+        """Every item: a paginated Scan (the vectors are not read)."""
+        for record in self.model.scan(attributes_to_get=["item_id", "title", "description", "categories", "tags",
+                                                         "attributes"]):
+            yield self._item(record)
+
     def _record(self, item: Item, vector: np.ndarray | None, model_version: str | None, now: float,
                 in_snapshot: bool):
         return self.model(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from functools import cache
 
 import numpy as np
@@ -86,6 +87,11 @@ class ProfileRepository:
                 raise ConcurrentUpdate(profile.user_id) from error
             raise
         profile.version = record.version
+
+    def user_ids(self) -> Iterator[str]:
+        """Every profiled user: a paginated Scan reading only the key."""
+        for record in self.model.scan(attributes_to_get=["user_id"]):
+            yield record.user_id
 
     def delete(self, user_id: str) -> int:
         """Deletes the profile; returns 1 if there was one."""

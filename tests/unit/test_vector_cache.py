@@ -1,0 +1,54 @@
+"""model_build.vector_cache and the catalog stage's use of it: a text embedded before by the
+same encoder is not embedded again."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from model_build import vector_cache
+from model_build.vector_cache import VectorCache
+
+
+def test_round_trip_and_refusals(tmp_path: Path) -> None:
+    path = tmp_path / "cache.npz"
+    vectors = np.eye(3, 4, dtype=np.float32)
+    vector_cache.save(path, "enc-1", ["a", "b", "a"], np.vstack([vectors[:2], vectors[:1]]))
+    cache = VectorCache.load(path, "enc-1", 4)
+    assert np.array_equal(cache.get("b"), vectors[1]) and cache.get("zzz") is None
+    assert VectorCache.load(path, "enc-2", 4).get("a") is None, "another encoder's vectors are not reused"
+    assert VectorCache.load(path, "enc-1", 8).get("a") is None, "nor vectors of another dimension"
+    path.write_bytes(b"not an npz")
+    assert VectorCache.load(path, "enc-1", 4).get("a") is None
+    assert VectorCache.load(tmp_path / "missing.npz", "enc-1", 4).get("a") is None
+
+
+def test_the_catalog_stage_embeds_only_what_the_cache_lacks(tmp_path: Path, monkeypatch) -> None:
+    from model_build import catalog
+    from recsys.index import ItemIndex
+    from tests.fakes import HashingEncoder
+
+    class CountingEncoder(HashingEncoder):
+        version, texts = "counting", []
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(16)
+
+        def encode(self, texts):
+            CountingEncoder.texts += list(texts)
+            return super().encode(texts)
+
+    monkeypatch.setattr(catalog, "Encoder", CountingEncoder)
+    data, cache = tmp_path / "data", tmp_path / "cache.npz"
+    data.mkdir()
+    (data / "items.csv").write_text("item_id,title,genres,tags\n1,One,Drama,\n2,Two,Comedy,\n")
+    (data / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4,1\n")
+    assert catalog.run(data, tmp_path, tmp_path / "a.npz", cache=cache) == 0
+    assert len(CountingEncoder.texts) == 2
+    (data / "items.jsonl").write_text('{"item_id": "3", "title": "Three"}\n{"item_id": "2", "title": "Two, edited"}\n')
+    CountingEncoder.texts = []
+    assert catalog.run(data, tmp_path, tmp_path / "b.npz", cache=cache) == 0
+    assert sorted(CountingEncoder.texts) == ["Three", "Two, edited"], "item 1's text was embedded before"
+    index, _ = ItemIndex.from_npz((tmp_path / "b.npz").read_bytes())
+    from recsys.catalog import Item
+    assert np.allclose(index.vector("1"), CountingEncoder().encode([Item("1", "One", categories=["Drama"]).text])[0])
