@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 def live_catalog(data: Path, local: bool, stack: str | None) -> tuple[Path, float]:
     """A dataset directory of links to `data`'s files plus the stack's items (`items.jsonl`,
     which model_build.data reads over the CSV's), and when the export began."""
-    from ops.commands import export_items
+    from model_build.live_items import export
     from ops.environment import environment
     from recsys.settings import Settings
 
@@ -78,6 +78,6 @@ def live_catalog(data: Path, local: bool, stack: str | None) -> tuple[Path, floa
     for source in Path(data).iterdir():
         if source.is_file() and source.name != "items.jsonl":
             (work / source.name).symlink_to(source.resolve())
-    exported = export_items(Settings.from_env(environment(local, stack)), work / "items.jsonl")
+    exported = export(Settings.from_env(environment(local, stack)), work / "items.jsonl")
     print(f"model_build all: {exported['items']} live items exported to {work}", file=sys.stderr)
     return work, float(exported["exported_at"])

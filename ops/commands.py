@@ -14,7 +14,6 @@ from urllib.parse import urlparse
 from recsys import privacy
 from recsys.adapters.aws import aws_client
 from recsys.adapters.events import RawEventLog
-from recsys.adapters.items import ItemRepository
 from recsys.adapters.profiles import ProfileRepository
 from recsys.adapters.tracking import ImpressionStore
 from recsys.settings import Settings
@@ -98,21 +97,9 @@ def export_events(settings: Settings, out: Path) -> dict[str, Any]:
 
 
 def export_items(settings: Settings, out: Path) -> dict[str, Any]:
-    """Every item of the live catalog as JSON lines (each as PUT /items/{id} takes it, with its
-    item_id): what the build job reads beside the CSV sources (model_build.data), so items
-    the API added are in the next release. `exported_at`, taken before the scan starts, is
-    the release's snapshot time (`model_build publish --snapshot-at`): the functions read
-    again every item written since."""
-    settings.require("items_table")
-    exported_at = time.time()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with open(out, "w", encoding="utf-8") as f:
-        for item in ItemRepository(settings).all():
-            f.write(json.dumps({"item_id": item.item_id, **{k: v for k, v in item.to_json().items()
-                                                            if k != "item_id"}}) + "\n")
-            count += 1
-    return {"items": count, "out": str(out), "exported_at": exported_at}
+    """Every item of the live catalog as JSON lines (model_build.live_items.export)."""
+    from model_build.live_items import export
+    return export(settings, out)
 
 
 def release(settings: Settings, work: Path = RELEASE_DATA) -> dict[str, Any]:
