@@ -27,29 +27,58 @@ def redrive(settings: Settings) -> dict[str, int]:
 
     Two kinds of message: records the events function refused (they carry the payload)
     and the mapping's batch info after retries (the records are read back from the
-    stream by sequence number, within the stream's retention).
+    stream by sequence number, within the stream's retention). Only messages that were in
+    the queue when the redrive began are taken: a record that fails again comes back as a
+    new message, which is left for the next redrive instead of looping forever.
     """
     settings.require("events_stream", "events_dead_letter_queue")
     sqs = aws_client("sqs", settings.region, settings.endpoint_url)
     kinesis = aws_client("kinesis", settings.region, settings.endpoint_url)
-    counts = {"messages": 0, "records": 0}
+    started_ms = int(time.time() * 1000)
+    counts = {"messages": 0, "records": 0, "left_for_later": 0}
     while True:
         messages = sqs.receive_message(QueueUrl=settings.events_dead_letter_queue, MaxNumberOfMessages=10,
-                                       WaitTimeSeconds=1).get("Messages", [])
-        if not messages:
-            return counts
+                                       WaitTimeSeconds=1, AttributeNames=["SentTimestamp"]).get("Messages", [])
+        older = [m for m in messages if int(m.get("Attributes", {}).get("SentTimestamp", 0)) < started_ms]
         for message in messages:
+            if message not in older:  # dead-lettered since the redrive began: visible again at once
+                sqs.change_message_visibility(QueueUrl=settings.events_dead_letter_queue,
+                                              ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+                counts["left_for_later"] += 1
+        if not older:
+            return counts
+        for message in older:
             body = json.loads(message["Body"])
             if "KinesisBatchInfo" in body:
                 records = _read_back(kinesis, body["KinesisBatchInfo"])
             else:
                 payload = base64.b64decode(body["data"])
                 records = [{"Data": payload, "PartitionKey": _partition_key(payload)}]
-            for start in range(0, len(records), 500):
-                kinesis.put_records(StreamName=settings.events_stream, Records=records[start:start + 500])
+            unsent = _put_in_order(kinesis, settings.events_stream, records)
+            if unsent:  # kept in the queue (visible again after its timeout) for the next redrive
+                counts["not_put"] = counts.get("not_put", 0) + unsent
+                continue
             sqs.delete_message(QueueUrl=settings.events_dead_letter_queue, ReceiptHandle=message["ReceiptHandle"])
             counts["messages"] += 1
             counts["records"] += len(records)
+
+
+def _put_in_order(kinesis, stream: str, records: list[dict], attempts: int = 3) -> int:
+    """Puts the records, retrying what Kinesis refused (throttling); returns how many were
+    never taken. Chunks go one at a time, each retried before the next goes, so a user's
+    records keep their order. A message whose records were not all taken is redriven again
+    later: the profiles and the popularity counters skip an event id they have applied."""
+    for start in range(0, len(records), 500):
+        pending = records[start:start + 500]
+        for attempt in range(attempts):
+            response = kinesis.put_records(StreamName=stream, Records=pending)
+            if not response.get("FailedRecordCount"):
+                break
+            pending = [r for r, result in zip(pending, response["Records"], strict=True) if "ErrorCode" in result]
+            time.sleep(0.1 * 2 ** attempt)
+        else:
+            return len(pending) + max(0, len(records) - (start + 500))
+    return 0
 
 
 def _read_back(kinesis, info: dict) -> list[dict]:
