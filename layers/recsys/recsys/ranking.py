@@ -17,8 +17,8 @@ once with `score(..., every=True)` and passes `components` back in.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -56,17 +56,16 @@ class Scores:
     weights: BlendWeights
 
 
-@dataclass(frozen=True)
-class RankedItem:
+class RankedItem(NamedTuple):
     row: int
     item_id: str
     score: float
     explored: bool = False
-    reasons: list[dict[str, Any]] = field(default_factory=list)
+    reasons: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()
 
     def to_json(self, position: int) -> dict[str, Any]:
         return {"item_id": self.item_id, "position": position, "score": self.score, "explored": self.explored,
-                "reasons": self.reasons}
+                "reasons": list(self.reasons)}
 
 
 def score(index: ItemIndex, profile: Profile | None, context: np.ndarray | None, now: float,
@@ -108,16 +107,17 @@ def placed(index: ItemIndex, profile: Profile | None, scores: Scores, rows: list
            collaborative: Collaborative | None, context_text: str | None = None,
            reasons: bool = True) -> list[RankedItem]:
     """The rows as ranked items, with the reasons of each."""
+    values = np.round(scores.blended[rows], 6).tolist() if rows else []
     if not reasons:
-        return [RankedItem(r, index.ids[r], round(float(scores.blended[r]), 6), r in explored) for r in rows]
+        return [RankedItem(r, index.ids[r], value, r in explored) for r, value in zip(rows, values, strict=True)]
     history = {}  # per row model, the history items behind each row's score
     if collaborative is not None and profile is not None:
         recency = history_weights(profile, scores.weights.recency_half_life, scores.weights.recency_floor)
         history = {name: collaborative.contributions(recency, rows, component=name)
                    for name in CollaborativeModel.ROW_MODELS if name in scores.components}
     why = explain(index, scores.components, scores.weights, rows, explored, history, context_text)
-    return [RankedItem(r, index.ids[r], round(float(scores.blended[r]), 6), r in explored, reasons)
-            for r, reasons in zip(rows, why, strict=True)]
+    return [RankedItem(r, index.ids[r], value, r in explored, reasons)
+            for r, value, reasons in zip(rows, values, why, strict=True)]
 
 
 def similar(index: ItemIndex, item_id: str, k: int, filters: Filters = NO_FILTERS) -> list[tuple[str, float]] | None:

@@ -72,8 +72,10 @@ def parse_filters(exclude: str | None = None, categories: str | None = None, exc
 def allowed(index: ItemIndex, filters: Filters, consumed: set[str] | frozenset[str] = frozenset()) -> np.ndarray:
     """Which items the filters let through (consumed ones only when include_consumed)."""
     mask = np.ones(len(index), dtype=bool)
-    skip = set(filters.exclude) | (set() if filters.include_consumed else set(consumed))
-    mask[[index.rows[i] for i in skip if i in index.rows]] = False
+    rows = index.rows
+    for skipped in (filters.exclude, () if filters.include_consumed else consumed):
+        if skipped:
+            mask[[r for r in map(rows.get, skipped) if r is not None]] = False
     if filters.categories:
         mask &= index.category_mask(filters.categories)
     if filters.exclude_categories:
@@ -89,13 +91,17 @@ def allowed(index: ItemIndex, filters: Filters, consumed: set[str] | frozenset[s
 
 
 def best(scores: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
-    """Rows of the n best allowed scores, best first."""
-    rows = np.flatnonzero(mask)
-    n = min(n, len(rows))
+    """Rows of the n best allowed scores, best first (ties by row)."""
+    allowed = int(np.count_nonzero(mask))
+    n = min(n, allowed)
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
-    top = rows[np.argpartition(-scores[rows], n - 1)[:n]]
-    return top[np.argsort(-scores[top], kind="stable")]
+    candidates = np.asarray(scores, dtype=np.float64)
+    if allowed < len(mask):  # left-out rows can never be among the n best
+        candidates = candidates.copy()
+        candidates[~mask] = -np.inf
+    top = np.argpartition(candidates, len(candidates) - n)[len(candidates) - n:]
+    return top[np.lexsort((top, -candidates[top]))]
 
 
 def diversify(index: ItemIndex, scores: np.ndarray, candidates: np.ndarray, k: int, diversity: float) -> np.ndarray:
@@ -146,10 +152,14 @@ def select(index: ItemIndex, scores: np.ndarray, mask: np.ndarray, k: int, diver
     slots = explore_slots(k, explore)
     explored = fresh_candidates(index, scores, mask, len(slots), rng or np.random.default_rng())
     slots = slots[:len(explored)]
-    remaining = mask.copy()
-    remaining[explored] = False
+    remaining = mask
+    if len(explored):
+        remaining = mask.copy()
+        remaining[explored] = False
     need = k - len(explored)
     pool = best(scores, remaining, need if diversity <= 0 else max(5 * need, need + 50))
+    if not len(explored):
+        return diversify(index, scores, pool, need, diversity).tolist(), set()
     ranked = list(diversify(index, scores, pool, need, diversity))
     rows: list[int] = []
     explored_list = list(explored)
