@@ -12,8 +12,8 @@ def matches(pattern: dict, event: Any) -> bool:
         return False
     for key, expected in pattern.items():
         value = event.get(key, _MISSING)
-        if isinstance(expected, dict):
-            if value is _MISSING or not matches(expected, value):
+        if isinstance(expected, dict):  # a missing object matches only `exists: false` rules below it
+            if not matches(expected, {} if value is _MISSING else value):
                 return False
         elif not any(_matches_one(rule, value) for rule in expected):
             return False

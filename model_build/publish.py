@@ -12,6 +12,8 @@ table through the repository the API writes with. Items of the live catalog's ex
 they are not written back (a newer write made while the release was built would be lost),
 and the release's snapshot time is the export's (`--snapshot-at`), so warm functions read
 again every item written since the export began.
+Items retired in the items table (deleted, or set unavailable: Items.retired) are left
+out of the release and not written back.
 
 Resource names come from the environment (ITEMS_TABLE, ARTIFACTS_BUCKET, AWS_REGION,
 AWS_ENDPOINT_URL), from a deployed stack's outputs (--stack NAME) or from the running
@@ -77,19 +79,23 @@ def publish(settings: Settings, data: Path, catalog: Path, collaborative: Path, 
     settings.require("items_table", "artifacts_bucket")
     written_at = time.time()
     metrics = json.loads(report.read_text()) if report else None
+    # Read after written_at: an item retired later is read again by warm functions (the
+    # release's snapshot time is written_at + CLOCK_SKEW_SECONDS, re-read from written_at).
+    retired = ItemRepository(settings).retired()
     version, index, model_version = publish_release(settings, data, catalog, collaborative, model, written_at,
-                                                    metrics, releases, snapshot_at)
-    count = write_items(settings, data, index, model_version, written_at)
+                                                    metrics, releases, snapshot_at, retired)
+    count = write_items(settings, data, index, model_version, written_at, retired)
     return {"release": version, "items": count, "vectors": len(index), "model_version": model_version}
 
 
 def publish_release(settings: Settings, data: Path, catalog: Path, collaborative: Path, model: Path,
                     written_at: float, metrics: dict[str, Any] | None = None,
-                    releases: Path | None = None, snapshot_at: float | None = None) -> tuple[str, ItemIndex, str]:
+                    releases: Path | None = None, snapshot_at: float | None = None,
+                    retired: Iterable[str] = ()) -> tuple[str, ItemIndex, str]:
     """Builds the release, keeps a copy under `releases` (when given), publishes it to the
     bucket and moves the pointer; returns its version, item index and encoder version."""
     version, files, manifest = build_release(catalog, collaborative, model, written_at, metrics, read_items(data),
-                                             snapshot_at)
+                                             snapshot_at, retired)
     if releases is not None:
         save_release(releases, version, files, manifest)
     S3Releases(settings).publish(version, files, manifest)
@@ -99,13 +105,17 @@ def publish_release(settings: Settings, data: Path, catalog: Path, collaborative
 
 def build_release(catalog: Path, collaborative: Path, model: Path, written_at: float,
                   metrics: dict[str, Any] | None = None, items: Iterable[Item] = (),
-                  snapshot_at: float | None = None) -> tuple[str, dict[str, bytes], dict[str, Any]]:
+                  snapshot_at: float | None = None, retired: Iterable[str] = ()
+                  ) -> tuple[str, dict[str, bytes], dict[str, Any]]:
     """The release's files and manifest. Readers re-read items written after
     (snapshot time - CLOCK_SKEW_SECONDS). Without `snapshot_at` the snapshot is this
     catalog's items, stamped `written_at`, which are not read again at cold start; with it
     (the live catalog's export time) every item written since the export is. `items`
-    (the catalog's) bring their attributes into the snapshot, for filtering."""
+    (the catalog's) bring their attributes into the snapshot, for filtering; `retired` ids
+    are left out of its item vectors (the collaborative model keeps them: their evidence
+    still scores the items chosen with them, and it lists only what the index holds)."""
     index, catalog_meta = ItemIndex.from_npz(Path(catalog).read_bytes())
+    index = without(index, set(retired))
     for item in items:
         if item.item_id in index.rows:
             index.attributes[index.rows[item.item_id]] = dict(item.attributes)
@@ -142,11 +152,24 @@ def save_release(releases: Path, version: str, files: dict[str, bytes], manifest
     return directory
 
 
-def write_items(settings: Settings, data: Path, index: ItemIndex, model_version: str, written_at: float) -> int:
+def without(index: ItemIndex, item_ids: set[str]) -> ItemIndex:
+    """The index less some items (the index itself when it holds none of them)."""
+    kept = [row for row, item_id in enumerate(index.ids) if item_id not in item_ids]
+    if len(kept) == len(index):
+        return index
+    smaller = ItemIndex(index.dim, capacity=max(1024, len(kept)))
+    smaller.extend([index.ids[r] for r in kept], index.vectors[kept], index.counts[kept],
+                   [index.categories[r] for r in kept], [index.attributes[r] for r in kept])
+    return smaller
+
+
+def write_items(settings: Settings, data: Path, index: ItemIndex, model_version: str, written_at: float,
+                retired: Iterable[str] = ()) -> int:
     """Upserts the CSV sources' items with their vectors, through the repository the API
-    writes with; items of the live catalog's export are already in the table."""
+    writes with; items of the live catalog's export are already in the table, and a retired
+    item is not written (that would bring it back)."""
     from_csv, exported = item_sources(data)
-    live = {item.item_id for item in exported}
+    skip = {item.item_id for item in exported} | set(retired)
     return ItemRepository(settings).put_many(
-        ((item, index.vector(item.item_id)) for item in from_csv if item.item_id not in live), model_version,
+        ((item, index.vector(item.item_id)) for item in from_csv if item.item_id not in skip), model_version,
         now=written_at)

@@ -51,14 +51,16 @@ class MemoryItems:
         self.items: dict[str, Item] = {}
         self.vectors: dict[str, tuple[np.ndarray, str, str]] = {}  # item -> (vector, text hash, model version)
         self.updated: dict[str, float] = {}  # only items written after the snapshot
+        self.deleted: set[str] = set()  # tombstones: kept in `items`, unavailable
         self.clock = clock
 
     def get(self, item_id: str) -> Item | None:
-        return self.items.get(item_id)
+        return None if item_id in self.deleted else self.items.get(item_id)
 
     def put(self, item: Item, vector: np.ndarray | None = None, model_version: str | None = None,
             now: float | None = None) -> None:
         self.items[item.item_id] = item
+        self.deleted.discard(item.item_id)
         self.vectors.pop(item.item_id, None)
         if vector is not None:
             self.vectors[item.item_id] = (np.asarray(vector, np.float32), item.text_hash, model_version or "")
@@ -69,6 +71,7 @@ class MemoryItems:
         count = 0
         for item, _ in items:
             self.items[item.item_id] = item
+            self.deleted.discard(item.item_id)
             self.updated.pop(item.item_id, None)
             count += 1
         return count
@@ -81,15 +84,26 @@ class MemoryItems:
         self.updated[item_id] = self.clock()
         return True
 
+    def delete(self, item_id: str, now: float | None = None) -> bool:
+        if item_id not in self.items:
+            return False
+        self.deleted.add(item_id)
+        self.updated[item_id] = now or self.clock()
+        return True
+
+    def retired(self) -> set[str]:
+        return {i for i, item in self.items.items() if i in self.deleted or not item.available}
+
     def all(self) -> Iterator[Item]:
-        return iter([self.items[i] for i in sorted(self.items)])
+        return iter([self.items[i] for i in sorted(self.items) if i not in self.deleted])
 
     def changed_since(self, updated_after: float) -> Iterator[ChangedItem]:
         for item_id, at in sorted(self.updated.items(), key=lambda pair: pair[1]):
             if at > updated_after:
                 item = self.items[item_id]
                 vector = self.vectors.get(item_id, (None,))[0]
-                yield ChangedItem(item_id, vector, tuple(item.categories), at, dict(item.attributes))
+                yield ChangedItem(item_id, vector, tuple(item.categories), at, dict(item.attributes),
+                                  available=item.available and item_id not in self.deleted)
 
 
 class MemoryEventStream:

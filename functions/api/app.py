@@ -69,6 +69,12 @@ def put_item(item_id: ItemId, body: ItemBody):
     return recommender.put_item(item_id, body.model_dump())
 
 
+@app.delete("/items/<item_id>", security=ADMIN,
+            summary="Retire an item for good: out of every list, its events kept (admin key); idempotent")
+def delete_item(item_id: ItemId):
+    return recommender.delete_item(item_id)
+
+
 @app.get("/items/<item_id>", security=CLIENT, summary="An item as stored")
 def get_item(item_id: ItemId):
     return recommender.get_item(item_id)

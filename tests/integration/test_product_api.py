@@ -324,3 +324,85 @@ def test_metrics_count_a_scripted_session_exactly(stack, api, admin):
     row = counters()[experiments.assign(ana, variants).name]
     assert row["ctr"] == round(row["clicks"] / row["impressions"], 6)
     assert row["conversion_rate"] == round(row["conversions"] / row["impressions"], 6)
+
+
+# ---- retiring an item ----------------------------------------------------------------
+
+RETIRED_WITHIN_SECONDS = 2.0  # the live catalog reads the items table's changes at most once a second
+BACK_WITHIN_SECONDS = 8.0  # a re-PUT item lists again once the catalog function has encoded it
+
+
+def _where_listed(api, item: str, anchor: str, user: str, title: str) -> set[str]:
+    """The routes whose list holds the item (recommendations with and without exploration,
+    similar items of an anchor, rank, trending); "similar" of the item itself while it answers."""
+    found = set()
+    for name, query in (("recommendations", {}), ("explored", {"explore": 1.0}), ("diverse", {"diversity": 0.5})):
+        status, body = api.get(f"/users/{user}/recommendations", k=100, context=title, **query)
+        if status == 200 and item in ids(body):
+            found.add(name)
+    status, body = api.get(f"/items/{anchor}/similar", k=100)
+    if status == 200 and item in ids(body):
+        found.add("similar")
+    status, body = api.post(f"/users/{user}/rank", {"item_ids": [item, anchor]})
+    if status == 200 and item in ids(body):
+        found.add("rank")
+    status, body = api.get("/trending", k=100)
+    if status == 200 and item in ids(body):
+        found.add("trending")
+    if api.get(f"/items/{item}/similar", k=5)[0] == 200:
+        found.add("own similar")
+    return found
+
+
+def _wait(check, seconds: float, interval: float = 0.1):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def test_a_deleted_or_unavailable_item_leaves_every_list_within_2_s_and_comes_back(api, admin):
+    item, user = f"retire-{uuid.uuid4().hex[:8]}", f"retire-fan-{uuid.uuid4().hex[:8]}"
+    body = {"title": "Midnight Harbour Ghost Ship", "description": "A ghost ship drifts into a fishing harbour at "
+            "midnight and the sailors who board it do not come back.", "categories": ["Horror"],
+            "tags": ["ghost ship", "sea"]}
+    # (an explored slot is a random draw: its absence is checked after, not its presence before)
+    everywhere = {"recommendations", "diverse", "similar", "rank", "trending", "own similar"}
+    assert admin.put(f"/items/{item}", body)[0] == 200
+    encoded = _wait(lambda: (r := api.get(f"/items/{item}/similar", k=1))[0] == 200 and r, BACK_WITHIN_SECONDS)
+    assert encoded, f"{item} was not encoded within {BACK_WITHIN_SECONDS} s"
+    anchor = ids(encoded[1])[0]
+    buyers = [{"event_id": f"{item}-{n}", "user_id": f"{user}-{n}", "type": "purchase", "item_id": item}
+              for n in range(3)]
+    assert api.post("/events", {"events": [*buyers, {"event_id": f"{item}-u", "user_id": user, "type": "click",
+                                                      "item_id": anchor}]})[0] == 202
+    listed = _wait(lambda: everywhere <= (w := _where_listed(api, item, anchor, user, body["title"])) and w,
+                   20.0, 0.5)  # trending waits for the popularity function and the 2 s counter refresh
+    assert listed and everywhere <= listed, listed
+
+    def retired_within_2_s(retire) -> None:
+        assert retire()
+        time.sleep(RETIRED_WITHIN_SECONDS - 0.8)  # past one refresh interval: the check starts before 2 s are up
+        where = _where_listed(api, item, anchor, user, body["title"])
+        assert where == set(), where
+        answer = api.post(f"/users/{user}/rank", {"item_ids": [item, anchor]})[1]
+        assert answer["unavailable_item_ids"] == [item] and ids(answer) == [anchor]
+
+    def comes_back() -> None:
+        assert admin.put(f"/items/{item}", body)[0] == 200
+        back = _wait(lambda: {"recommendations", "similar", "own similar"} <= _where_listed(
+            api, item, anchor, user, body["title"]), BACK_WITHIN_SECONDS, 0.3)
+        assert back, f"{item} did not come back within {BACK_WITHIN_SECONDS} s"
+
+    retired_within_2_s(lambda: admin.delete(f"/items/{item}") == (200, {"item_id": item, "deleted": True}))
+    assert admin.delete(f"/items/{item}") == (200, {"item_id": item, "deleted": True}), "idempotent"
+    assert api.get(f"/items/{item}")[0] == 404 and admin.delete(f"/items/never-{item}")[0] == 404
+    assert item in admin.get(f"/users/{user}-0")[1]["recent_items"], "its events stay in the user's history"
+    comes_back()
+
+    retired_within_2_s(lambda: admin.put(f"/items/{item}", {**body, "available": False})[0] == 200)
+    status, stored = api.get(f"/items/{item}")
+    assert status == 200 and stored["available"] is False
+    comes_back()

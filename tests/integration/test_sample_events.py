@@ -317,7 +317,7 @@ def test_put_item_then_get_item_reads_it_back(aws_stack: Stack) -> None:
     put = load("api-put-item.json")
     status, stored = aws_stack.call_api("api-put-item.json")
     assert status == 200
-    assert stored == {"item_id": "zombie-night", **json.loads(put["body"])}
+    assert stored == {"item_id": "zombie-night", "available": True, **json.loads(put["body"])}
 
     get = load("api-get-item.json")
     get["path"], get["pathParameters"] = "/items/zombie-night", {"item_id": "zombie-night"}
@@ -325,6 +325,19 @@ def test_put_item_then_get_item_reads_it_back(aws_stack: Stack) -> None:
     assert response["statusCode"] == 200
     assert json.loads(response["body"]) == stored
     assert aws_stack.stored_item("zombie-night")["text_hash"]["S"] == item_from_image(stored).text_hash
+
+
+def test_delete_item_leaves_a_tombstone_and_is_idempotent(aws_stack: Stack) -> None:
+    """The sample's item is a published movie: gone for GET, deleted again alike, and kept in
+    the table unavailable (so warm functions read its retirement and a release leaves it out)."""
+    for _ in range(2):
+        status, body = aws_stack.call_api("api-delete-item.json")
+        assert (status, body) == (200, {"item_id": "2", "deleted": True})
+    get = load("api-get-item.json")
+    get["path"], get["pathParameters"] = "/items/2", {"item_id": "2"}
+    assert aws_stack.invoke("ApiFunction", get)["statusCode"] == 404
+    stored = aws_stack.stored_item("2")
+    assert stored["available"] == {"BOOL": False} and "deleted_at" in stored
 
 
 def test_get_item_returns_the_published_movie(aws_stack: Stack, catalog: Catalog) -> None:

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from local_stack.filters import matches
+from local_stack.template import Template
 
 
 def record(event_name: str, **image) -> dict:
@@ -14,11 +16,25 @@ def record(event_name: str, **image) -> dict:
 
 
 INSERT_OR_MODIFY = json.loads('{"eventName": ["INSERT", "MODIFY"]}')
+CATALOG_FILTERS = [json.loads(f["Pattern"]) for f in next(
+    s for s in Template(Path(__file__).resolve().parents[2] / "template.yaml", "recsys-local", "us-east-1")
+    .event_sources() if s.function == "CatalogFunction").properties["FilterCriteria"]["Filters"]]
 
 
-@pytest.mark.parametrize(("event_name", "expected"), [("INSERT", True), ("MODIFY", True), ("REMOVE", False)])
-def test_the_catalog_filter(event_name: str, expected: bool) -> None:
-    assert matches(INSERT_OR_MODIFY, record(event_name)) is expected
+@pytest.mark.parametrize(("event_name", "image", "expected"), [
+    ("INSERT", {"available": {"BOOL": True}}, True), ("MODIFY", {"available": {"BOOL": True}}, True),
+    ("MODIFY", {}, True),  # written before the flag existed
+    ("REMOVE", {}, False), ("MODIFY", {"available": {"BOOL": False}}, False),
+    ("MODIFY", {"available": {"BOOL": False}, "deleted_at": {"N": "1"}}, False)])
+def test_the_catalog_filter_passes_only_listable_items(event_name: str, image: dict, expected: bool) -> None:
+    """The template's own patterns (any one matching lets a record through): an item deleted
+    or set unavailable, or removed, is not re-encoded."""
+    assert any(matches(p, record(event_name, **image)) for p in CATALOG_FILTERS) is expected
+
+
+def test_a_missing_object_matches_only_exists_false_below_it() -> None:
+    assert matches({"dynamodb": {"NewImage": {"available": {"BOOL": [{"exists": False}]}}}}, record("INSERT"))
+    assert not matches({"dynamodb": {"NewImage": {"available": {"BOOL": [True]}}}}, record("INSERT"))
 
 
 def test_nested_keys() -> None:

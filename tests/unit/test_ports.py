@@ -116,6 +116,27 @@ def test_items_changed_since_and_vectors_only_for_the_current_text(items) -> Non
     assert next(item for item in items.all() if item.item_id == "c-1") == first
 
 
+def test_items_retired_by_delete_or_available_false_and_brought_back_by_a_put(items) -> None:
+    """A delete leaves a tombstone warm functions read among the changed items (unavailable),
+    is idempotent, and is undone by the next put; an unavailable item is still stored."""
+    item = Item("d-1", "Gone soon", categories=["Drama"], attributes={"year": 2001})
+    items.put(item, np.ones(4, np.float32), "m", now=NOW + 20)
+    items.put(Item("d-2", "Sold out", available=False), now=NOW + 21)
+    assert items.get("d-2") == Item("d-2", "Sold out", available=False)
+    assert items.delete("d-1", now=NOW + 22) and items.delete("d-1", now=NOW + 23)
+    assert not items.delete("d-never", now=NOW + 24) and items.get("d-never") is None
+    assert items.get("d-1") is None
+    changed = {c.item_id: c for c in items.changed_since(NOW + 19)}
+    assert changed["d-1"].available is False and changed["d-1"].updated_at == NOW + 23
+    assert changed["d-1"].categories == ("Drama",) and changed["d-2"].available is False
+    assert {"d-1", "d-2"} <= items.retired() and "c-2" not in items.retired()
+    exported = {item.item_id: item for item in items.all()}
+    assert "d-1" not in exported and exported["d-2"].available is False, "the export: deleted ones left out"
+    items.put(item, now=NOW + 25)
+    assert items.get("d-1") == item and "d-1" not in items.retired()
+    assert {c.item_id: c for c in items.changed_since(NOW + 24)}["d-1"].available is True
+
+
 def test_releases_publish_then_point(releases) -> None:
     assert releases.current() is None
     releases.publish("v1", {"a.npz": b"one"}, {"version": "v1"})

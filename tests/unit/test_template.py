@@ -234,6 +234,7 @@ def test_contract_others_depend_on(
         ("GET", "/openapi.json"),
         ("GET", "/items/{item_id}"),
         ("PUT", "/items/{item_id}"),
+        ("DELETE", "/items/{item_id}"),
         ("GET", "/items/{item_id}/similar"),
         ("POST", "/events"),
         ("GET", "/users/{user_id}/recommendations"),
@@ -248,7 +249,7 @@ def test_contract_others_depend_on(
         for _, _, props in events_of(resources, {"Api"})
         if referenced_name(props["RestApiId"]) == "RecsysAdminApi"
     }
-    assert admin == {("PUT", "/items/{item_id}"), ("GET", "/users/{user_id}"),
+    assert admin == {("PUT", "/items/{item_id}"), ("DELETE", "/items/{item_id}"), ("GET", "/users/{user_id}"),
                      ("DELETE", "/users/{user_id}"), ("GET", "/metrics")}
     expected_env = {
         "ApiFunction": {

@@ -63,6 +63,8 @@ class ItemBody(BaseModel):
     categories: Annotated[list[Label], Field(max_length=MAX_LABELS)] = []
     tags: Annotated[list[Label], Field(max_length=MAX_LABELS)] = []
     attributes: Annotated[dict[Label, AttributeValue], Field(max_length=MAX_ATTRIBUTES)] = {}
+    available: Annotated[bool, Field(description="false retires the item (sold out, withdrawn): it leaves every "
+                                                 "list within seconds; true brings it back.")] = True
 
 
 class EventsBody(BaseModel):

@@ -13,7 +13,7 @@ MAX_DESCRIPTION = 5_000
 MAX_LABELS = 50
 MAX_LABEL_LENGTH = 100
 MAX_ATTRIBUTES = 50
-ITEM_FIELDS = ("title", "description", "categories", "tags", "attributes")
+ITEM_FIELDS = ("title", "description", "categories", "tags", "attributes", "available")
 
 
 class InvalidItem(ValueError):
@@ -22,12 +22,15 @@ class InvalidItem(ValueError):
 
 @dataclass
 class Item:
+    """A catalog item. `available` False retires it (sold out, withdrawn): it stays stored and
+    keeps its place in users' histories, but no list offers it."""
     item_id: str
     title: str
     description: str = ""
     categories: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     attributes: dict[str, Any] = field(default_factory=dict)
+    available: bool = True
 
     @property
     def text(self) -> str:
@@ -47,7 +50,8 @@ class Item:
 
     def to_json(self) -> dict[str, Any]:
         return {"item_id": self.item_id, "title": self.title, "description": self.description,
-                "categories": self.categories, "tags": self.tags, "attributes": self.attributes}
+                "categories": self.categories, "tags": self.tags, "attributes": self.attributes,
+                "available": self.available}
 
 
 def parse_item(item_id: str, body: Any) -> Item:
@@ -62,6 +66,9 @@ def parse_item(item_id: str, body: Any) -> Item:
     description = body.get("description", "")
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
         raise InvalidItem(f"description must be a string of at most {MAX_DESCRIPTION} characters")
+    available = body.get("available", True)
+    if not isinstance(available, bool):
+        raise InvalidItem("available must be true or false")
     return Item(
         item_id=validate_id("item_id", item_id),
         title=title.strip(),
@@ -69,6 +76,7 @@ def parse_item(item_id: str, body: Any) -> Item:
         categories=_labels(body, "categories"),
         tags=_labels(body, "tags"),
         attributes=_attributes(body.get("attributes", {})),
+        available=available,
     )
 
 

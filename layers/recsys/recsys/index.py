@@ -19,6 +19,12 @@ class ItemIndex:
     short-half-life sums trending is made of, and `impressions`, how often each item was
     shown lately (zero until live counters exist). An item added after the snapshot gets a
     prior: the mean current count of its nearest neighbours (`set_prior`).
+
+    `available` masks retired items (deleted, or set unavailable) out of every list
+    (recsys.selection.allowed, recsys.ranking.similar and trending): a retired item keeps its
+    row, so every array aligned with the rows (the collaborative model's, the neighbour
+    priors', the live counters') stays aligned, its vector still folds its events into
+    profiles, and bringing it back is flipping the bit.
     """
 
     KIND = "item_index"
@@ -37,6 +43,7 @@ class ItemIndex:
         self._counts = np.zeros(capacity, dtype=np.float32)
         self._recent = np.zeros(capacity, dtype=np.float32)
         self._impressions = np.zeros(capacity, dtype=np.float32)
+        self._available = np.ones(capacity, dtype=bool)
         self._neighbours: dict[int, np.ndarray] = {}  # row -> rows its prior is the mean count of
 
     def __len__(self) -> int:
@@ -59,6 +66,11 @@ class ItemIndex:
         return self._impressions[: len(self.ids)]
 
     @property
+    def available(self) -> np.ndarray:
+        """Which rows may be listed (False: retired)."""
+        return self._available[: len(self.ids)]
+
+    @property
     def popularity_counts(self) -> np.ndarray:
         """Counts, raised to the neighbour prior for items that have one."""
         counts = self.counts
@@ -74,7 +86,8 @@ class ItemIndex:
         return None if row is None else self._vectors[row]
 
     def upsert(self, item_id: str, vector: np.ndarray, count: float | None = None,
-               categories: Sequence[str] | None = None, attributes: Mapping[str, Any] | None = None) -> None:
+               categories: Sequence[str] | None = None, attributes: Mapping[str, Any] | None = None,
+               available: bool | None = None) -> None:
         if vector.shape != (self.dim,):
             raise ValueError(f"item {item_id}: vector has shape {vector.shape}, the index holds {self.dim}")
         row = self.rows.get(item_id)
@@ -93,12 +106,20 @@ class ItemIndex:
             self.set_prior(item_id)
         if count is not None:
             self._counts[row] = count
-        if categories is not None:
+        self.update(item_id, categories, attributes, available)
+
+    def update(self, item_id: str, categories: Sequence[str] | None = None,
+               attributes: Mapping[str, Any] | None = None, available: bool | None = None) -> None:
+        """Change what an item is filtered by, and whether it is listed, keeping its vector."""
+        row = self.rows[item_id]
+        if categories is not None and tuple(categories) != self.categories[row]:
             self.categories[row] = tuple(categories)
             self._labelled = None
-        if attributes is not None:
+        if attributes is not None and dict(attributes) != self.attributes[row]:
             self.attributes[row] = dict(attributes)
             self._columns.clear()
+        if available is not None:
+            self._available[row] = available
 
     def category_mask(self, labels: Sequence[str] | frozenset[str]) -> np.ndarray:
         """Items that have any of the categories."""
@@ -169,6 +190,8 @@ class ItemIndex:
         self._counts = _resized(self._counts, (capacity,))
         self._recent = _resized(self._recent, (capacity,))
         self._impressions = _resized(self._impressions, (capacity,))
+        self._available = _resized(self._available, (capacity,))
+        self._available[len(self.ids):] = True
 
     def to_npz(self, **meta: str | float) -> bytes:
         """Serialise as .npz (see recsys.artifacts): ids, vectors, counts, categories and

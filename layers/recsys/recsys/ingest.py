@@ -204,7 +204,8 @@ def _event_or_none(payload: bytes, now: float) -> Event | None:
 
 
 class ItemEncoder:
-    """Encodes items whose text changed and stores their vectors on the item."""
+    """Encodes items whose text changed and stores their vectors on the item; a retired
+    (deleted or unavailable) item is not encoded until it comes back."""
 
     def __init__(self, encoder: TextEncoder, items: Items) -> None:
         self.encoder, self.items = encoder, items
@@ -214,6 +215,8 @@ class ItemEncoder:
         failures: dict[str, Exception] = {}
         todo: list[tuple[str, Item]] = []
         for record_id, image in images.items():
+            if image.get("available") is False:  # retired: nothing lists it (the mapping filters these too)
+                continue
             try:
                 item = _item(image)
             except (KeyError, TypeError, ValueError) as error:

@@ -102,17 +102,27 @@ class LiveCatalog:
         return len(stale) + len(gone)
 
     def refresh(self) -> int:
-        """Read items changed since the last look; returns how many vectors changed."""
+        """Read items changed since the last look; returns how many the index changed.
+
+        A retired item (deleted or unavailable) keeps its row, masked (ItemIndex.available).
+        """
         changed, index = 0, self._current()
         revised = []  # rows whose vector changed: what was derived from the old one is redone
         for item in self.items.changed_since(self._watermark - CLOCK_SKEW_SECONDS):
             if item.vector is not None and item.vector.shape == (self.dim,):
                 new = item.item_id not in index.rows
-                index.upsert(item.item_id, item.vector, categories=item.categories, attributes=item.attributes)
+                index.upsert(item.item_id, item.vector, categories=item.categories, attributes=item.attributes,
+                             available=item.available)
                 if new:
                     index.set_prior(item.item_id)
                 else:
                     revised.append(index.rows[item.item_id])
+                changed += 1
+            elif item.item_id in index.rows:
+                # Written, not (re-)encoded yet: its filters and a retirement apply now, its
+                # old vector serves until the new one comes; coming back waits for that.
+                index.update(item.item_id, item.categories, item.attributes, available=False if not item.available
+                             else None)
                 changed += 1
             self._watermark = max(self._watermark, item.updated_at)
         if revised and self._collaborative is not None:

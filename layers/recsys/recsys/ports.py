@@ -27,12 +27,14 @@ class ConcurrentUpdate(Exception):
 
 @dataclass(frozen=True)
 class ChangedItem:
-    """An item written after the published snapshot, as a warm function reads it."""
+    """An item written after the published snapshot, as a warm function reads it;
+    `available` is False for an item deleted or set unavailable (retired)."""
     item_id: str
     vector: np.ndarray | None
     categories: tuple[str, ...]
     updated_at: float
     attributes: dict[str, Any] | None = None
+    available: bool = True
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ class Profiles(Protocol):
 class Items(Protocol):
     """The catalog's items: what the API stores, and the vectors the catalog function adds."""
 
-    def get(self, item_id: str) -> Item | None: ...
+    def get(self, item_id: str) -> Item | None:
+        """The item as stored (an unavailable one too); None when unknown or deleted."""
 
     def put(self, item: Item, vector: np.ndarray | None = None, model_version: str | None = None,
             now: float | None = None) -> None: ...
@@ -82,11 +85,21 @@ class Items(Protocol):
     def set_vector(self, item_id: str, text_hash: str, vector: np.ndarray, model_version: str) -> bool:
         """Store the vector of the text with this hash; False if the item's text changed since."""
 
+    def delete(self, item_id: str, now: float | None = None) -> bool:
+        """Retire the item for good: it is kept as a tombstone (unavailable, so warm functions
+        read its retirement among the changed items) until a put brings it back. False for an
+        id never stored; deleting a deleted item is True again (idempotent)."""
+
+    def retired(self) -> set[str]:
+        """Ids of every item deleted or set unavailable (what a release must leave out)."""
+
     def changed_since(self, updated_after: float) -> Iterator[ChangedItem]:
-        """Items written after a time and not in the published snapshot, oldest first."""
+        """Items written after a time and not in the published snapshot, oldest first,
+        deleted ones included (unavailable)."""
 
     def all(self) -> Iterator[Item]:
-        """Every item of the live catalog (a full read of the store: the build job's export)."""
+        """Every item of the live catalog, unavailable ones too, deleted ones not (a full read
+        of the store: the build job's export)."""
 
 
 class EventStream(Protocol):

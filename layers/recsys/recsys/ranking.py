@@ -93,14 +93,17 @@ def rank(index: ItemIndex, profile: Profile | None, request: Request, weights: B
 
 def order(index: ItemIndex, profile: Profile | None, item_ids: list[str], request: Request,
           weights: BlendWeights = DEFAULT_WEIGHTS,
-          collaborative: Collaborative | None = None) -> tuple[list[RankedItem], list[str]]:
+          collaborative: Collaborative | None = None) -> tuple[list[RankedItem], list[str], list[str]]:
     """The given items in the user's order, with reasons (consumed ones too, no filters:
-    the caller chose the list), and the ids the index does not know."""
-    known = [i for i in dict.fromkeys(item_ids) if i in index.rows]
-    unknown = [i for i in dict.fromkeys(item_ids) if i not in index.rows]
+    the caller chose the list), the ids the index does not know, and the retired ones
+    (left out of the list)."""
+    wanted = list(dict.fromkeys(item_ids))
+    unknown = [i for i in wanted if i not in index.rows]
+    retired = [i for i in wanted if i in index.rows and not index.available[index.rows[i]]]
+    known = [i for i in wanted if i in index.rows and index.available[index.rows[i]]]
     scores = score(index, profile, request.context, request.now, weights, collaborative)
     rows = sorted((index.rows[i] for i in known), key=lambda r: -float(scores.blended[r]))
-    return placed(index, profile, scores, rows, set(), collaborative, request.context_text), unknown
+    return placed(index, profile, scores, rows, set(), collaborative, request.context_text), unknown, retired
 
 
 def placed(index: ItemIndex, profile: Profile | None, scores: Scores, rows: list[int], explored: set[int],
@@ -122,9 +125,9 @@ def placed(index: ItemIndex, profile: Profile | None, scores: Scores, rows: list
 
 def similar(index: ItemIndex, item_id: str, k: int, filters: Filters = NO_FILTERS) -> list[tuple[str, float]] | None:
     """The k items nearest (cosine) to an item that the filters allow; None for an item the
-    index does not hold."""
+    index does not hold or that is retired."""
     vector = index.vector(item_id)
-    if vector is None:
+    if vector is None or not index.available[index.rows[item_id]]:
         return None
     cosines = index.vectors @ vector
     mask = selection.allowed(index, filters)
@@ -136,9 +139,9 @@ def trending(index: ItemIndex, k: int, category: str | None = None,
              config: PopularityConfig = DEFAULT_POPULARITY) -> list[tuple[str, float]]:
     """The k items whose recent pace most exceeds their long-run pace (see
     `popularity.trending`), optionally only those of one category; only items with
-    recent evidence qualify."""
+    recent evidence qualify, and no retired item."""
     scores = live_popularity.trending(index.counts.astype(np.float64), index.recent.astype(np.float64), config)
-    eligible = scores > 0
+    eligible = (scores > 0) & index.available
     if category is not None:
         eligible &= np.array([category in labels for labels in index.categories], dtype=bool)
     rows = np.flatnonzero(eligible)

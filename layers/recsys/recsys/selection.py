@@ -70,8 +70,9 @@ def parse_filters(exclude: str | None = None, categories: str | None = None, exc
 
 
 def allowed(index: ItemIndex, filters: Filters, consumed: set[str] | frozenset[str] = frozenset()) -> np.ndarray:
-    """Which items the filters let through (consumed ones only when include_consumed)."""
-    mask = np.ones(len(index), dtype=bool)
+    """Which items the filters let through (consumed ones only when include_consumed); a
+    retired item never."""
+    mask = index.available.copy()
     rows = index.rows
     for skipped in (filters.exclude, () if filters.include_consumed else consumed):
         if skipped:

@@ -74,6 +74,14 @@ class Recommender:
         self.items.put(item)
         return item.to_json()
 
+    def delete_item(self, item_id: str) -> dict[str, Any]:
+        """Retire an item for good (until a PUT brings it back): it leaves every list within
+        the live catalog's refresh, its events stay in users' histories. Idempotent: deleting
+        a deleted item answers the same; an id never stored is not found."""
+        if not self.items.delete(item_id, self.clock()):
+            raise NotFound(f"item {item_id} not found")
+        return {"item_id": item_id, "deleted": True}
+
     def get_item(self, item_id: str) -> dict[str, Any]:
         item = self.items.get(item_id)
         if item is None:
@@ -83,7 +91,7 @@ class Recommender:
     def similar(self, item_id: str, k: int, filters: Filters = NO_FILTERS) -> dict[str, Any]:
         found = ranking.similar(self.catalog.index(), item_id, k, filters)
         if found is None:
-            raise NotFound(f"item {item_id} not found, or not encoded yet")
+            raise NotFound(f"item {item_id} not found, retired, or not encoded yet")
         return {"item_id": item_id, "model_version": self.encoder.version, "items": _scored(found)}
 
     def recommend(self, user_id: str, k: int, context: str | None, filters: Filters = NO_FILTERS,
@@ -111,17 +119,19 @@ class Recommender:
         return variant, diversity, explore, ranking.rank(index, profile, request, weights, collaborative, rng)
 
     def rank(self, user_id: str, item_ids: list[str], context: str | None) -> dict[str, Any]:
-        """The given items in the user's order (consumed ones too: the caller chose the list)."""
+        """The given items in the user's order (consumed ones too: the caller chose the list);
+        ids not in the catalog are reported in `unknown_item_ids`, retired ones (deleted or
+        unavailable) in `unavailable_item_ids`, and neither is ranked."""
         variant = assign(user_id, self.variants)
         request = self._request(len(item_ids), context)
         index, profile, collaborative, weights = self._state(user_id, variant)
-        ranked, unknown = ranking.order(index, profile, item_ids, request, weights, collaborative)
+        ranked, unknown, unavailable = ranking.order(index, profile, item_ids, request, weights, collaborative)
         recommendation_id = str(uuid.uuid4())
         self._record(Impression(recommendation_id, user_id, variant.name, self.encoder.version,
                                 [r.item_id for r in ranked], self.clock()))
         return {"recommendation_id": recommendation_id, "user_id": user_id, "variant": variant.name,
                 "model_version": self.encoder.version, "items": [r.to_json(n) for n, r in enumerate(ranked)],
-                "unknown_item_ids": unknown}
+                "unknown_item_ids": unknown, "unavailable_item_ids": unavailable}
 
     def trending(self, k: int, category: str | None) -> dict[str, Any]:
         ranked = ranking.trending(self.catalog.index(), k, category)
