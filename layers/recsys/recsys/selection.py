@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.bloom import BloomFilter
 from recsys.index import ItemIndex
 
 MAX_FILTER_VALUES = 500
@@ -69,11 +70,15 @@ def parse_filters(exclude: str | None = None, categories: str | None = None, exc
                    bool(include_consumed))
 
 
-def allowed(index: ItemIndex, filters: Filters, consumed: set[str] | frozenset[str] = frozenset()) -> np.ndarray:
-    """Which items the filters let through (consumed ones only when include_consumed)."""
+def allowed(index: ItemIndex, filters: Filters, consumed: set[str] | frozenset[str] = frozenset(),
+            consumed_filter: BloomFilter | None = None) -> np.ndarray:
+    """Which items the filters let through (consumed ones only when include_consumed: the ids
+    held exactly, and those a profile's Bloom filter of consumed ids holds)."""
     mask = np.ones(len(index), dtype=bool)
     skip = set(filters.exclude) | (set() if filters.include_consumed else set(consumed))
     mask[[index.rows[i] for i in skip if i in index.rows]] = False
+    if consumed_filter is not None and not filters.include_consumed and len(index):
+        mask &= ~consumed_filter.contains(index.digests())
     if filters.categories:
         mask &= index.category_mask(filters.categories)
     if filters.exclude_categories:
