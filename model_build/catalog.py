@@ -54,7 +54,7 @@ def run(data: Path, model: Path, out: Path, force: bool = False) -> int:
             print(f"catalog: {out} is current ({encoder.version}), nothing to do")
             return 0
     items = read_items(data)
-    counts = Counter(i.item_id for i in read_interactions(data))
+    counts = Counter(i.item_id for i in read_interactions(data) if i.type not in ("hide", "dislike"))
     started = time.perf_counter()
     vectors = np.zeros((len(items), encoder.dim), dtype=np.float32)
     for start in progress(range(0, len(items), BATCH), "catalog: embedding", unit="batch"):
