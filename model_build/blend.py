@@ -69,7 +69,8 @@ ALONE: dict[str, dict[str, float]] = {  # each component alone, history recency 
 
 
 def profiles_from(interactions: Sequence[Interaction], index: ItemIndex) -> dict[str, Profile]:
-    """Each user's interactions as rating events, folded in time order by the events function's code."""
+    """Each user's interactions as the events they are (`Interaction.as_event`), folded in time order by the
+    events function's code: negative ones move the vectors away and never enter the collaborative history."""
     events = defaultdict(list)
     for row in interactions:
         events[row.user_id].append(row.as_event())

@@ -62,7 +62,7 @@ def run(data: Path, model: Path, out: Path, force: bool = False, cache: Path | N
             print(f"catalog: {out} is current ({encoder.version}), nothing to do")
             return 0
     items = read_items(data)
-    counts = Counter(i.item_id for i in read_interactions(data))
+    counts = Counter(i.item_id for i in read_interactions(data) if i.type not in ("hide", "dislike"))
     started = time.perf_counter()
     hashes = [item.text_hash for item in items]
     known = vector_cache.VectorCache.load(cache, encoder.version, encoder.dim) if cache else None

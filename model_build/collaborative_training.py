@@ -3,8 +3,9 @@
 vector (see recsys/collaborative.py, which scores them). The `collaborative` stage and the
 blend fit on a validation carve both train with `train`.
 
-Every interaction counts as one implicit "chose it" (ratings included, whatever the
-value: the next thing a user rates is the next thing they chose to watch).
+Every positive choice counts as one implicit "chose it" (`model_build.data.positive_choices`:
+the rule the profile applies at request time; a rating is one unless it is below the user's
+tolerance, a hide, a dislike or a bounce never is).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model_build.data import Interaction
+from model_build.data import Interaction, positive_choices
 from model_build.progress import progress
 from recsys.collaborative import CollaborativeModel, ItemRows
 from recsys.index import ItemIndex
@@ -48,7 +49,7 @@ def train(interactions: Iterable[Interaction], index: ItemIndex,
     """Every model on the interactions, with maps from `index`'s item vectors to their item side
     (an item the index lacks counts as a zero vector)."""
     by_user: dict[str, list[Interaction]] = defaultdict(list)
-    for row in interactions:
+    for row in positive_choices(interactions):
         by_user[row.user_id].append(row)
     counts: dict[str, int] = defaultdict(int)
     for rows in by_user.values():

@@ -7,8 +7,12 @@ with its item_id) — whose items replace the CSV's of the same id and add the r
 items the API added survive a release. Interactions: `train.csv`
 (user_id,item_id,rating,timestamp), MovieLens `ratings.csv`, or `events.csv` written by
 `python -m ops export-events` (the same first four columns, then type, event_id,
-dwell_seconds, query; item events only are read, and an empty rating, an event
-that is not a rating, counts as 1).
+dwell_seconds, query; item events only are read, each with its type and dwell).
+
+The collaborative models train on positive choices only (`positive_choices`): each
+user's interactions folded as the events function folds them into a profile, keeping the
+items whose history weight comes out above 0 (recsys.profile): never a hide, a dislike, a
+bounce or a rating below the user's tolerance.
 """
 from __future__ import annotations
 
@@ -16,12 +20,14 @@ import csv
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from recsys.catalog import MAX_LABEL_LENGTH, MAX_LABELS, MAX_TITLE, Item, parse_item
 from recsys.events import Event
+from recsys.profile import positive_items
 
 NO_GENRES = "(no genres listed)"
 EXPORTED_ITEMS = "items.jsonl"
@@ -37,14 +43,31 @@ class DatasetError(ValueError):
 class Interaction:
     user_id: str
     item_id: str
-    rating: float
+    rating: float  # the value of a rating; ignored for other types
     timestamp: int
+    type: str = "rating"
+    dwell_seconds: float | None = None
 
     def as_event(self) -> Event:
-        """The rating event this interaction is, as a client would send it."""
-        return Event(event_id=f"ml-{self.user_id}-{self.item_id}-{self.timestamp}", user_id=self.user_id,
-                     type="rating", timestamp=float(self.timestamp), item_id=self.item_id,
-                     value=min(5.0, max(0.0, self.rating)))
+        """The event this interaction is, as a client would send it."""
+        kind = "" if self.type == "rating" else f"-{self.type}"  # ratings keep the ids the demo always sent
+        return Event(event_id=f"ml-{self.user_id}-{self.item_id}-{self.timestamp}{kind}",
+                     user_id=self.user_id, type=self.type, timestamp=float(self.timestamp), item_id=self.item_id,
+                     value=min(5.0, max(0.0, self.rating)) if self.type == "rating" else None,
+                     dwell_seconds=self.dwell_seconds)
+
+
+def positive_choices(interactions: Iterable[Interaction]) -> list[Interaction]:
+    """The interactions whose item is a positive choice of its user (`recsys.profile.positive_items`
+    over the user's events): what the collaborative models are trained on."""
+    by_user: dict[str, list[Interaction]] = defaultdict(list)
+    for row in interactions:
+        by_user[row.user_id].append(row)
+    kept = []
+    for rows in by_user.values():
+        positive = positive_items(row.as_event() for row in rows)
+        kept += [row for row in rows if row.item_id in positive]
+    return kept
 
 
 def read_items(directory: Path) -> list[Item]:
@@ -132,10 +155,12 @@ def read_interactions(directory: Path) -> Iterator[Interaction]:
 
 def _exported_events(path: Path) -> Iterator[Interaction]:
     for line, r in _rows(path, ("user_id", "item_id", "rating", "timestamp", "type")):
-        if not r["item_id"] or r["type"] in ("hide", "dislike"):
+        if not r["item_id"]:
             continue
         try:
-            yield Interaction(r["user_id"], r["item_id"], float(r["rating"] or 1.0), int(float(r["timestamp"])))
+            dwell = r.get("dwell_seconds") or None
+            yield Interaction(r["user_id"], r["item_id"], float(r["rating"] or 0.0), int(float(r["timestamp"])),
+                              r["type"], float(dwell) if dwell is not None else None)
         except ValueError as error:
             raise DatasetError(f"{path}:{line}: {error}") from None
 

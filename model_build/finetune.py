@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from model_build import paths
-from model_build.data import Interaction, read_interactions, read_items
+from model_build.data import Interaction, positive_choices, read_interactions, read_items
 from model_build.export import load_pooled_model
 from model_build.progress import progress
 from model_build.validation import carve, metrics
@@ -154,17 +154,18 @@ def run(data: Path, model_dir: Path, out: Path, steps: int = STEPS, batch: int =
     ids, texts = [i.item_id for i in items], {i.item_id: i.text for i in items}
     titles = {i.item_id: i.title for i in items}
     validation = carve(list(read_interactions(data)))
+    chosen = positive_choices(validation.train)  # what users chose next: never a hide, a dislike, a low rating
     tokenizer = load_tokenizer(model_dir / "tokenizer.json", MAX_LENGTH)
     module = load_pooled_model(model_dir).to(device)
     item_texts = [texts[i] for i in ids]
 
     def figures() -> dict[str, float]:
-        return content_figures(embed(module, tokenizer, item_texts, device), ids, validation.train,
+        return content_figures(embed(module, tokenizer, item_texts, device), ids, chosen,
                                validation.held_out, validation.cold_items)
 
     before = figures()
     log(f"pre-trained on validation: {before} ({time.perf_counter() - started:.0f} s)")
-    examples = pairs(validation.train, titles, texts)
+    examples = pairs(chosen, titles, texts)
     trained_at = time.perf_counter()
     losses = train(module, tokenizer, examples, steps, batch, lr, device, seed)
     training_seconds = time.perf_counter() - trained_at

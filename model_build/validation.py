@@ -2,7 +2,14 @@
 
 `carve` follows shared/eval/split.py's protocol on train alone: a share of items
 becomes "new", each user's last 20% in time order is held out, and the new items'
-interactions are dropped from the rest. `metrics` are shared/eval/score.py's. The blend
+interactions are dropped from the rest. `metrics` are shared/eval/score.py's.
+
+Negative feedback follows the serving rule: the carve's training rows keep every event
+(folded into profiles, a hide or a low rating pushes the vectors away and excludes the
+item), and the models are trained on the positive choices among them only
+(`model_build.data.positive_choices`, applied by `collaborative_training.train`). What is
+held out is every interaction, as split.py holds out every rating: validation asks what
+the test asks. The blend
 fit (model_build/blend.py) and the encoder's fine-tuning (model_build/finetune.py) are
 both judged on this carve.
 """

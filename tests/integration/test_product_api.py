@@ -133,6 +133,25 @@ def test_consumed_items_are_excluded_unless_asked(api, admin):
 HISTORY_REASONS = {"similar_to_history", "chosen_alongside"}  # item-item and sequence rows name history items
 
 
+def test_a_dislike_is_not_a_purchase(api, admin):
+    """On the demo catalog: a user whose only event is a dislike of Toy Story does not get the
+    list a purchase of it gives, and no reason says they chose it."""
+    run = uuid.uuid4().hex[:6]
+    lists = {}
+    for kind in ("purchase", "dislike"):
+        user = f"{kind}-{run}"
+        api.post("/events", {"events": [{"event_id": f"{user}-1", "user_id": user, "type": kind, "item_id": "1"}]})
+        deadline = time.time() + 10
+        while time.time() < deadline and admin.get(f"/users/{user}")[1]["consumed_count"] < 1:
+            time.sleep(0.2)
+        status, lists[kind] = api.get(f"/users/{user}/recommendations", k=10)
+        assert status == 200 and len(lists[kind]["items"]) == 10
+    assert any("1" in reason.get("items", []) for entry in lists["purchase"]["items"] for reason in entry["reasons"])
+    assert len(set(ids(lists["purchase"])) & set(ids(lists["dislike"]))) <= 2
+    assert "1" not in ids(lists["dislike"])
+    assert not {r["type"] for entry in lists["dislike"]["items"] for r in entry["reasons"]} & HISTORY_REASONS
+
+
 def test_reasons_name_the_history_items_and_the_context(api, stack):
     status, body = api.get("/users/1/recommendations", k=10, context="space adventure")
     assert status == 200 and body["variant"] in {v.name for v in experiments.parse_variants(

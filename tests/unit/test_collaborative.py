@@ -11,7 +11,7 @@ from model_build.collaborative_training import TrainingConfig, train
 from model_build.data import Interaction
 from recsys.collaborative import ArtifactMismatch, Collaborative, CollaborativeModel, ItemRows, history_weights
 from recsys.index import ItemIndex
-from recsys.profile import Profile
+from recsys.profile import VETO, Profile
 from recsys.scoring import DEFAULT_WEIGHTS, BlendWeights
 from tests.served import served_list as recommend
 
@@ -148,14 +148,15 @@ def test_a_model_for_other_item_vectors_is_refused(model: CollaborativeModel) ->
         Collaborative(model, index)
 
 
-def test_the_latest_choices_weigh_most() -> None:
-    profile = Profile("u", recent_items=["c", "b", "a"], consumed={"a", "b", "c", "old"})
+def test_the_latest_choices_weigh_most_by_what_the_user_did() -> None:
+    profile = Profile("u", history={"old": 1.0, "a": 1.0, "disliked": VETO, "b": 2.0, "bounced": -0.3, "c": 1.0})
     weights = history_weights(profile, half_life_items=1.0, floor=0.2)
-    assert weights == pytest.approx({"c": 1.2, "b": 0.7, "a": 0.45, "old": 0.2})
+    assert weights == pytest.approx({"c": 1.2, "b": 1.4, "a": 0.45, "old": 0.325})
 
 
 def test_recommend_blends_collaborative_scores_and_leaves_out_consumed(collaborative: Collaborative) -> None:
-    profile = Profile("u", recent_items=["a1", "a0"], consumed={"a0", "a1"}, last_event_at=1_000.0)
+    profile = Profile("u", recent_items=["a1", "a0"], consumed={"a0", "a1"}, history={"a0": 1.0, "a1": 1.0},
+                      last_event_at=1_000.0)
     weights = BlendWeights(long_term=0.0, session=0.0, popularity=0.0)
     top = recommend(collaborative.index, profile, None, 3, now=1_000.0, weights=weights,
                     collaborative=collaborative)

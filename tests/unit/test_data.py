@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from model_build.data import DatasetError, Interaction, read_interactions, read_items
+from model_build.data import DatasetError, Interaction, positive_choices, read_interactions, read_items
 
 
 def write(directory: Path, name: str, *lines: str) -> Path:
@@ -145,5 +145,15 @@ def test_exported_events_are_interactions(tmp_path: Path) -> None:
     write(tmp_path, "events.csv", "user_id,item_id,rating,timestamp,type,event_id,dwell_seconds,query",
           "u1,10,4.5,100.0,rating,e1,,", "u1,,,101.0,search,e2,,space", "u1,11,,102.5,click,e3,30,",
           "u1,12,,103.0,hide,e4,,")
-    assert [(i.item_id, i.rating, i.timestamp) for i in read_interactions(tmp_path)] == [
-        ("10", 4.5, 100), ("11", 1.0, 102)]
+    read = list(read_interactions(tmp_path))
+    assert [(i.item_id, i.type, i.timestamp, i.dwell_seconds) for i in read] == [
+        ("10", "rating", 100, None), ("11", "click", 102, 30.0), ("12", "hide", 103, None)]
+    assert read[0].rating == 4.5 and read[1].as_event().dwell_seconds == 30.0
+    assert [i.item_id for i in positive_choices(read)] == ["10", "11"]
+
+
+def test_training_rows_are_positive_choices_only() -> None:
+    rows = [Interaction("u", "loved", 5.0, 1), Interaction("u", "hated", 0.5, 2),
+            Interaction("u", "seen", 0.0, 3, "view"), Interaction("u", "bounced", 0.0, 4, "click", 1.0),
+            Interaction("u", "disliked", 0.0, 5, "dislike")]
+    assert [r.item_id for r in positive_choices(rows)] == ["loved", "seen"]

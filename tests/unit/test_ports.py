@@ -17,13 +17,14 @@ from recsys.adapters.artifacts import PopularityStore, S3Releases
 from recsys.adapters.aws import aws_client
 from recsys.adapters.events import RawEventLog
 from recsys.adapters.items import ItemRepository, item_model
-from recsys.adapters.profiles import ProfileRepository, profile_model
+from recsys.adapters.profiles import ProfileRepository, item_size, profile_model
 from recsys.adapters.tracking import ImpressionStore, MetricsStore
+from recsys.bloom import BloomFilter
 from recsys.catalog import Item
 from recsys.events import Event
 from recsys.popularity import PopularityCounters
 from recsys.ports import ConcurrentUpdate, Impression
-from recsys.profile import Profile
+from recsys.profile import VETO, Profile, apply_events
 from recsys.settings import Settings
 from tests.fakes import (
     MemoryImpressions,
@@ -93,6 +94,53 @@ def test_profiles_round_trip_and_refuse_a_stale_write(profiles) -> None:
     assert user in set(profiles.user_ids())
     assert profiles.delete(user) == 1 and profiles.delete(user) == 0 and profiles.get(user) is None
     assert user not in set(profiles.user_ids())
+
+
+def test_profiles_keep_the_history_and_the_consumed_filter(profiles) -> None:
+    user = f"contract-history-{id(profiles)}"
+    consumed_filter = BloomFilter()
+    consumed_filter.add("long-gone")
+    profile = Profile(user, consumed={"a"}, history={"old": 0.5, "hidden": VETO, "new": 3.0},
+                      consumed_filter=consumed_filter)
+    profiles.save(profile)
+    read = profiles.get(user)
+    assert read.history == {"old": 0.5, "hidden": VETO, "new": 3.0} and list(read.history) == ["old", "hidden", "new"]
+    assert read.choices() == [("new", 3.0), ("old", 0.5)]
+    assert read.has_consumed("long-gone") and read.has_consumed("a") and not read.has_consumed("other")
+
+
+def test_a_profile_stored_before_the_history_reads_with_none(aws_settings) -> None:
+    boto3.client("dynamodb", region_name=REGION).put_item(TableName=aws_settings.profiles_table, Item={
+        "user_id": {"S": "legacy"}, "recent_items": {"L": [{"S": "b"}, {"S": "a"}]}, "consumed": {"SS": ["a", "b"]},
+        "event_count": {"N": "2"}, "version": {"N": "1"}})
+    read = ProfileRepository(aws_settings).get("legacy")
+    assert read.history == {} and read.consumed_filter is None and read.recent_items == ["b", "a"]
+    assert read.has_consumed("a") and read.choices() == []
+
+
+def test_a_heavy_users_profile_stays_under_the_item_limit(aws_settings) -> None:
+    """100,000 events of one user on 128-character item ids, each a new item: the item stays
+    well under DynamoDB's 400 KB, and every consumed item is still left out."""
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(64, 384)).astype(np.float32)
+    kinds = ["view", "click", "purchase", "rating", "dislike"]
+    profile = Profile("heavy")
+    item = "{:0>128}".format
+    for start in range(0, 100_000, 500):
+        events = [Event(f"e{n}", "heavy", kinds[n % 5], NOW + n, item(n), value=4.0 if n % 5 == 3 else None,
+                        dwell_seconds=30.0 if n % 5 == 1 else None) for n in range(start, start + 500)]
+        apply_events(profile, events, lambda e: vectors[int(e.item_id) % 64] if int(e.item_id) % 10 == 0 else None)
+    repository = ProfileRepository(aws_settings)
+    size = item_size(repository.record(profile).serialize())
+    print(f"profile item: {size} bytes")
+    assert size < 300_000, size
+    repository.save(profile)
+    raw = boto3.client("dynamodb", region_name=REGION).get_item(TableName=aws_settings.profiles_table,
+                                                                Key={"user_id": {"S": "heavy"}})["Item"]
+    assert item_size(raw) < 300_000
+    read = repository.get("heavy")
+    assert read.event_count == 100_000 and len(read.recent_items) <= 50 and read.history
+    assert all(read.has_consumed(item(n)) for n in (0, 1, 50_000, 99_999))
 
 
 def test_items_changed_since_and_vectors_only_for_the_current_text(items) -> None:

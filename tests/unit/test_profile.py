@@ -6,8 +6,9 @@ import itertools
 import numpy as np
 import pytest
 
+from recsys import bloom
 from recsys.events import Event
-from recsys.profile import DEFAULT_CONFIG, Profile, ProfileConfig, apply_events
+from recsys.profile import DEFAULT_CONFIG, VETO, Profile, ProfileConfig, apply_events, positive_items
 
 DIM = 8
 T0 = 1_700_000_000.0
@@ -115,9 +116,41 @@ def test_recent_items_most_recent_first_deduped_and_bounded() -> None:
     assert profile.consumed == set(items)
 
 
-def test_consumed_is_bounded() -> None:
-    profile = fold(*(ev("view", f"i{n}", T0 + n) for n in range(5)), config=ProfileConfig(consumed_items=2))
+def test_consumed_beyond_its_bytes_is_still_remembered_by_the_filter() -> None:
+    profile = fold(*(ev("view", f"i{n}", T0 + n) for n in range(5)), config=ProfileConfig(consumed_bytes=4))
     assert profile.consumed == {"i0", "i1"}
+    assert profile.consumed_filter is not None and len(profile.consumed_filter.to_bytes()) == bloom.BYTES
+    assert all(profile.has_consumed(f"i{n}") for n in range(5)) and not profile.has_consumed("i7")
+
+
+def test_recent_items_and_history_are_bounded_by_bytes() -> None:
+    config = ProfileConfig(recent_items_bytes=3 * 4, history_bytes=3 * (3 + 5))
+    profile = fold(*(ev("view", f"i{n:02d}", T0 + n) for n in range(10)), config=config)
+    assert profile.recent_items == ["i09", "i08", "i07"]
+    assert list(profile.history) == ["i07", "i08", "i09"]
+
+
+# ---- the collaborative history: positive choices only ----------------------
+
+def test_negative_feedback_is_never_a_positive_choice() -> None:
+    profile = fold(ev("purchase", "i0"), ev("view", "i1", T0 + 1), ev("click", "i2", T0 + 2, dwell_seconds=90),
+                   ev("click", "i3", T0 + 3, dwell_seconds=2), ev("hide", "i4", T0 + 4), ev("dislike", "i5", T0 + 5),
+                   ev("rating", "i6", T0 + 6, value=5.0), ev("rating", "i7", T0 + 7, value=1.0),
+                   ev("search", None, T0 + 8, query="jazz"))
+    choices = dict(profile.choices())
+    assert list(choices) == ["i6", "i2", "i1", "i0"]
+    assert choices["i1"] < choices["i2"] < choices["i0"]
+    assert profile.history["i4"] == profile.history["i5"] == VETO and profile.history["i3"] < 0
+    assert profile.history["i7"] < 0
+    assert {f"i{n}" for n in range(8)} <= profile.consumed, "negatives are still never recommended back"
+    events = [ev("purchase", "i0"), ev("hide", "i1"), ev("rating", "i2", value=1.0), ev("rating", "i3", value=4.0)]
+    assert positive_items(events) == {"i0", "i3"}
+
+
+def test_a_hidden_or_disliked_item_stays_out_of_the_choices_whatever_comes_after() -> None:
+    profile = fold(ev("dislike", "i0"), ev("purchase", "i0", T0 + 1), ev("purchase", "i1", T0 + 2),
+                   ev("hide", "i1", T0 + 3))
+    assert profile.choices() == []
 
 
 def test_an_item_without_a_vector_is_still_recorded() -> None:

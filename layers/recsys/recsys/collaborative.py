@@ -15,8 +15,11 @@ Three models, trained by the build job (model_build/collaborative.py) and scored
   at request time from the user's history (fold-in), so a user the model never saw,
   or one whose last click came a second ago, still gets a factor.
 
-History weights favour what the user did last (`history_weights`): recent tastes
-predict the next choice better than old ones.
+The history the models read is the user's positive choices only (`history_weights`):
+a hide, a dislike, a bounce or a rating below the user's tolerance is never one. Each is
+weighted by what the user did (view < click < add to cart < purchase, ratings by their
+distance from the user's mean) and by recency: recent tastes predict the next choice
+better than old ones.
 
 Items with no collaborative evidence (new, or never chosen in training) are scored
 through their item vector, by the mean of two estimates of the score they would have:
@@ -138,12 +141,12 @@ class CollaborativeModel:
 
 
 def history_weights(profile: Profile, half_life_items: float, floor: float) -> dict[str, float]:
-    """Every item the user touched, weighted floor + 2^(-position / half_life) for the most
-    recent ones (position 0 = the last) and `floor` for the rest."""
-    weights = dict.fromkeys(profile.consumed, floor)
-    for position, item_id in enumerate(profile.recent_items):
-        weights[item_id] = floor + 0.5 ** (position / half_life_items)
-    return weights
+    """The user's positive choices (`Profile.choices`: never a hidden, disliked or bounced item,
+    nor one rated below the user's tolerance), each weighted by its choice weight (event type,
+    dwell, rating distance; see recsys.profile) x (floor + 2^(-position / half_life)),
+    position 0 the most recent choice."""
+    return {item_id: weight * (floor + 0.5 ** (position / half_life_items))
+            for position, (item_id, weight) in enumerate(profile.choices())}
 
 
 class Collaborative:

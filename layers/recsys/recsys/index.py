@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys import bloom
 from recsys.artifacts import read_npz, write_npz
 
 
@@ -45,6 +46,7 @@ class ItemIndex:
         self._impressions = np.zeros(capacity, dtype=np.float32)
         self._available = np.ones(capacity, dtype=bool)
         self._neighbours: dict[int, np.ndarray] = {}  # row -> rows its prior is the mean count of
+        self._digests = np.zeros((0, 2), dtype=np.uint64)  # bloom.digests of the ids, computed on first use
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -80,6 +82,13 @@ class ItemIndex:
         for row, neighbours in self._neighbours.items():
             raised[row] = max(counts[row], float(counts[neighbours].mean()))
         return raised
+
+    def digests(self) -> np.ndarray:
+        """(n, 2) `bloom.digests` of every id in row order (what a consumed-items filter is checked with),
+        extended as the index grows."""
+        if len(self._digests) < len(self.ids):
+            self._digests = np.vstack([self._digests, bloom.digests(self.ids[len(self._digests):])])
+        return self._digests
 
     def vector(self, item_id: str) -> np.ndarray | None:
         row = self.rows.get(item_id)

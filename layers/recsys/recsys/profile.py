@@ -9,17 +9,34 @@ in exactly as if it had come on time. Scoring normalises.
 
 A 64-bit fingerprint of each applied event's id is remembered (the last
 `remembered_events` of them), so an event delivered twice moves the profile once.
+
+The collaborative history (`history`) holds each touched item's summed event weight, the
+same `ProfileConfig.weight` the vectors use (view 0.3 < click, raised by dwell <
+add_to_cart < purchase; a rating by its distance from the user's mean); hide and dislike
+veto the item (-inf). Only items whose weight is above 0 are positive choices, what the
+collaborative models read (recsys.collaborative.history_weights): a bounce, a rating
+below the user's tolerance, a hide or a dislike never is. The model_build stage trains on
+the same rule (`positive_items`).
+
+A profile is one DynamoDB item (at most 400 KB), so everything it keeps is bounded in
+bytes: the recent items, the history (oldest evicted first) and the consumed ids held
+exactly; consumed ids beyond those go to a fixed-size Bloom filter (recsys.bloom) that
+remembers them all, so a consumed item never comes back into lists.
 """
 from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from recsys.bloom import BloomFilter
 from recsys.events import Event
+
+VETO = float("-inf")  # the history weight of a hidden or disliked item: never a positive choice
 
 
 @dataclass(frozen=True)
@@ -50,8 +67,13 @@ class ProfileConfig:
     session_half_life_seconds: float = 15 * 60.0
     session_gap_seconds: float = 30 * 60.0
     recent_items: int = 50
-    consumed_items: int = 10_000
-    remembered_events: int = 2_000
+    # Byte budgets (as DynamoDB sizes them: UTF-8 ids, +1 per list element, +4 per history
+    # weight). Worst case with 128-character ids, a 384-d encoder and a full Bloom filter:
+    # about 270 KB of the item's 400 KB (tests/unit/test_profile_size.py).
+    recent_items_bytes: int = 8_192
+    history_bytes: int = 49_152
+    consumed_bytes: int = 65_536
+    remembered_events: int = 2_000  # 8 bytes each
 
     def weight(self, event: Event, profile: Profile | None = None) -> float:
         if event.type == "click":
@@ -64,6 +86,11 @@ class ProfileConfig:
             mean = profile.rating_mean(self) if profile else self.rating_prior_mean
             return ((event.value or 0.0) - mean + self.rating_tolerance) * self.rating_scale
         return getattr(self, event.type)
+
+    def choice_weight(self, event: Event, profile: Profile | None = None) -> float:
+        """What the event adds to its item's collaborative history weight: its `weight`, or
+        VETO for hide and dislike (a hidden or disliked item never becomes a positive choice)."""
+        return VETO if event.type in ("hide", "dislike") else self.weight(event, profile)
 
 
 DEFAULT_CONFIG = ProfileConfig()
@@ -78,6 +105,9 @@ class Profile:
     last_event_at: float | None = None
     recent_items: list[str] = field(default_factory=list)
     consumed: set[str] = field(default_factory=set)
+    # item -> summed choice weight (ProfileConfig.choice_weight), least recently touched first
+    history: dict[str, float] = field(default_factory=dict)
+    consumed_filter: BloomFilter | None = None  # every consumed id, once `consumed` is full
     event_count: int = 0
     rating_sum: float = 0.0
     rating_count: int = 0
@@ -87,6 +117,13 @@ class Profile:
     def session_active(self, now: float, config: ProfileConfig = DEFAULT_CONFIG) -> bool:
         return (self.session is not None and self.last_event_at is not None
                 and now - self.last_event_at <= config.session_gap_seconds)
+
+    def has_consumed(self, item_id: str) -> bool:
+        return item_id in self.consumed or (self.consumed_filter is not None and item_id in self.consumed_filter)
+
+    def choices(self) -> list[tuple[str, float]]:
+        """The positive choices (history weight above 0), most recent first, with their weights."""
+        return [(item_id, self.history[item_id]) for item_id in reversed(self.history) if self.history[item_id] > 0]
 
     def rating_mean(self, config: ProfileConfig = DEFAULT_CONFIG) -> float:
         return ((self.rating_sum + config.rating_prior_mean * config.rating_prior_count)
@@ -102,17 +139,29 @@ def apply_events(profile: Profile, events: Iterable[Event],
     query's), or None when it has none (an item not yet encoded).
     """
     seen = set(profile.applied_events)
+    sizes = _Sizes(sum(_history_entry(i) for i in profile.history),
+                   sum(_utf8_length(i) for i in profile.consumed))
     applied: list[Event] = []
     for event in sorted(events, key=lambda e: (e.timestamp, e.event_id)):
         fingerprint = event_fingerprint(event.event_id)
         if fingerprint in seen:
             continue
         seen.add(fingerprint)
-        _apply(profile, event, vector_of(event), config)
+        _apply(profile, event, vector_of(event), config, sizes)
         applied.append(event)
     profile.applied_events = (profile.applied_events + [event_fingerprint(e.event_id) for e in applied]
                               )[-config.remembered_events:]
     return applied
+
+
+def positive_items(events: Iterable[Event], config: ProfileConfig = DEFAULT_CONFIG) -> set[str]:
+    """The items one user's events make positive choices (history weight above 0), folded as
+    a profile folds them but with no byte bound: what the build job trains the collaborative
+    models on."""
+    profile = Profile(user_id="")
+    unbounded = replace(config, history_bytes=sys.maxsize, consumed_bytes=sys.maxsize, remembered_events=0)
+    apply_events(profile, events, lambda event: None, unbounded)
+    return {item_id for item_id, weight in profile.history.items() if weight > 0}
 
 
 def event_fingerprint(event_id: str) -> int:
@@ -120,7 +169,23 @@ def event_fingerprint(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
 
 
-def _apply(profile: Profile, event: Event, vector: np.ndarray | None, config: ProfileConfig) -> None:
+@dataclass
+class _Sizes:
+    """Bytes held in the history and in the exact consumed ids, kept up to date while folding."""
+    history: int
+    consumed: int
+
+
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _history_entry(item_id: str) -> int:
+    return _utf8_length(item_id) + 5
+
+
+def _apply(profile: Profile, event: Event, vector: np.ndarray | None, config: ProfileConfig,
+           sizes: _Sizes) -> None:
     t, last = event.timestamp, profile.last_event_at
     long_half_life = config.long_term_half_life_days * 86_400.0
     if last is not None and t > last:  # both sums are kept decayed to the newest event's time
@@ -128,8 +193,11 @@ def _apply(profile: Profile, event: Event, vector: np.ndarray | None, config: Pr
         profile.session = _decayed(profile.session, t - last, config.session_half_life_seconds)
     newest = t if last is None else max(last, t)
     _start_or_extend_session(profile, t, config)
+    weight = config.weight(event, profile)  # before this rating joins the user's mean
+    if event.item_id is not None:
+        _remember(profile, event.item_id, config.choice_weight(event, profile), last is None or t >= last,
+                  config, sizes)
     if vector is not None:
-        weight = config.weight(event, profile)
         if event.type != "search":
             profile.long_term = _add(profile.long_term, weight * 0.5 ** ((newest - t) / long_half_life), vector)
         if _in_session(profile, t):
@@ -138,16 +206,55 @@ def _apply(profile: Profile, event: Event, vector: np.ndarray | None, config: Pr
     if event.type == "rating":
         profile.rating_sum += event.value or 0.0
         profile.rating_count += 1
-    if event.item_id is not None:
-        if last is None or t >= last:
-            profile.recent_items = [event.item_id] + [i for i in profile.recent_items if i != event.item_id]
-        elif event.item_id not in profile.recent_items:
-            profile.recent_items.append(event.item_id)
-        profile.recent_items = profile.recent_items[: config.recent_items]
-        if len(profile.consumed) < config.consumed_items:
-            profile.consumed.add(event.item_id)
     profile.last_event_at = newest
     profile.event_count += 1
+
+
+def _remember(profile: Profile, item_id: str, weight: float, newest: bool, config: ProfileConfig,
+              sizes: _Sizes) -> None:
+    """The item in the recent items, the history and the consumed ids, each within its bytes."""
+    recent = profile.recent_items
+    if newest and (not recent or recent[0] != item_id):
+        recent = [item_id] + [i for i in recent if i != item_id]
+    elif not newest and item_id not in recent:
+        recent = recent + [item_id]
+    recent, used = recent[: config.recent_items], 0
+    for kept, i in enumerate(recent):
+        used += _utf8_length(i) + 1
+        if used > config.recent_items_bytes:
+            recent = recent[:kept]
+            break
+    profile.recent_items = recent
+
+    history = profile.history
+    before = history.get(item_id)
+    if before is None:
+        sizes.history += _history_entry(item_id)
+        if newest:
+            history[item_id] = weight
+        else:  # a late first event on the item: behind everything touched since
+            profile.history = history = {item_id: weight, **history}
+    elif newest:
+        del history[item_id]
+        history[item_id] = before + weight
+    else:
+        history[item_id] = before + weight
+    while sizes.history > config.history_bytes and history:
+        oldest = next(iter(history))
+        del history[oldest]
+        sizes.history -= _history_entry(oldest)
+
+    if profile.consumed_filter is not None:
+        profile.consumed_filter.add(item_id)
+    elif item_id not in profile.consumed:
+        size = _utf8_length(item_id)
+        if sizes.consumed + size <= config.consumed_bytes:
+            profile.consumed.add(item_id)
+            sizes.consumed += size
+        else:
+            profile.consumed_filter = BloomFilter()
+            for i in [*profile.consumed, item_id]:
+                profile.consumed_filter.add(i)
 
 
 def _start_or_extend_session(profile: Profile, t: float, config: ProfileConfig) -> None:

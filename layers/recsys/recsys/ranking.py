@@ -85,7 +85,8 @@ def rank(index: ItemIndex, profile: Profile | None, request: Request, weights: B
     """The user's list for the request, best first, each item with its reasons (unless
     `reasons` is False: the offline evaluation needs only the order)."""
     scores = score(index, profile, request.context, request.now, weights, collaborative, components=components)
-    mask = selection.allowed(index, request.filters, profile.consumed if profile else frozenset())
+    mask = selection.allowed(index, request.filters, profile.consumed if profile else frozenset(),
+                             profile.consumed_filter if profile else None)
     rows, explored = selection.select(index, scores.blended, mask, request.k, request.diversity, request.explore,
                                       rng)
     return placed(index, profile, scores, rows, explored, collaborative, request.context_text, reasons)

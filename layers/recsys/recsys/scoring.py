@@ -77,8 +77,8 @@ def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | 
     also get their popularity predicted from their vectors ("new_item_popularity").
     """
     parts = {"popularity": popularity(index)}
-    if collaborative is not None and profile is not None and profile.consumed:
-        history = history_weights(profile, weights.recency_half_life, weights.recency_floor)
+    history = history_weights(profile, weights.recency_half_life, weights.recency_floor) if profile else {}
+    if collaborative is not None and history:
         for name, component in (("item_item", collaborative.item_item), ("sequence", collaborative.sequence),
                                 ("factors", collaborative.factors)):
             part = component(history) if every or getattr(weights, name) else None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.bloom import BloomFilter
 from recsys.index import ItemIndex
 
 MAX_FILTER_VALUES = 500
@@ -69,14 +70,18 @@ def parse_filters(exclude: str | None = None, categories: str | None = None, exc
                    bool(include_consumed))
 
 
-def allowed(index: ItemIndex, filters: Filters, consumed: set[str] | frozenset[str] = frozenset()) -> np.ndarray:
-    """Which items the filters let through (consumed ones only when include_consumed); a
-    retired item never."""
+def allowed(index: ItemIndex, filters: Filters, consumed: set[str] | frozenset[str] = frozenset(),
+            consumed_filter: BloomFilter | None = None) -> np.ndarray:
+    """Which items the filters let through: never a retired item; consumed ones only when
+    include_consumed (the ids held exactly, and those a profile's Bloom filter of consumed
+    ids holds)."""
     mask = index.available.copy()
     rows = index.rows
     for skipped in (filters.exclude, () if filters.include_consumed else consumed):
         if skipped:
             mask[[r for r in map(rows.get, skipped) if r is not None]] = False
+    if consumed_filter is not None and not filters.include_consumed and len(index):
+        mask &= ~consumed_filter.contains(index.digests())
     if filters.categories:
         mask &= index.category_mask(filters.categories)
     if filters.exclude_categories:
