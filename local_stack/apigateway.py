@@ -1,7 +1,13 @@
 """The template's REST APIs on 127.0.0.1: each HTTP request becomes an API Gateway proxy event.
 
 The template has two APIs (clients', admin) with a usage plan and key each; here both are
-served on one port, and a route takes only the key of the API it belongs to.
+served on one port, and a route takes only the key of the API it belongs to. What API
+Gateway answers itself (no such route or method, whatever the method's name; a missing or
+wrong key; a body over 10 MB) is the API's GatewayResponses from the template
+(`Template.gateway_response`).
+
+While `loading` holds a body (the stack sets it until the demo is applied and every
+function has read it), GET /health answers 503 with it instead of invoking the function.
 """
 from __future__ import annotations
 
@@ -10,30 +16,39 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from local_stack.runtime import FunctionError, FunctionPool
-from local_stack.template import Route
+from local_stack.template import GatewayResponse, Route
 
 log = logging.getLogger("local_stack")
 MAX_BODY_BYTES = 10 * 1024 * 1024   # API Gateway's payload limit
+HEALTH_PATH = "/health"
+GatewayResponses = Callable[[str, str], GatewayResponse]  # (API logical id, response type) -> answer
 
 
 class LocalApi:
     def __init__(self, routes: list[Route], functions: dict[str, FunctionPool], api_keys: dict[str, str], stage: str,
-                 host: str = "127.0.0.1", port: int = 3000) -> None:
+                 gateway_responses: GatewayResponses, host: str = "127.0.0.1", port: int = 3000) -> None:
         missing = {r.api for r in routes if r.api_key_required} - set(api_keys)
         if missing:
             raise ValueError(f"no API key for {sorted(missing)}")
         self.routes, self.functions, self.api_keys, self.stage = routes, functions, api_keys, stage
+        self.gateway_responses = gateway_responses
+        self.default_api = routes[0].api if routes else ""  # answers for a path no API has
+        self.loading: dict | None = None
         api = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None: api.handle(self)
-            do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
+            def __getattr__(self, name: str):
+                # http.server answers 501 for a method without a do_<METHOD>; API Gateway routes every method.
+                if name.startswith("do_"):
+                    return lambda: api.handle(self)
+                raise AttributeError(name)
 
             def log_message(self, format: str, *args) -> None:
                 log.debug("%s " + format, self.address_string(), *args)
@@ -53,14 +68,19 @@ class LocalApi:
         url = urlsplit(request.path)
         path = unquote(url.path)
         length = int(request.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            return _send(request, 413, _error("payload_too_large", "the request body is over 10 MB"))
-        body = request.rfile.read(length).decode("utf-8", "replace") if length else None
         route, parameters = self._match(request.command, path)
+        api = route.api if route else self._api_of(path)
+        if length > MAX_BODY_BYTES:
+            request.close_connection = True  # the body is not read
+            return self._gateway(request, api, "REQUEST_TOO_LARGE")
+        body = request.rfile.read(length).decode("utf-8", "replace") if length else None
         if route is None:
-            return _send(request, 404, _error("no_route", f"no route {request.command} {path}"))
+            return self._gateway(request, api, "MISSING_AUTHENTICATION_TOKEN")
         if route.api_key_required and request.headers.get("x-api-key") != self.api_keys[route.api]:
-            return _send(request, 403, _error("forbidden", "a valid x-api-key header is required"))
+            return self._gateway(request, api, "INVALID_API_KEY")
+        loading = self.loading
+        if loading is not None and route.path == HEALTH_PATH:
+            return _send(request, 503, json.dumps(loading).encode())
         event = self._event(request, route, path, parameters, url.query, body)
         try:
             response = self.functions[route.function].invoke(event)
@@ -71,6 +91,14 @@ class LocalApi:
         for name, values in (response.get("multiValueHeaders") or {}).items():
             headers[name] = values[-1]
         _send(request, int(response.get("statusCode", 200)), (response.get("body") or "").encode(), headers)
+
+    def _gateway(self, request: BaseHTTPRequestHandler, api: str, response_type: str) -> None:
+        answer = self.gateway_responses(api, response_type)
+        _send(request, answer.status, answer.body, answer.headers)
+
+    def _api_of(self, path: str) -> str:
+        """The API whose resource the path is (a method it lacks), else the default one."""
+        return next((r.api for r in self.routes if r.pattern.match(path)), self.default_api)
 
     def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
         for route in self.routes:

@@ -6,9 +6,10 @@ the users' ratings go in as events through POST /events, Kinesis and the events 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from local_stack.client import ApiClient
 from local_stack.stack import LocalStack
@@ -25,7 +26,9 @@ EVENTS_PER_REQUEST = 500
 
 def load_demo(stack: LocalStack, client: ApiClient, data: Path, catalog_npz: Path) -> dict:
     """Publishes the models and the catalog snapshot, then writes the items while the users'
-    events flow. The collaborative model is the collaborative.npz beside the catalog."""
+    events flow; returns once the stack is ready (`LocalStack.ready`: the streams drained
+    and read by every function). The collaborative model is the collaborative.npz beside
+    the catalog."""
     collaborative_npz = catalog_npz.with_name("collaborative.npz")
     if not catalog_npz.exists():
         catalog_stage.run(data, paths.ENCODER_MODEL, catalog_npz)
@@ -35,10 +38,19 @@ def load_demo(stack: LocalStack, client: ApiClient, data: Path, catalog_npz: Pat
     # To the stack's bucket only: each start would otherwise leave another ~85 MB copy under build/releases.
     version, index, model_version = publish_release(settings, data, catalog_npz, collaborative_npz,
                                                     paths.ENCODER_MODEL, written_at)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        items = pool.submit(write_items, settings, data, index, model_version, written_at)
-        users = load_users(stack, client, data)
-        return {"items": items.result(), "release": version, "model_version": model_version, **users}
+    stack.loading("the demo's items and events")
+    # A daemon thread, not an executor: Ctrl-C must not wait for the items to be written.
+    written: dict[str, Any] = {}
+    items = threading.Thread(target=lambda: written.update(count=write_items(settings, data, index, model_version,
+                                                                             written_at)),
+                             name="demo-items", daemon=True)
+    items.start()
+    users = load_users(stack, client, data)
+    items.join()
+    if "count" not in written:
+        raise RuntimeError("writing the demo's items failed; see the log above")
+    stack.ready()
+    return {"items": written["count"], "release": version, "model_version": model_version, **users}
 
 
 def rating_events(data: Path) -> list[dict]:

@@ -148,23 +148,37 @@ class EventSourceMapping:
         self.dead_lettered = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Per shard, when the latest read that found nothing new (and nothing pending) began.
+        self._empty_read_at: dict[str, float | None] = {}
 
     def start(self) -> None:
         for shard in self.reader.shards():
+            self._empty_read_at[shard] = None
             thread = threading.Thread(target=self._poll, args=(shard,), name=f"{self.name}-{shard}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
+    def caught_up(self, since: float) -> bool:
+        """Whether every shard has read to its end since `since` (time.monotonic()) and
+        delivered all it read: every record put before `since` was handled."""
+        return all(at is not None and at >= since for at in self._empty_read_at.values())
+
+    def signal_stop(self) -> None:
+        """Stop polling and retrying; a batch being invoked is abandoned when its function stops."""
         self._stop.set()
+
+    def stop(self, deadline: float | None = None) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + 5 if deadline is None else deadline
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _poll(self, shard: str) -> None:
         iterator = self.reader.iterator(shard, self.position)
         pending: list[dict] = []
         first_seen = 0.0
         while not self._stop.is_set() and iterator:
+            read_at = time.monotonic()
             try:
                 records, iterator = self.reader.read(iterator, self.batch_size - len(pending))
             except Exception:  # moto going away at shutdown, or a transient error
@@ -178,9 +192,12 @@ class EventSourceMapping:
             pending += records
             full = len(pending) >= self.batch_size
             if pending and (full or time.monotonic() - first_seen >= self.window):
+                self._empty_read_at[shard] = None
                 self._deliver(shard, pending)
                 pending = []
             elif not records:
+                if not pending:
+                    self._empty_read_at[shard] = read_at
                 time.sleep(POLL_SECONDS)
 
     def _deliver(self, shard: str, records: list[dict]) -> None:
@@ -201,7 +218,7 @@ class EventSourceMapping:
         split a batch that fails at its head (splitting does not use up retries), so a
         poison record ends up alone and only it is dead-lettered."""
         batches = [(records, 0)]
-        while batches:
+        while batches and not self._stop.is_set():
             batch, attempts = batches.pop(0)
             error, failed_from = None, None
             try:

@@ -35,10 +35,14 @@ class Worker:
             stderr=self._log, text=True, bufsize=1)
         self._answers: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
+
+    def wait_ready(self) -> None:
+        """Until the handler is imported; raises the init error if it could not be."""
         ready = self._answer(timeout=120)
         if not ready.get("ready"):
+            self.stop()
             raise FunctionError({"errorType": "Runtime.InitError",
-                                 "errorMessage": f"{function.logical_id}: {ready.get('error')}"})
+                                 "errorMessage": f"{self.function.logical_id}: {ready.get('error')}"})
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -55,8 +59,11 @@ class Worker:
 
     def invoke(self, event: dict[str, Any]) -> Any:
         deadline = time.time() + self.function.timeout
-        self.process.stdin.write(json.dumps({"event": event, "request_id": str(uuid.uuid4()),
-                                             "deadline_ms": deadline * 1000}) + "\n")
+        try:
+            self.process.stdin.write(json.dumps({"event": event, "request_id": str(uuid.uuid4()),
+                                                 "deadline_ms": deadline * 1000}) + "\n")
+        except (OSError, ValueError):  # the worker was stopped: its pipe is closed
+            raise FunctionError({"errorType": "Runtime.ExitError", "errorMessage": "the worker exited"}) from None
         answer = self._answer(timeout=self.function.timeout)
         if "error" in answer:
             raise FunctionError(answer["error"])
@@ -82,12 +89,17 @@ class FunctionPool:
         self._all: list[Worker] = []
         self._lock = threading.Lock()
         self._concurrency = concurrency
+        self._stopped = False
         self._idle.put(self._start())
 
     def _start(self) -> Worker:
-        worker = Worker(self.function, self.environment, self.log)
+        """A new worker, registered before it is ready, so that `stop` also ends one starting."""
         with self._lock:
+            if self._stopped:
+                raise FunctionError({"errorType": "Runtime.ExitError", "errorMessage": "the stack is stopping"})
+            worker = Worker(self.function, self.environment, self.log)
             self._all.append(worker)
+        worker.wait_ready()
         return worker
 
     def invoke(self, event: dict[str, Any]) -> Any:
@@ -105,13 +117,24 @@ class FunctionPool:
             else:
                 with self._lock:
                     self._all.remove(worker)
-                if self._idle.empty() and not self._all:
+                    replace = self._idle.empty() and not self._all and not self._stopped
+                if replace:
                     self._idle.put(self._start())
 
     def stop(self) -> None:
+        """Kills every worker (an invocation in flight fails) and starts no other."""
         with self._lock:
-            for worker in self._all:
-                worker.stop()
+            self._stopped = True
+            workers = list(self._all)
+        for worker in workers:
+            worker.stop()
+
+    def kill(self) -> None:
+        """Kills every worker without waiting for anything (another thread may be stopping them)."""
+        self._stopped = True
+        for worker in list(self._all):
+            if worker.alive:
+                worker.process.kill()
 
 
 def function_environment(template: Template, function: Function, endpoint: str) -> dict[str, str]:

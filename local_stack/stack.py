@@ -11,17 +11,23 @@ import time
 import urllib.request
 from pathlib import Path
 
-from local_stack.apigateway import LocalApi
+from local_stack.apigateway import HEALTH_PATH, LocalApi
 from local_stack.event_sources import DynamoDBStreamReader, EventSourceMapping, KinesisReader
 from local_stack.provision import clients, provision
 from local_stack.runtime import FunctionPool, function_environment
 from local_stack.template import Template
+from recsys.live import ITEMS_REFRESH_SECONDS, POPULARITY_REFRESH_SECONDS
 
 log = logging.getLogger("local_stack")
 ROOT = Path(__file__).resolve().parent.parent
 API_CONCURRENCY = 2
 # The template's two APIs: the clients' (recommendations, events) and the admin one.
 CLIENT_API, ADMIN_API = "RecsysApi", "RecsysAdminApi"
+# Once the streams are drained, a warm function reads what they wrote within this long: the
+# popularity counters and the items changed are read again at most this long after they were.
+SETTLE_SECONDS = max(ITEMS_REFRESH_SECONDS, POPULARITY_REFRESH_SECONDS) + 0.5
+# Ctrl-C: everything the stack started is gone within this long.
+STOP_SECONDS = 3.0
 
 
 def free_port() -> int:
@@ -53,15 +59,16 @@ class MotoServer:
         raise RuntimeError("moto server did not start within 60 s")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        """Killed: the server holds nothing that outlives the stack."""
+        self.process.kill()
+        self.process.wait()
         self._log.close()
 
 
 class LocalStack:
+    """The template on one machine. It answers GET /health with 503 {"status": "loading"}
+    until `ready()`: call it once what it should serve is loaded (load_demo does)."""
+
     def __init__(self, api_key: str, admin_key: str, port: int = 3000, template_path: Path = ROOT / "template.yaml",
                  region: str = "us-east-1", stack_name: str = "recsys-local", log_dir: Path = ROOT / "build" / "logs"):
         if api_key == admin_key:
@@ -106,8 +113,36 @@ class LocalStack:
         self._write_env_file()
         stage = self.template.resolve(self.template.resources[CLIENT_API]["Properties"].get("StageName", "v1"))
         keys = {CLIENT_API: self.api_key, ADMIN_API: self.admin_key}
-        self.api = LocalApi(self.template.routes(), self.pools, keys, stage, port=self.port)
+        self.api = LocalApi(self.template.routes(), self.pools, keys, stage, self.template.gateway_response,
+                            port=self.port)
+        self.loading("the stack to start")
         self.api.start()
+
+    def loading(self, what: str) -> None:
+        """GET /health answers 503 {"status": "loading", "waiting_for": what} until `ready()`."""
+        if self.api:
+            self.api.loading = {"status": "loading", "waiting_for": [what]}
+
+    def drain(self, timeout: float = 600) -> float:
+        """Waits until every event-source mapping has handled every record put on its
+        stream so far (the pollers read to the end and delivered it); returns the seconds waited."""
+        since = time.monotonic()
+        while not all(m.caught_up(since) for m in self.mappings.values()):
+            if time.monotonic() - since > timeout:
+                late = [m.name for m in self.mappings.values() if not m.caught_up(since)]
+                raise RuntimeError(f"the streams were not drained in {timeout:.0f} s: {', '.join(late)}")
+            time.sleep(0.05)
+        return time.monotonic() - since
+
+    def ready(self, timeout: float = 600) -> None:
+        """Drains the streams, gives the warm functions SETTLE_SECONDS to read what they
+        wrote, then lets GET /health through to the function (200 once it has loaded)."""
+        self.loading("the streams to drain")
+        self.drain(timeout)
+        self.loading("the functions to read the streams' writes")
+        time.sleep(SETTLE_SECONDS)
+        self.api.loading = None
+        log.info("ready: %s is served by the function", HEALTH_PATH)
 
     def _mapping(self, source) -> EventSourceMapping:
         properties = self.template.resolve(source.properties)
@@ -148,15 +183,27 @@ class LocalStack:
         return self.log_dir.parent / "local-stack.env"
 
     def stop(self) -> None:
+        """Within STOP_SECONDS whatever it is doing: the pollers stop retrying, the workers are
+        killed (an invocation in flight fails), then the API and moto go."""
+        deadline = time.monotonic() + STOP_SECONDS
         self.env_file.unlink(missing_ok=True)
+        for mapping in self.mappings.values():
+            mapping.signal_stop()
+        for pool in self.pools.values():
+            pool.stop()
         if self.api:
             self.api.stop()
         for mapping in self.mappings.values():
-            mapping.stop()
-        for pool in self.pools.values():
-            pool.stop()
+            mapping.stop(deadline)
         if self.moto:
             self.moto.stop()
+
+    def kill(self) -> None:
+        """The last resort (stop took too long): kill every process the stack started, now."""
+        for pool in self.pools.values():
+            pool.kill()
+        if self.moto and self.moto.process.poll() is None:
+            self.moto.process.kill()
 
     @property
     def url(self) -> str:

@@ -5,6 +5,7 @@ Fn::Sub, Fn::Join, Fn::If (with Fn::Equals, Fn::Not, Fn::And, Fn::Or).
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,22 @@ class Route:
         regex = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", re.escape(self.path))
         regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", regex)
         self.pattern = re.compile(f"^{regex}$")
+
+
+# API Gateway's own answers for the errors it gives before any function runs: the status
+# and $context.error.message of each response type, and its x-amzn-ErrorType header. A
+# missing route and a method a resource does not have are both MISSING_AUTHENTICATION_TOKEN.
+GATEWAY_DEFAULTS = {"MISSING_AUTHENTICATION_TOKEN": (403, "Missing Authentication Token",
+                                                     "MissingAuthenticationTokenException"),
+                    "INVALID_API_KEY": (403, "Forbidden", "ForbiddenException"),
+                    "REQUEST_TOO_LARGE": (413, "Request Too Long", "RequestTooLargeException")}
+
+
+@dataclass(frozen=True)
+class GatewayResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str]
 
 
 @dataclass
@@ -194,6 +211,22 @@ class Template:
                 required = props.get("Auth", {}).get("ApiKeyRequired", required)
                 routes.append(Route(props["Method"].upper(), props["Path"], logical_id, bool(required), api_id))
         return routes
+
+    def gateway_response(self, api: str, response_type: str) -> GatewayResponse:
+        """What the API answers itself for one response type (GATEWAY_DEFAULTS): the API's
+        GatewayResponses entry for the type, else its DEFAULT_4XX, else API Gateway's own."""
+        status, message, error_type = GATEWAY_DEFAULTS[response_type]
+        configured = self.resources.get(api, {}).get("Properties", {}).get("GatewayResponses", {})
+        own, default = configured.get(response_type, {}), configured.get("DEFAULT_4XX", {})
+        status = int(own.get("StatusCode", default.get("StatusCode", status)))
+        body = (own.get("ResponseTemplates") or default.get("ResponseTemplates") or {}).get("application/json")
+        if body is None:
+            body = json.dumps({"message": message})
+        body = (body.replace("$context.error.responseType", response_type)
+                .replace("$context.error.messageString", json.dumps(message))
+                .replace("$context.error.message", message))
+        return GatewayResponse(status, body.encode(), {"Content-Type": "application/json",
+                                                       "x-amzn-ErrorType": error_type})
 
     def event_sources(self) -> list[EventSource]:
         sources = []

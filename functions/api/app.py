@@ -54,9 +54,10 @@ def _json(status: int, body: Any) -> Response:
     return Response(status_code=status, content_type="application/json", body=json.dumps(body))
 
 
-@app.get("/health", security=CLIENT, summary="Catalog size and model version")
+@app.get("/health", security=CLIENT, summary="Catalog size and model version; 503 while loading")
 def health():
-    return recommender.health()
+    body = recommender.health()
+    return _json(503 if body["status"] == "loading" else 200, body)
 
 
 @app.get("/openapi.json", include_in_schema=False)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -39,8 +42,36 @@ def stack(encoder_model_dir, tmp_path_factory):
 
     with LocalStack(api_key=API_KEY, admin_key=ADMIN_KEY, port=free_port(),
                     log_dir=tmp_path_factory.mktemp("logs")) as running:
+        running.health_watch = HealthWatch(ApiClient(running.url, API_KEY))
+        running.health_watch.start()
         running.demo = load_demo(running, ApiClient(running.url, API_KEY), DATA, CATALOG)
+        running.loaded_at = time.monotonic()
+        running.health_watch.join(timeout=60)
         yield running
+
+
+class HealthWatch(threading.Thread):
+    """Polls GET /health while the demo loads; at the first 200, asks at once for a new
+    user's list, plain and filtered (what a client that waits for ready does first)."""
+
+    def __init__(self, client) -> None:
+        super().__init__(name="health-watch", daemon=True)
+        self.client = client
+        self.seen: list[tuple[float, int, object]] = []   # (monotonic, status, body)
+        self.first_lists: list[tuple[int, object]] = []
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 1200
+        while time.monotonic() < deadline:
+            status, body = self.client.get("/health")
+            self.seen.append((time.monotonic(), status, body))
+            if status == 200:
+                user = f"first-{uuid.uuid4().hex[:8]}"
+                self.first_lists = [self.client.get(f"/users/{user}/recommendations", k=10),
+                                    self.client.get(f"/users/{user}/recommendations", k=10, categories="Comedy",
+                                                    exclude="1,2")]
+                return
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

@@ -96,3 +96,21 @@ def test_a_context_steers_a_cold_users_recommendations(api, movies):
     _, steered = api.get(f"/users/{user}/recommendations", k=10, context="animated films for children")
     animated = [i["item_id"] for i in steered["items"] if "Animation" in movies[i["item_id"]].categories]
     assert plain["items"] != steered["items"] and len(animated) >= 5
+
+
+@pytest.mark.parametrize("method", ["TRACE", "FOO", "PATCH", "DELETE", "OPTIONS", "CONNECT"])
+def test_a_method_no_route_has_is_the_templates_missing_route_answer(stack, method):
+    """API Gateway answers an unknown method or path itself (MISSING_AUTHENTICATION_TOKEN,
+    mapped to 404 {"error": {"code": "no_route"}} by the template), never http.server's 501."""
+    import http.client
+    import json
+
+    host, port = stack.url.removeprefix("http://").split(":")
+    for path in ("/health", "/no/such/route"):
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request(method, path, headers={"x-api-key": stack.api_key})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        connection.close()
+        assert response.status == 404 and is_error(body, "no_route"), (method, path, response.status, body)
+        assert response.getheader("x-amzn-ErrorType") == "MissingAuthenticationTokenException"

@@ -95,3 +95,31 @@ def test_without_bisect_the_whole_rest_of_the_batch_is_dead_lettered_after_retri
     m._invoke_with_retries("shard-0", records("ok", "boom", "ok"))
     assert len(function.calls) == 3 and m.dead_lettered == 3
     assert queue.messages[0]["KinesisBatchInfo"]["batchSize"] == 3
+
+
+def test_stopping_ends_the_retries_at_once() -> None:
+    """Ctrl-C while a poison batch is retried: the mapping stops between invocations
+    instead of bisecting and retrying to the end."""
+    m, function, queue = mapping()
+    calls = function.invoke
+
+    def stop_after_first(event: dict) -> dict:
+        m.signal_stop()
+        return calls(event)
+
+    function.invoke = stop_after_first  # type: ignore[method-assign]
+    m._invoke_with_retries("shard-0", records(*["boom"] * 64))
+    assert len(function.calls) == 1 and not queue.messages and m.processed == 0
+
+
+def test_caught_up_means_a_read_found_nothing_after_the_time_asked() -> None:
+    import time
+
+    m, _, _ = mapping()
+    m._empty_read_at = {"shard-0": None, "shard-1": None}
+    since = time.monotonic()
+    assert not m.caught_up(since), "nothing read yet"
+    m._empty_read_at = {"shard-0": since + 0.1, "shard-1": since - 1}
+    assert not m.caught_up(since), "shard-1's last empty read began before: records put since may be unread"
+    m._empty_read_at["shard-1"] = since + 0.2
+    assert m.caught_up(since)

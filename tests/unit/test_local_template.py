@@ -132,3 +132,23 @@ def test_conditions_and_no_value() -> None:
     assert topic.properties("ApiFunctionErrorsAlarm")["AlarmActions"] == \
         ["arn:aws:sns:us-east-1:123456789012:alarms"]
     assert template.properties("ApiFunctionLogGroup")["LogGroupName"] == "/aws/lambda/recsys-local-ApiFunction"
+
+
+def test_gateway_responses_are_the_templates(template: Template) -> None:
+    """What API Gateway answers itself: the API's GatewayResponses (a missing route or
+    method is MISSING_AUTHENTICATION_TOKEN, mapped to 404 no_route here), else DEFAULT_4XX,
+    else API Gateway's own 403 {"message": ...}."""
+    import json
+
+    for api in ("RecsysApi", "RecsysAdminApi"):
+        missing = template.gateway_response(api, "MISSING_AUTHENTICATION_TOKEN")
+        assert missing.status == 404 and json.loads(missing.body) == {"error": {"code": "no_route",
+                                                                                "message": "no such route"}}
+        assert missing.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+        key = template.gateway_response(api, "INVALID_API_KEY")
+        assert key.status == 403 and json.loads(key.body)["error"]["code"] == "forbidden"
+        large = template.gateway_response(api, "REQUEST_TOO_LARGE")
+        assert large.status == 413 and json.loads(large.body) == {"error": {"code": "REQUEST_TOO_LARGE",
+                                                                            "message": "Request Too Long"}}
+    bare = template.gateway_response("NoSuchApi", "MISSING_AUTHENTICATION_TOKEN")
+    assert bare.status == 403 and json.loads(bare.body) == {"message": "Missing Authentication Token"}

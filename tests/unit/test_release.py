@@ -225,3 +225,36 @@ def test_an_item_re_encoded_after_the_release_borrows_from_its_new_neighbours(aw
     after = catalog.scorer()[0].item_item(history)[1][index.rows["fresh"]]
     fresh = Collaborative(catalog.release.collaborative, index).item_item(history)[1][index.rows["fresh"]]
     assert after == pytest.approx(fresh) and after != pytest.approx(before)
+
+
+def test_health_is_loading_until_the_release_items_and_counters_are_read() -> None:
+    """What "loaded" means for a function: the pointer read (a release held, or none
+    published yet), the items since that release read, the popularity counters listed."""
+    from recsys.service import Recommender
+    from tests.fakes import (
+        HashingEncoder,
+        MemoryEventStream,
+        MemoryImpressions,
+        MemoryItems,
+        MemoryMetrics,
+        MemoryPopularityShards,
+        MemoryProfiles,
+        MemoryRawEvents,
+        MemoryReleases,
+    )
+
+    releases, clock, encoder = MemoryReleases(), Clock(), HashingEncoder(DIM)
+    catalog = LiveCatalog(releases, MemoryItems(), encoder.version, DIM, clock=clock,
+                          popularity=MemoryPopularityShards(), release_seconds=30.0)
+    assert catalog.waiting_for() == ["release", "items", "popularity"]
+    service = Recommender(encoder, catalog, MemoryItems(), MemoryProfiles(), MemoryEventStream(), MemoryRawEvents(),
+                          MemoryImpressions(), MemoryMetrics())
+    health = service.health()
+    assert health["status"] == "no_release" and health["items"] == 0 and catalog.waiting_for() == []
+
+    files = release_files(n_items=12, encoder_version=encoder.version)
+    releases.publish("v1", files, build_manifest("v1", files, created_at=1.0))
+    clock.now += 1.0
+    health = service.health()
+    assert health["status"] == "ok" and health["items"] == 12 and health["release"] == "v1", \
+        "a function holding no release reads the pointer every refresh, not every 30 s"

@@ -90,3 +90,30 @@ def test_reasons_come_from_the_components():
     assert [r["type"] for r in first] == ["context"] and "space" in first[0]["text"]
     assert first[0]["contribution"] == pytest.approx(5.0) and first[0]["share"] == 1.0
     assert [r["type"] for r in last] == ["explored", "popular"]
+
+
+def test_every_item_of_a_cold_users_filtered_list_has_a_reason():
+    """A cold user's list is popularity (and context); items far down a filtered list, with
+    no interactions, still say why they are there: their strongest component."""
+    from recsys import ranking
+
+    index = index_of(12)
+    index.set_live_counts(index.ids, np.array([50, 40, 30, 0, 0, 0, 0, 0, 0, 0, 0, 0], np.float64),
+                          np.zeros(12), np.zeros(12))
+    request = ranking.Request(k=10, now=0.0, filters=selection.parse_filters(categories="Comedy", exclude="i0,i2"))
+    listed = ranking.rank(index, None, request)
+    assert len(listed) == 4 and all(item.reasons for item in listed)
+    assert {r["type"] for item in listed for r in item.reasons} <= {"popular", "trending", "context"}
+    context = index.vectors[5] * -1.0  # negative cosine to some items: still their strongest component
+    request = ranking.Request(k=10, now=0.0, context=context, context_text="x")
+    listed = ranking.rank(index, None, request, BlendWeights(context=5.0, cold_popularity=0.0))
+    assert len(listed) == 10 and all(item.reasons for item in listed)
+
+
+def test_an_item_with_no_positive_component_gets_its_strongest_one():
+    index = index_of()
+    parts = {"popularity": np.zeros(len(index)), "context": np.linspace(-0.5, -0.1, len(index))}
+    weights = BlendWeights(context=5.0, cold_popularity=1.0)
+    (only,) = explain(index, parts, weights, [3])
+    assert [r["type"] for r in only] == ["popular"] and only[0]["share"] == 0.0, \
+        "popularity 0 beats a negative context share"

@@ -18,9 +18,12 @@ log = logging.getLogger(__name__)
 # Items written up to this long before the newest one we saw are read again, so a
 # writer whose clock lags a little is not missed. Re-reading an item is harmless.
 CLOCK_SKEW_SECONDS = 5.0
+# How often a warm function reads the items changed since its release (a by_update Query).
+ITEMS_REFRESH_SECONDS = 1.0
 # How often a warm function lists the popularity counters (one S3 LIST; a GET per changed shard).
 POPULARITY_REFRESH_SECONDS = 2.0
-# How often a warm function reads the release pointer (one small S3 GET).
+# How often a warm function reads the release pointer (one small S3 GET); one that holds
+# no release yet reads it as often as it reads the items, so the first release lands at once.
 RELEASE_CHECK_SECONDS = 30.0
 
 
@@ -36,10 +39,15 @@ class LiveCatalog:
     the shards' live counters replace the snapshot's counts once any hold an interaction,
     and bring how often each item was shown; they are listed at most once per
     `popularity_seconds`, and a shard's object is read again only when its ETag changed.
+    Until a release lands the pointer is read every `refresh_seconds`.
+
+    Loaded (`waiting_for()` is empty) means: the pointer was read (a release is held, or
+    there is none yet), the items changed since that release were read, and the
+    popularity counters were listed once. The first `index()` does all three.
     """
 
     def __init__(self, releases: Releases, items: Items, encoder_version: str, dim: int,
-                 refresh_seconds: float = 1.0, clock: Callable[[], float] = time.time,
+                 refresh_seconds: float = ITEMS_REFRESH_SECONDS, clock: Callable[[], float] = time.time,
                  popularity: PopularityShards | None = None,
                  popularity_seconds: float = POPULARITY_REFRESH_SECONDS,
                  release_seconds: float = RELEASE_CHECK_SECONDS, collaborative: bool = True) -> None:
@@ -59,8 +67,21 @@ class LiveCatalog:
         self._live: LivePopularity | None = None
         self._popularity_at = float("-inf")
 
+    def waiting_for(self) -> list[str]:
+        """What is not loaded yet: "release" (the pointer never read), "items" (the items
+        changed since the release never read), "popularity" (the counters never listed)."""
+        waiting = []
+        if self._index is None:
+            waiting.append("release")
+        if self._refreshed_at == float("-inf"):
+            waiting.append("items")
+        if self.popularity is not None and self._popularity_at == float("-inf"):
+            waiting.append("popularity")
+        return waiting
+
     def index(self) -> ItemIndex:
-        if self._index is None or self.clock() - self._release_checked_at >= self.release_seconds:
+        every = self.release_seconds if self.release is not None else min(self.release_seconds, self.refresh_seconds)
+        if self._index is None or self.clock() - self._release_checked_at >= every:
             self._follow_pointer()
         changed = 0
         if self.clock() - self._refreshed_at >= self.refresh_seconds:

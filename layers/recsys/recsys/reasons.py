@@ -4,7 +4,10 @@ Each component's contribution to the item's score is its blend weight x its valu
 the item (what `scoring.combine` adds up). A component gives a reason when it adds at
 least MIN_SHARE of the item's positive score; the reason carries the contribution, its
 share, and the evidence behind it: the history items whose item-item rows gave the
-score, the cosine to the context or the profile, the interaction counts.
+score, the cosine to the context or the profile, the interaction counts. Every item
+gets at least one reason: one with no component over MIN_SHARE (a cold user's item far
+down a filtered list, with no interactions and nothing positive) gets its strongest
+component, whatever its value.
 """
 from __future__ import annotations
 
@@ -42,12 +45,13 @@ def explain(index: ItemIndex, parts: dict[str, np.ndarray], weights: BlendWeight
                             "interactions": round(float(counts[row]), 2),
                             "text": f"explored: a fresh item (shown {shown:.0f} times lately), "
                                     "here to learn how people take it"})
-        for name, value in sorted(shares.items(), key=lambda pair: -pair[1]):
-            if value <= 0 or value < MIN_SHARE * positive:
-                continue
+        ordered = sorted(shares.items(), key=lambda pair: -pair[1]) or [("popularity", 0.0)]
+        given = [(name, value) for name, value in ordered if value > 0 and value >= MIN_SHARE * positive]
+        for name, value in given or ordered[:1]:
             reason = _reason(name, float(parts[name][row]), (history_items or {}).get(name, {}).get(row, []), context,
                              float(counts[row]), float(trend[position]))
-            reasons.append({**reason, "contribution": round(value, 4), "share": round(value / positive, 3)})
+            share = value / positive if positive > 0 and value > 0 else 0.0
+            reasons.append({**reason, "contribution": round(value, 4), "share": round(share, 3)})
         explained.append(reasons)
     return explained
 

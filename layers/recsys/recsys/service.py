@@ -60,11 +60,16 @@ class Recommender:
     clock: Callable[[], float] = time.time
 
     def health(self) -> dict[str, Any]:
-        """Also says which release is served, and why a newer one was refused, if it was."""
+        """"ok" once the catalog is loaded (a release, the items since, the popularity
+        counters: `LiveCatalog.waiting_for`), "no_release" when loaded and no release was
+        ever published (an empty catalog), "loading" (with what it waits for) before. Also
+        says which release is served, and why a newer one was refused, if it was."""
         items = len(self.catalog.index())
-        release = self.catalog.release
-        return {"status": "ok", "items": items, "model_version": self.encoder.version,
-                "release": release.version if release else None, "release_error": self.catalog.release_error}
+        release, waiting = self.catalog.release, self.catalog.waiting_for()
+        status = "loading" if waiting else "ok" if release else "no_release"
+        return {"status": status, **({"waiting_for": waiting} if waiting else {}), "items": items,
+                "model_version": self.encoder.version, "release": release.version if release else None,
+                "release_error": self.catalog.release_error}
 
     def put_item(self, item_id: str, body: Any) -> dict[str, Any]:
         try:
