@@ -160,6 +160,13 @@ SPEC = app.get_openapi_json_schema(
 def lambda_handler(event, context):
     # Before routing: Powertools' request validation parses the body before any middleware runs.
     if len(event.get("body") or "") > MAX_BODY_BYTES:
-        return {"statusCode": 413, "headers": {"Content-Type": "application/json"},
-                "body": _error_body("payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes")}
+        return _refused(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    content_type = next((str(v) for k, v in (event.get("headers") or {}).items() if k.lower() == "content-type"), "")
+    if event.get("body") and content_type and not content_type.strip().lower().startswith("application/json"):
+        return _refused(415, "unsupported_media_type", f"the body must be application/json, not {content_type[:100]}")
     return app.resolve(event, context)
+
+
+def _refused(status: int, code: str, message: str) -> dict[str, Any]:
+    """An answer given before routing, in the API's error shape."""
+    return {"statusCode": status, "headers": {"Content-Type": "application/json"}, "body": _error_body(code, message)}

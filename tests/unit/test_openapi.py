@@ -80,3 +80,20 @@ def test_a_bad_filter_is_a_400_naming_it_on_every_list_route(spec, query, messag
         answer = module.app.resolve(api_event(path, query), None)
         assert answer["statusCode"] == 400, (path, answer)
         assert json.loads(answer["body"]) == {"error": {"code": "bad_request", "message": message}}
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_json_is_a_415_in_the_apis_shape(spec, content_type):
+    """Every body the API takes is JSON: another content type (multipart without a boundary
+    made the function raise, a 502) is refused before routing, in our error shape."""
+    module = sys.modules["openapi_api_app"]
+    event = {**api_event("/events", {}), "httpMethod": "POST", "body": '{"events": []}',
+             "headers": {"x-api-key": "k", "Content-Type": content_type}}
+    answer = module.lambda_handler(event, LambdaContext())
+    assert answer["statusCode"] == 415
+    assert json.loads(answer["body"])["error"]["code"] == "unsupported_media_type"
+
+
+class LambdaContext:
+    function_name, memory_limit_in_mb, aws_request_id = "api", 1024, "r-1"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:api"
