@@ -16,7 +16,7 @@ from pathlib import Path
 
 from model_build import blend, paths
 from model_build.catalog import fingerprint
-from model_build.collaborative_training import TrainingConfig, log, train
+from model_build.collaborative_training import TRAINING_RULES, TrainingConfig, log, train
 from model_build.data import read_interactions
 from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
@@ -38,7 +38,7 @@ def run(data: Path, out: Path, catalog: Path = paths.CATALOG, fit: bool = False)
     weights were fitted on this same data)."""
     started = time.perf_counter()
     index, catalog_meta = ItemIndex.from_npz(Path(catalog).read_bytes())
-    source = fingerprint(data, f"collaborative:{CollaborativeModel.FORMAT}:{TrainingConfig()}:"
+    source = fingerprint(data, f"collaborative:{CollaborativeModel.FORMAT}:{TRAINING_RULES}:{TrainingConfig()}:"
                                f"{catalog_meta.get('source')}")
     if out.exists() and not fit:
         try:
