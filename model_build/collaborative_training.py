@@ -19,11 +19,12 @@ import numpy as np
 from model_build.data import Interaction, positive_choices
 from model_build.progress import progress
 
+from recsys.collaborative import CollaborativeModel, ItemRows
+from recsys.index import ItemIndex
+
 # What the training reads of the interactions; a change retrains outputs that look current.
 # 2: positive choices only (negative feedback never trains a model).
 TRAINING_RULES = 2
-from recsys.collaborative import CollaborativeModel, ItemRows
-from recsys.index import ItemIndex
 
 
 @dataclass(frozen=True)
