@@ -18,7 +18,6 @@ import numpy as np
 
 from model_build.data import Interaction, positive_choices
 from model_build.progress import progress
-
 from recsys.collaborative import CollaborativeModel, ItemRows
 from recsys.index import ItemIndex
 
