@@ -259,3 +259,12 @@ class HashingEncoder:
             if norm > 0:
                 out[row] /= norm
         return out
+
+
+def memory_recommender(encoder, catalog, items: MemoryItems | None = None, profiles: MemoryProfiles | None = None,
+                       stream: MemoryEventStream | None = None, clock=time.time):
+    """The API's service (recsys.service.Recommender) over in-memory stores, serving `catalog`."""
+    from recsys.service import Recommender
+    return Recommender(encoder, catalog, items if items is not None else MemoryItems(),
+                       profiles if profiles is not None else MemoryProfiles(), stream or MemoryEventStream(),
+                       MemoryRawEvents(), MemoryImpressions(), MemoryMetrics(), clock=clock)

@@ -20,12 +20,9 @@ from recsys.service import Recommender
 from tests.fakes import (
     HashingEncoder,
     MemoryEventStream,
-    MemoryImpressions,
     MemoryItems,
-    MemoryMetrics,
-    MemoryProfiles,
-    MemoryRawEvents,
     MemoryReleases,
+    memory_recommender,
 )
 
 NOW = 1_714_564_800.0  # 2024-05-01T12:00:00Z
@@ -205,18 +202,17 @@ def test_clients_cannot_send_impressions() -> None:
     assert parse_event(raw(), now=NOW, allowed=CLIENT_EVENT_TYPES).type == "click"
 
 
-def memory_recommender(stream: MemoryEventStream | None = None, clock=lambda: NOW) -> Recommender:
+def empty_recommender(stream: MemoryEventStream | None = None, clock=lambda: NOW) -> Recommender:
     """The API's service over in-memory stores, an empty catalog and no encoder use."""
     items = MemoryItems()
     encoder = HashingEncoder()
-    return Recommender(encoder, LiveCatalog(MemoryReleases(), items, encoder.version, encoder.dim), items,
-                       MemoryProfiles(), stream or MemoryEventStream(), MemoryRawEvents(), MemoryImpressions(),
-                       MemoryMetrics(), clock=clock)
+    return memory_recommender(encoder, LiveCatalog(MemoryReleases(), items, encoder.version, encoder.dim), items,
+                              stream=stream, clock=clock)
 
 
 def test_post_events_rejects_an_impression_and_takes_the_rest() -> None:
     stream = MemoryEventStream()
-    answer = memory_recommender(stream).submit_events({"events": [raw(), impression()]})
+    answer = empty_recommender(stream).submit_events({"events": [raw(), impression()]})
     assert answer["accepted"] == 1 and [e.type for e in stream.events] == ["click"]
     [error] = answer["errors"]
     assert error["index"] == 1 and error["event_id"] == "rec-1" and error["code"] == "invalid_event"
@@ -225,7 +221,7 @@ def test_post_events_rejects_an_impression_and_takes_the_rest() -> None:
 
 def test_every_served_list_goes_on_the_stream_as_impressions_of_at_most_100_items() -> None:
     stream = MemoryEventStream()
-    recommender = memory_recommender(stream)
+    recommender = empty_recommender(stream)
     items = [f"i{n}" for n in range(150)]
     recommender._record(Impression("rec-9", "u-1", "control", "m", items, NOW))
     assert list(recommender.impressions.stored) == ["rec-9"]

@@ -18,13 +18,10 @@ from recsys.selection import parse_filters
 from recsys.service import Recommender
 from tests.fakes import (
     HashingEncoder,
-    MemoryEventStream,
-    MemoryImpressions,
     MemoryItems,
-    MemoryMetrics,
     MemoryProfiles,
-    MemoryRawEvents,
     MemoryReleases,
+    memory_recommender,
 )
 
 ITEMS, USERS, DIM = 60, 40, 16
@@ -56,8 +53,7 @@ def world():
     for profile in folded.values():
         profiles.save(profile)
     items = MemoryItems()
-    recommender = Recommender(encoder, LiveCatalog(releases, items, encoder.version, DIM), items, profiles,
-                              MemoryEventStream(), MemoryRawEvents(), MemoryImpressions(), MemoryMetrics())
+    recommender = memory_recommender(encoder, LiveCatalog(releases, items, encoder.version, DIM), items, profiles)
     return recommender, offline_index, Collaborative(model, offline_index), folded
 
 

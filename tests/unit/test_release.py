@@ -230,25 +230,19 @@ def test_an_item_re_encoded_after_the_release_borrows_from_its_new_neighbours(aw
 def test_health_is_loading_until_the_release_items_and_counters_are_read() -> None:
     """What "loaded" means for a function: the pointer read (a release held, or none
     published yet), the items since that release read, the popularity counters listed."""
-    from recsys.service import Recommender
     from tests.fakes import (
         HashingEncoder,
-        MemoryEventStream,
-        MemoryImpressions,
         MemoryItems,
-        MemoryMetrics,
         MemoryPopularityShards,
-        MemoryProfiles,
-        MemoryRawEvents,
         MemoryReleases,
+        memory_recommender,
     )
 
     releases, clock, encoder = MemoryReleases(), Clock(), HashingEncoder(DIM)
     catalog = LiveCatalog(releases, MemoryItems(), encoder.version, DIM, clock=clock,
                           popularity=MemoryPopularityShards(), release_seconds=30.0)
     assert catalog.waiting_for() == ["release", "items", "popularity"]
-    service = Recommender(encoder, catalog, MemoryItems(), MemoryProfiles(), MemoryEventStream(), MemoryRawEvents(),
-                          MemoryImpressions(), MemoryMetrics())
+    service = memory_recommender(encoder, catalog)
     health = service.health()
     assert health["status"] == "no_release" and health["items"] == 0 and catalog.waiting_for() == []
 

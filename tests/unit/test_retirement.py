@@ -21,14 +21,10 @@ from recsys.release import COLLABORATIVE, ITEM_VECTORS, build_manifest
 from recsys.service import NotFound, Recommender
 from tests.fakes import (
     HashingEncoder,
-    MemoryEventStream,
-    MemoryImpressions,
     MemoryItems,
-    MemoryMetrics,
     MemoryPopularityShards,
-    MemoryProfiles,
-    MemoryRawEvents,
     MemoryReleases,
+    memory_recommender,
 )
 from tests.unit.test_release import release_files
 
@@ -126,9 +122,7 @@ def world():
     files = release_files(n_items=12, dim=DIM, encoder_version=encoder.version)
     releases.publish("v1", files, build_manifest("v1", files, created_at=1.0))
     catalog = LiveCatalog(releases, items, encoder.version, DIM, clock=clock, popularity=MemoryPopularityShards())
-    recommender = Recommender(encoder, catalog, items,
-                              MemoryProfiles(), MemoryEventStream(), MemoryRawEvents(), MemoryImpressions(),
-                              MemoryMetrics(), clock=clock)
+    recommender = memory_recommender(encoder, catalog, items, clock=clock)
     ingestor = EventIngestor(encoder, LiveCatalog(releases, items, encoder.version, DIM, clock=clock,
                                                   refresh_seconds=5.0, collaborative=False),
                              recommender.profiles, recommender.raw_events)
