@@ -18,7 +18,7 @@ import numpy as np
 
 from model_build.data import Interaction, positive_choices
 from model_build.progress import progress
-from recsys.collaborative import CollaborativeModel, ItemRows
+from recsys.collaborative import CollaborativeModel, ItemRows, Transfer, transfer_neighbours
 from recsys.index import ItemIndex
 
 # What the training reads of the interactions; a change retrains outputs that look current.
@@ -75,17 +75,23 @@ def train(interactions: Iterable[Interaction], index: ItemIndex,
         vector = index.vector(item_id)
         if vector is not None:
             vectors[c] = vector
-    item_item = ease(histories, len(item_ids), vectors, config)
+    projection = np.linalg.inv(vectors.T.astype(np.float64) @ vectors
+                               + config.content_map_l2 * np.eye(index.dim)).astype(np.float32)
+    item_item = ease(histories, len(item_ids), projection, config)
     log(f"item-item: {len(item_ids)} items, {config.neighbours} neighbours each")
-    in_sequence = sequence(timelines, len(item_ids), vectors, config)
+    in_sequence = sequence(timelines, len(item_ids), projection, config)
     log(f"sequence: window {config.sequence_window}")
     factors, biases = als(histories, len(item_ids), config)
     factor_map = ridge(vectors, np.hstack([factors, biases[:, None]]), config.content_map_l2)
     choosers = np.log1p(np.array([counts[i] for i in item_ids], dtype=np.float64))
     with_intercept = np.hstack([vectors, np.ones((len(item_ids), 1), np.float32)])
     popularity_map = ridge(with_intercept, (choosers / choosers.max())[:, None], config.content_map_l2)[:, 0]
+    cold = [item_id for item_id in index.ids if item_id not in column]
+    nearest, weights = transfer_neighbours(vectors, index.vectors[[index.rows[i] for i in cold]])
+    log(f"transfer: {len(cold)} catalog items without evidence borrow from their nearest")
     return CollaborativeModel(item_ids, item_item, in_sequence, factors, biases, config.als_regularization,
-                              config.als_alpha, factor_map, popularity_map)
+                              config.als_alpha, factor_map, popularity_map,
+                              Transfer(cold, nearest.astype(np.int32), weights))
 
 
 def ridge(inputs: np.ndarray, targets: np.ndarray, l2: float) -> np.ndarray:
@@ -95,7 +101,7 @@ def ridge(inputs: np.ndarray, targets: np.ndarray, l2: float) -> np.ndarray:
     return np.linalg.solve(x.T @ x + l2 * np.eye(x.shape[1]), moment).astype(np.float32)
 
 
-def ease(histories: list[np.ndarray], n_items: int, vectors: np.ndarray, config: TrainingConfig) -> ItemRows:
+def ease(histories: list[np.ndarray], n_items: int, projection: np.ndarray, config: TrainingConfig) -> ItemRows:
     """B = I - P / diag(P), P = (X'X + l2 I)^-1, zero diagonal (see `sparse_rows`)."""
     gram = np.zeros((n_items, n_items), dtype=np.float64)
     for start in range(0, len(histories), 1024):  # X'X, 1024 users at a time
@@ -108,10 +114,10 @@ def ease(histories: list[np.ndarray], n_items: int, vectors: np.ndarray, config:
     del gram
     weights = (precision / -np.diag(precision)).astype(np.float32)
     del precision
-    return sparse_rows(weights, vectors, config)
+    return sparse_rows(weights, projection, config)
 
 
-def sequence(timelines: list[np.ndarray], n_items: int, vectors: np.ndarray, config: TrainingConfig) -> ItemRows:
+def sequence(timelines: list[np.ndarray], n_items: int, projection: np.ndarray, config: TrainingConfig) -> ItemRows:
     """C[h, j] = how often j was chosen within `sequence_window` choices after h (and, weighted
     `sequence_backward`, before it), over sqrt((t_h + 1)(t_j + 1)), t an item's row total: a
     cosine of choosing close together in time (see `sparse_rows`)."""
@@ -124,25 +130,25 @@ def sequence(timelines: list[np.ndarray], n_items: int, vectors: np.ndarray, con
     norm = 1.0 / np.sqrt(together.sum(1) + 1.0)
     together *= norm[:, None]
     together *= norm[None, :]
-    return sparse_rows(together, vectors, config)
+    return sparse_rows(together, projection, config)
 
 
-def sparse_rows(matrix: np.ndarray, vectors: np.ndarray, config: TrainingConfig) -> ItemRows:
+def sparse_rows(matrix: np.ndarray, projection: np.ndarray, config: TrainingConfig) -> ItemRows:
     """The strongest `neighbours` entries of each row of a dense item-item matrix (zero diagonal),
-    and its content map M, the ridge fit of the matrix's columns on the item vectors V
-    (matrix ~ M V'): a new item with vector v gets the column M v."""
+    with the projection of the ridge fit of its columns on the item vectors V: for the kept
+    rows S, S ~ (S V projection) V', so a new item with vector v gets the column S V projection v
+    (see recsys/collaborative.py)."""
     n_items = len(matrix)
     np.fill_diagonal(matrix, 0.0)
-    content_map = ridge(vectors, matrix.T, config.content_map_l2).T.copy()
     keep = min(config.neighbours, n_items - 1) if n_items > 1 else 0
     if keep == 0:
         return ItemRows(np.full((n_items, 1), -1, dtype=np.int32), np.zeros((n_items, 1), dtype=np.float32),
-                        content_map)
+                        projection)
     rows = np.zeros((n_items, keep), dtype=np.int32)
     for start in range(0, n_items, 2048):  # a block of rows at a time: argpartition's output is int64
         block = matrix[start:start + 2048]
         rows[start:start + len(block)] = np.argpartition(-np.abs(block), keep - 1, axis=1)[:, :keep]
-    return ItemRows(rows, np.take_along_axis(matrix, rows, 1), content_map)
+    return ItemRows(rows, np.take_along_axis(matrix, rows, 1), projection)
 
 
 def als(histories: list[np.ndarray], n_items: int, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:

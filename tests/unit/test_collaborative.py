@@ -192,3 +192,21 @@ def test_mismatched_artifacts_are_refused(model: CollaborativeModel) -> None:
 def test_training_needs_interactions() -> None:
     with pytest.raises(ValueError, match="no interactions"):
         train([], index_with(["a0"]), SMALL)
+
+
+def test_the_build_computes_the_transfer_of_its_catalog_items_without_evidence(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An item in the catalog the model never saw chosen borrows as the build matched it: a
+    serving process matches none at start (its cost would grow with the catalog) and scores
+    it as it would an item upserted later."""
+    catalog = index_with(GROUPS["a"] + GROUPS["b"])
+    catalog.upsert("a2-twin", near(catalog, "a2", "b0"), 0.0)
+    model = train(interactions(), catalog, SMALL)
+    assert model.transfer.item_ids == ["a2-twin"] and model.transfer.weights.sum() == pytest.approx(1.0)
+    later = index_with(GROUPS["a"] + GROUPS["b"])
+    matched_later = Collaborative(model, later)
+    later.upsert("a2-twin", catalog.vector("a2-twin"), 0.0)
+    expected = matched_later.item_item({"a0": 1.0})[1][later.rows["a2-twin"]]
+    monkeypatch.setattr("recsys.collaborative.transfer_neighbours", lambda *args, **kwargs: pytest.fail("matched"))
+    served = Collaborative(model, catalog).item_item({"a0": 1.0})[1][catalog.rows["a2-twin"]]
+    assert served == pytest.approx(expected) and served > 0

@@ -25,11 +25,14 @@ Items with no collaborative evidence (new, or never chosen in training) are scor
 through their item vector, by the mean of two estimates of the score they would have:
 - mapped: the build job regresses each model's item side on the item vectors (ridge),
   so a new item's item-item column and its (q_i, b_i) are predicted from its text. For
-  the row models, row h of `content_map` is the direction in the vector space of the
-  items that having chosen h raises; a user's mapped scores for new items are their
-  vectors dotted with the history's weighted sum of those rows;
+  the row models the ridge fit of column scores on vectors V is linear in the rows: a
+  history's direction in the vector space is (sum_h w_h sum_j S[h, j] v_j) @ `projection`,
+  projection = (V'V + l2 I)^-1, a d x d matrix (so nothing per item beyond the rows); a
+  user's mapped scores for new items are their vectors dotted with that direction;
 - borrowed: the similarity-weighted mean of the scores of the item's nearest items by
-  vector that have evidence.
+  vector that have evidence (`transfer_neighbours`). The build job computes it once for
+  every catalog item the model lacks (`CollaborativeModel.transfer`); a serving process
+  computes it only for the items added after the build, one item at a time as they come.
 On validation the two were level (the mapped one ranks new items among themselves
 better, recall@20 0.175 vs 0.089, but calibrates worse against known items); their
 mean was at least as good as either. A new item's popularity is predicted from its
@@ -56,21 +59,70 @@ class ArtifactMismatch(ValueError):
 @dataclass(frozen=True)
 class ItemRows:
     """A sparse item-to-item model: row h lists the items that having chosen h raises
-    (`rows`, -1 pads) and by how much (`weights`); `content_map` row h is the whole row
-    projected on the item vectors, for items without evidence."""
+    (`rows`, -1 pads) and by how much (`weights`); `projection` maps the rows' weighted item
+    vectors to a direction for items without evidence (see the module's docstring)."""
 
     rows: np.ndarray  # (n, N) int32
     weights: np.ndarray  # (n, N) float32
-    content_map: np.ndarray  # (n, d) float32
+    projection: np.ndarray  # (d, d) float32
 
-    FIELDS = ("rows", "weights", "content_map")
+    FIELDS = ("rows", "weights", "projection")
 
     def check(self, name: str, n: int) -> None:
-        if self.rows.shape != self.weights.shape or self.rows.shape[0] != n or self.content_map.shape[0] != n:
+        if self.rows.shape != self.weights.shape or self.rows.shape[0] != n:
             raise ArtifactMismatch(f"collaborative model: {n} item ids but {name} arrays shaped "
-                                   f"{self.rows.shape}, {self.weights.shape}, {self.content_map.shape}")
+                                   f"{self.rows.shape}, {self.weights.shape}")
+        if self.projection.ndim != 2 or self.projection.shape[0] != self.projection.shape[1]:
+            raise ArtifactMismatch(f"collaborative model: {name} projection shaped {self.projection.shape}")
         if self.rows.size and (self.rows.max() >= n or self.rows.min() < -1):
             raise ArtifactMismatch(f"collaborative model: {name} rows out of range")
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """For items without evidence, their nearest items with evidence by vector (`rows`, model
+    rows, -1 pads) and the weights (summing to 1) their borrowed scores average with."""
+
+    item_ids: list[str]
+    rows: np.ndarray  # (m, TRANSFER_NEIGHBOURS) int32 model rows
+    weights: np.ndarray  # (m, TRANSFER_NEIGHBOURS) float32
+
+    FIELDS = ("rows", "weights")
+
+    @classmethod
+    def empty(cls) -> Transfer:
+        return cls([], np.full((0, TRANSFER_NEIGHBOURS), -1, np.int32), np.zeros((0, TRANSFER_NEIGHBOURS), np.float32))
+
+    def check(self, n: int) -> None:
+        if self.rows.shape != (len(self.item_ids), TRANSFER_NEIGHBOURS) or self.weights.shape != self.rows.shape:
+            raise ArtifactMismatch(f"collaborative model: {len(self.item_ids)} transfer ids but arrays shaped "
+                                   f"{self.rows.shape}, {self.weights.shape}")
+        if self.rows.size and (self.rows.max() >= n or self.rows.min() < -1):
+            raise ArtifactMismatch("collaborative model: transfer rows out of range")
+
+
+def transfer_neighbours(known: np.ndarray, cold: np.ndarray, eligible: np.ndarray | None = None,
+                        block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """For each of the `cold` vectors (m, d), its TRANSFER_NEIGHBOURS nearest rows of `known`
+    (n, d) by dot product, among the `eligible` ones (a mask over `known`; all by default),
+    -1 pads when fewer; and their cos^TRANSFER_SHARPNESS weights, summing to 1 (all 0 when no
+    neighbour is similar at all). A block of `block` cold vectors at a time: memory block x n."""
+    rows = np.full((len(cold), TRANSFER_NEIGHBOURS), -1, dtype=np.int64)
+    weights = np.zeros((len(cold), TRANSFER_NEIGHBOURS), dtype=np.float32)
+    candidates = len(known) if eligible is None else int(np.count_nonzero(eligible))
+    k = min(TRANSFER_NEIGHBOURS, candidates)
+    for start in range(0, len(cold) if k else 0, block):
+        similarity = np.asarray(cold[start:start + block], np.float32) @ np.asarray(known, np.float32).T
+        if eligible is not None:
+            similarity[:, ~eligible] = -np.inf
+        best = np.argpartition(-similarity, k - 1, axis=1)[:, :k] if k < len(known) else \
+            np.broadcast_to(np.arange(k), similarity.shape)
+        strength = np.maximum(np.take_along_axis(similarity, best, 1), 0.0) ** TRANSFER_SHARPNESS
+        total = strength.sum(1, keepdims=True)
+        rows[start:start + len(similarity), :k] = best
+        weights[start:start + len(similarity), :k] = np.divide(strength, total, out=np.zeros_like(strength),
+                                                               where=total > 0)
+    return rows, weights
 
 
 @dataclass(frozen=True)
@@ -84,9 +136,12 @@ class CollaborativeModel:
     alpha: float  # confidence = 1 + alpha * history weight
     factor_map: np.ndarray  # (d, k + 1) float32: an item vector -> its predicted (q_i, b_i)
     popularity_map: np.ndarray  # (d + 1,) float32: [item vector, 1] -> log1p(choosers) / log1p(most choosers)
+    transfer: Transfer  # the build's catalog items without evidence, and whom they borrow from
 
     KIND = "collaborative"
-    FORMAT = 2  # 2 added the sequence model and the content maps (new items scored from their vectors)
+    # 2 added the sequence model and the content maps (new items scored from their vectors);
+    # 3 replaced the (n, d) content maps by (d, d) projections and stores the new-item transfer.
+    FORMAT = 3
     ROW_MODELS = ("item_item", "sequence")
 
     def __post_init__(self) -> None:
@@ -96,13 +151,17 @@ class CollaborativeModel:
         if self.factors.shape[0] != n or self.biases.shape != (n,):
             raise ArtifactMismatch(f"collaborative model: {n} item ids but factors shaped "
                                    f"{self.factors.shape}, biases {self.biases.shape}")
-        if self.sequence.content_map.shape[1] != d or self.factor_map.shape != (d, self.factors.shape[1] + 1):
-            raise ArtifactMismatch(f"collaborative model: factor map shaped {self.factor_map.shape} and sequence "
-                                   f"map {self.sequence.content_map.shape}, expected {(d, self.factors.shape[1] + 1)}"
-                                   f" and {(n, d)}")
+        if self.factor_map.shape != (d, self.factors.shape[1] + 1):
+            raise ArtifactMismatch(f"collaborative model: factor map shaped {self.factor_map.shape}, "
+                                   f"expected {(d, self.factors.shape[1] + 1)}")
+        for name in self.ROW_MODELS:
+            if getattr(self, name).projection.shape != (d, d):
+                raise ArtifactMismatch(f"collaborative model: {name} projection shaped "
+                                       f"{getattr(self, name).projection.shape}, expected {(d, d)}")
         if self.popularity_map.shape != (d + 1,):
             raise ArtifactMismatch(f"collaborative model: popularity map shaped {self.popularity_map.shape}, "
                                    f"expected {(d + 1,)}")
+        self.transfer.check(n)
 
     @property
     def dim(self) -> int:
@@ -111,7 +170,7 @@ class CollaborativeModel:
     @property
     def vector_dim(self) -> int:
         """The dimension of the item vectors the content maps read."""
-        return self.item_item.content_map.shape[1]
+        return self.factor_map.shape[0]
 
     def to_npz(self, **meta: str | float) -> bytes:
         """Serialise as .npz (see recsys.artifacts), plus scalar metadata (the fitted blend)."""
@@ -120,23 +179,28 @@ class CollaborativeModel:
         return write_npz(self.KIND, self.FORMAT, {
             "item_ids": np.array(self.item_ids, dtype=str), **rows, "factors": self.factors, "biases": self.biases,
             "regularization": np.array(self.regularization), "alpha": np.array(self.alpha),
-            "factor_map": self.factor_map, "popularity_map": self.popularity_map}, meta)
+            "factor_map": self.factor_map, "popularity_map": self.popularity_map,
+            "transfer_item_ids": np.array(self.transfer.item_ids, dtype=str),
+            "transfer_rows": self.transfer.rows, "transfer_weights": self.transfer.weights}, meta)
 
     @classmethod
     def from_npz(cls, data: bytes) -> tuple[CollaborativeModel, dict[str, str | float]]:
         """Raises ArtifactFormatError for a file that is not a collaborative model of this FORMAT."""
         fields = ["item_ids", "factors", "biases", "regularization", "alpha", "factor_map", "popularity_map",
+                  "transfer_item_ids", "transfer_rows", "transfer_weights",
                   *(f"{name}_{field}" for name in cls.ROW_MODELS for field in ItemRows.FIELDS)]
         artifact = read_npz(data, cls.KIND, cls.FORMAT, fields)
         arrays = artifact.arrays
         row_models = {name: ItemRows(arrays[f"{name}_rows"].astype(np.int32),
                                      arrays[f"{name}_weights"].astype(np.float32),
-                                     arrays[f"{name}_content_map"].astype(np.float32))
+                                     arrays[f"{name}_projection"].astype(np.float32))
                       for name in cls.ROW_MODELS}
         model = cls([str(i) for i in arrays["item_ids"]], row_models["item_item"], row_models["sequence"],
                     arrays["factors"].astype(np.float32), arrays["biases"].astype(np.float32),
                     float(arrays["regularization"]), float(arrays["alpha"]), arrays["factor_map"].astype(np.float32),
-                    arrays["popularity_map"].astype(np.float32))
+                    arrays["popularity_map"].astype(np.float32),
+                    Transfer([str(i) for i in arrays["transfer_item_ids"]], arrays["transfer_rows"].astype(np.int32),
+                             arrays["transfer_weights"].astype(np.float32)))
         return model, artifact.meta
 
 
@@ -159,30 +223,42 @@ class Collaborative:
         self.model, self.index = model, index
         self._model_row_of = {item_id: row for row, item_id in enumerate(model.item_ids)}
         self._index_row = np.full(len(model.item_ids), -1, dtype=np.int64)  # model row -> index row
-        self._aligned = 0
+        self._model_row_at = np.zeros(0, dtype=np.int64)  # index row -> model row, -1 without evidence
+        self._built_transfer = {item_id: row for row, item_id in enumerate(model.transfer.item_ids)}
         k = model.dim
         z = np.hstack([model.factors, np.ones((len(model.biases), 1), np.float32)]).astype(np.float64)
         self._gram = z.T @ z + model.regularization * np.eye(k + 1)
         self._bias_moment = z.T @ model.biases.astype(np.float64)
         self._cold_rows = np.zeros(0, dtype=np.int64)  # index rows the model has no evidence for
-        self._transfer_rows = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.int64)  # their nearest known rows
+        self._transfer_rows = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.int64)  # their nearest model rows
         self._transfer_weights = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.float32)
         self.sync()
 
     def sync(self) -> None:
-        """Align items the index gained since the last call (the live catalog grows)."""
-        if self._aligned == len(self.index):
+        """Align items the index gained since the last call (the live catalog grows). Items
+        without evidence borrow as the build computed; only those added since are matched."""
+        aligned = len(self._model_row_at)
+        if aligned == len(self.index):
             return
-        cold = []
-        for row in range(self._aligned, len(self.index)):
-            model_row = self._model_row_of.get(self.index.ids[row])
-            if model_row is None:
-                cold.append(row)
-            else:
-                self._index_row[model_row] = row
-        self._aligned = len(self.index)
-        if cold:
-            self._add_cold(np.array(cold, dtype=np.int64))
+        model_rows = np.array([self._model_row_of.get(item_id, -1) for item_id in self.index.ids[aligned:]],
+                              dtype=np.int64)
+        self._model_row_at = np.concatenate([self._model_row_at, model_rows])
+        known = np.flatnonzero(model_rows >= 0)
+        self._index_row[model_rows[known]] = aligned + known
+        cold = aligned + np.flatnonzero(model_rows < 0)
+        if not len(cold):
+            return
+        built = np.array([self._built_transfer.get(self.index.ids[row], -1) for row in cold], dtype=np.int64)
+        neighbours = np.full((len(cold), TRANSFER_NEIGHBOURS), -1, dtype=np.int64)
+        weights = np.zeros((len(cold), TRANSFER_NEIGHBOURS), dtype=np.float32)
+        from_build = built >= 0
+        neighbours[from_build] = self.model.transfer.rows[built[from_build]]
+        weights[from_build] = self.model.transfer.weights[built[from_build]]
+        if not from_build.all():
+            neighbours[~from_build], weights[~from_build] = self._transfer(cold[~from_build])
+        self._cold_rows = np.concatenate([self._cold_rows, cold])
+        self._transfer_rows = np.vstack([self._transfer_rows, neighbours])
+        self._transfer_weights = np.vstack([self._transfer_weights, weights])
 
     def revise(self, rows: list[int]) -> None:
         """Index rows whose vectors changed: the items among them the model has no evidence for
@@ -192,29 +268,14 @@ class Collaborative:
         if len(where):
             self._transfer_rows[where], self._transfer_weights[where] = self._transfer(self._cold_rows[where])
 
-    def _add_cold(self, rows: np.ndarray) -> None:
-        neighbours, weights = self._transfer(rows)
-        self._cold_rows = np.concatenate([self._cold_rows, rows])
-        self._transfer_rows = np.vstack([self._transfer_rows, neighbours])
-        self._transfer_weights = np.vstack([self._transfer_weights, weights])
-
     def _transfer(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For index rows without evidence, their nearest known rows by vector and the
-        cos^TRANSFER_SHARPNESS weights (summing to 1) their borrowed scores are averaged with."""
-        warm = self._index_row[self._index_row >= 0]
-        neighbours = np.zeros((len(rows), TRANSFER_NEIGHBOURS), dtype=np.int64)
-        weights = np.zeros((len(rows), TRANSFER_NEIGHBOURS), dtype=np.float32)
-        k = min(TRANSFER_NEIGHBOURS, len(warm))
-        for start in range(0, len(rows) if k else 0, 1024):
-            chunk = rows[start:start + 1024]
-            similarity = self.index.vectors[chunk] @ self.index.vectors[warm].T
-            best = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-            strength = np.maximum(np.take_along_axis(similarity, best, 1), 0.0) ** TRANSFER_SHARPNESS
-            total = strength.sum(1, keepdims=True)
-            neighbours[start:start + len(chunk), :k] = warm[best]
-            weights[start:start + len(chunk), :k] = np.divide(strength, total, out=np.zeros_like(strength),
-                                                              where=total > 0)
-        return neighbours, weights
+        """`transfer_neighbours` for index rows added after the build: their nearest items with
+        evidence among the index's, as model rows."""
+        if not len(rows):
+            return np.zeros((0, TRANSFER_NEIGHBOURS), np.int64), np.zeros((0, TRANSFER_NEIGHBOURS), np.float32)
+        nearest, weights = transfer_neighbours(self.index.vectors, self.index.vectors[rows],
+                                               eligible=self._model_row_at >= 0)
+        return np.where(nearest >= 0, self._model_row_at[nearest], -1), weights
 
     def _history(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         pairs = [(self._model_row_of[i], w) for i, w in history.items() if i in self._model_row_of]
@@ -241,7 +302,20 @@ class Collaborative:
         valid = neighbours >= 0
         scores = np.bincount(neighbours[valid], weights=contribution[valid], minlength=len(self.model.item_ids))
         self.sync()
-        return self._scaled(scores, self._cold_dot(weights @ model.content_map[rows]))
+        return self._scaled(scores, self._cold_dot(self._direction(neighbours[valid], contribution[valid],
+                                                                   model.projection)))
+
+    def _direction(self, model_rows: np.ndarray, coefficients: np.ndarray, projection: np.ndarray) -> np.ndarray:
+        """(sum of coefficient x item vector over model rows) @ projection: the direction whose
+        dot product with an item vector is the ridge-mapped score (model items the index lacks
+        count as zero vectors, as in training)."""
+        at = self._index_row[model_rows]
+        present = at >= 0
+        unique, where = np.unique(at[present], return_inverse=True)
+        summed = np.bincount(where, weights=coefficients[present], minlength=len(unique)).astype(np.float32)
+        if not len(unique):
+            return np.zeros(projection.shape[0], dtype=np.float32)
+        return (summed @ self.index.vectors[unique]) @ projection
 
     def contributions(self, history: dict[str, float], index_rows: list[int], top: int = 2,
                       component: str = "item_item") -> dict[int, list[tuple[str, float]]]:
@@ -309,10 +383,11 @@ class Collaborative:
         mapped scores (in model units, scaled alike) and their borrowed ones."""
         top = float(np.abs(model_scores).max())
         scale = top if top > 0 else 1.0
+        scaled = np.append(model_scores / scale, 0.0).astype(np.float32)  # row -1 (a pad) scores 0
         scores = np.zeros(len(self.index), dtype=np.float32)
         present = self._index_row >= 0
-        scores[self._index_row[present]] = model_scores[present] / scale
+        scores[self._index_row[present]] = scaled[:-1][present]
         predicted = np.zeros(len(self.index), dtype=np.float32)
-        borrowed = (scores[self._transfer_rows] * self._transfer_weights).sum(1)
+        borrowed = (scaled[self._transfer_rows] * self._transfer_weights).sum(1)
         predicted[self._cold_rows] = 0.5 * (mapped / scale + borrowed)
         return scores, predicted
