@@ -110,6 +110,13 @@ def test_an_event_id_counts_once_even_under_new_sequence_numbers() -> None:
     assert counters.watermark == "50"
 
 
+def test_two_users_events_under_one_event_id_both_count() -> None:
+    counters = PopularityCounters()
+    one = Event(event_id="same", user_id="u1", type="purchase", timestamp=T0, item_id="a")
+    other = Event(event_id="same", user_id="u2", type="purchase", timestamp=T0, item_id="a")
+    assert counters.apply(records([one, other, one])) == 2, "event ids are unique per user, as profiles dedupe"
+
+
 def test_the_remembered_window_is_bounded() -> None:
     config = DEFAULT_POPULARITY.__class__(remembered_events=10)
     counters = PopularityCounters()

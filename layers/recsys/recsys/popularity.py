@@ -103,7 +103,8 @@ class PopularityCounters:
             if event is None:
                 continue
             weight = float(len(event.item_ids or ())) if event.type == IMPRESSION else event_weight(event, weights)
-            fingerprint = event_fingerprint(event.event_id)
+            # Keyed by user too: event ids are unique per user (as profiles dedupe), not globally.
+            fingerprint = event_fingerprint(f"{event.user_id}\x00{event.event_id}")
             if weight <= 0.0 or fingerprint in remembered:
                 continue
             remembered.add(fingerprint)
