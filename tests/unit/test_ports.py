@@ -243,3 +243,24 @@ def test_metrics_only_add_up(metrics) -> None:
         {"variant": "control", "day": "2024-05-01", "impressions": 3, "clicks": 1, "conversions": 0},
         {"variant": "fresh", "day": "2024-05-02", "impressions": 0, "clicks": 0, "conversions": 1}]
     assert [r["variant"] for r in metrics.read("2024-05-01", "2024-05-31", "fresh")] == ["fresh"]
+
+
+def test_raw_events_erase_raises_on_a_key_s3_refused(aws_settings) -> None:
+    # moto never reports per-key delete errors, so this wraps the real (moto) client and adds one,
+    # as S3 does in a 200 response (e.g. AccessDenied on one key).
+    log = RawEventLog(aws_settings)
+    log.put("refused", [Event("e-1", "refused", "click", NOW, item_id="i-1")])
+    real = log.s3
+
+    class RefusingOne:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def delete_objects(self, **kwargs):
+            response = real.delete_objects(**kwargs)
+            key = kwargs["Delete"]["Objects"][0]["Key"]
+            return {**response, "Errors": [{"Key": key, "Code": "AccessDenied", "Message": "denied"}]}
+
+    log.s3 = RefusingOne()
+    with pytest.raises(RuntimeError, match="AccessDenied"):
+        log.erase("refused")

@@ -73,11 +73,18 @@ class RawEventLog:
             yield from (Event(**json.loads(line)) for line in body.splitlines() if line)
 
     def erase(self, user_id: str) -> int:
-        """Deletes every object of the user; returns how many."""
+        """Deletes every object of the user; returns how many. Raises if S3 refused any key
+        (delete_objects reports per-key Errors in a 200 response), naming them, so an erase
+        never reports success while the user's raw events remain."""
         keys = list(self.keys(user_id))
+        failed: list[str] = []
         for start in range(0, len(keys), 1000):
-            self.s3.delete_objects(Bucket=self.bucket, Delete={
+            response = self.s3.delete_objects(Bucket=self.bucket, Delete={
                 "Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+            failed.extend(f"{e.get('Key')}: {e.get('Code')}" for e in response.get("Errors", []))
+        if failed:
+            raise RuntimeError(f"raw event log erase of {len(failed)} of {len(keys)} objects failed: "
+                               + "; ".join(failed[:10]))
         return len(keys)
 
 
