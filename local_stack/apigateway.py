@@ -68,7 +68,12 @@ class LocalApi:
         url = urlsplit(request.path)
         path = unquote(url.path)
         length = int(request.headers.get("Content-Length") or 0)
-        route, parameters = self._match(request.command, path)
+        # Matched on the path as sent, then each parameter decoded: %2F stays inside its segment
+        # (GET /items/1%2Fsimilar names item "1/similar"), as API Gateway's path parameters do.
+        route, parameters = self._match(request.command, url.path)
+        parameters = {name: unquote(value) for name, value in parameters.items()}
+        if route is None:
+            route, parameters = self._match(request.command, path)
         api = route.api if route else self._api_of(path)
         if length > MAX_BODY_BYTES:
             request.close_connection = True  # the body is not read

@@ -3,6 +3,7 @@ below (the same types make GET /openapi.json); the work is in recsys.service."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ from recsys.api_models import (
     FilterQuery,
     ItemBody,
     RankBody,
+    refusal,
     validation_message,
 )
 from recsys.service import BadRequest, NotFound
@@ -145,7 +147,12 @@ def not_found(error: NotFound):
 
 @app.not_found
 def no_route(_error_):
-    return _error(404, "no_route", f"no route {app.current_event.http_method} {app.current_event.path}")
+    method, path = app.current_event.http_method, app.current_event.path
+    allowed = sorted({m.upper() for pattern, methods in ROUTES for m in methods if pattern.fullmatch(path)})
+    if allowed:
+        return Response(status_code=405, content_type="application/json", headers={"Allow": ", ".join(allowed)},
+                        body=_error_body("method_not_allowed", f"{path} takes {', '.join(allowed)}, not {method}"))
+    return _error(404, "no_route", f"no route {method} {path}")
 
 
 SPEC = app.get_openapi_json_schema(
@@ -154,6 +161,9 @@ SPEC = app.get_openapi_json_schema(
                 "Client routes take the clients' key, admin routes the admin key, both in x-api-key.",
     security_schemes={"client_key": APIKey(name="x-api-key", in_=APIKeyIn.header),  # type: ignore[call-arg]
                       "admin_key": APIKey(name="x-api-key", in_=APIKeyIn.header)})  # type: ignore[call-arg]
+# Each path of the spec as a pattern, with its methods: a known path asked with another method is a 405.
+ROUTES = [(re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(path))), methods)
+          for path, methods in json.loads(SPEC)["paths"].items()]
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
@@ -164,6 +174,10 @@ def lambda_handler(event, context):
     content_type = next((str(v) for k, v in (event.get("headers") or {}).items() if k.lower() == "content-type"), "")
     if event.get("body") and content_type and not content_type.strip().lower().startswith("application/json"):
         return _refused(415, "unsupported_media_type", f"the body must be application/json, not {content_type[:100]}")
+    refused = refusal(event.get("pathParameters"), event.get("multiValueQueryStringParameters"), event.get("body"),
+                      per_event=event.get("path") == "/events")
+    if refused:
+        return _refused(400, "bad_request", refused)
     return app.resolve(event, context)
 
 

@@ -1,10 +1,13 @@
 """Shared fixtures for the unit tests."""
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -44,3 +47,27 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, int], 
         return folder
 
     return build
+
+
+@pytest.fixture(scope="module")
+def api_module() -> ModuleType:
+    """functions/api/app.py loaded with the template's environment: it builds clients only
+    (no AWS call at import), so requests refused at the edge reach nothing. Needs the built
+    int8 encoder (the module loads it)."""
+    from local_stack.template import Template
+    from recsys.settings import get_settings
+    root = Path(__file__).resolve().parents[2]
+    template = Template(root / "template.yaml", "recsys-local", "us-east-1")
+    template.attributes[("EventsDeadLetterQueue", "QueueUrl")] = "http://127.0.0.1/123456789012/dlq"
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in template.functions()["ApiFunction"].environment.items():
+            patch.setenv(name, value)
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        get_settings.cache_clear()
+        spec = importlib.util.spec_from_file_location("api_app_under_test", root / "functions/api/app.py")
+        module = importlib.util.module_from_spec(spec)
+        patch.setitem(sys.modules, "api_app_under_test", module)
+        spec.loader.exec_module(module)
+        get_settings.cache_clear()
+        yield module
+

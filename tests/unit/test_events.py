@@ -86,7 +86,7 @@ def test_unknown_type_is_rejected() -> None:
         parse_event(raw(type="like"), now=NOW)
 
 
-@pytest.mark.parametrize("value", ["u-1", "a_b.c:d@e|f/g+h=i-j", "x" * MAX_ID_LENGTH])
+@pytest.mark.parametrize("value", ["u-1", "a_b.c:d@e|f+g=h-i", "x" * MAX_ID_LENGTH])
 def test_valid_ids(value: str) -> None:
     assert validate_id("user_id", value) == value
 

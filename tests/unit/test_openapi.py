@@ -1,39 +1,20 @@
 """The OpenAPI spec Powertools generates from the API's handlers matches the template."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from local_stack.template import Template
+from tests.api_events import LambdaContext, api_event
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def spec(monkeypatch_module) -> dict:
-    template = Template(ROOT / "template.yaml", "recsys-local", "us-east-1")
-    template.attributes[("EventsDeadLetterQueue", "QueueUrl")] = "http://127.0.0.1/123456789012/dlq"
-    for name, value in template.functions()["ApiFunction"].environment.items():
-        monkeypatch_module.setenv(name, value)
-    monkeypatch_module.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    from recsys.settings import get_settings
-    get_settings.cache_clear()
-    spec_ = importlib.util.spec_from_file_location("openapi_api_app", ROOT / "functions/api/app.py")
-    module = importlib.util.module_from_spec(spec_)
-    monkeypatch_module.setitem(sys.modules, "openapi_api_app", module)
-    spec_.loader.exec_module(module)  # builds clients only: no AWS call at import
-    get_settings.cache_clear()
-    return json.loads(module.SPEC)
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
+def spec(api_module) -> dict:
+    return json.loads(api_module.SPEC)
 
 
 def test_every_template_route_is_in_the_spec_and_nothing_else(spec):
@@ -60,22 +41,15 @@ def test_admin_routes_say_so_and_limits_are_documented(spec):
     assert rank["maxItems"] == 500
 
 
-def api_event(path: str, query: dict[str, str]) -> dict:
-    return {"httpMethod": "GET", "path": path, "resource": path, "queryStringParameters": query,
-            "multiValueQueryStringParameters": {k: [v] for k, v in query.items()}, "body": None,
-            "headers": {"x-api-key": "k"}, "isBase64Encoded": False, "pathParameters": None,
-            "requestContext": {"stage": "v1", "requestId": "r-1", "httpMethod": "GET", "resourcePath": path}}
-
-
 @pytest.mark.parametrize(("query", "message"), [
     ({"min": "year:abc"}, "min: year:abc is not a number"),
     ({"attributes": "nocolon"}, "attributes: expected comma-separated name:value, got 'nocolon'"),
     ({"exclude": ",".join(str(n) for n in range(501))}, "exclude: at most 500 values"),
 ])
-def test_a_bad_filter_is_a_400_naming_it_on_every_list_route(spec, query, message):
+def test_a_bad_filter_is_a_400_naming_it_on_every_list_route(api_module, query, message):
     """The filter parameters are one model (recsys.api_models.FilterQuery), checked once, before
     any store is read (these requests reach no AWS)."""
-    module = sys.modules["openapi_api_app"]
+    module = api_module
     for path in ("/users/u-1/recommendations", "/items/1/similar"):
         answer = module.app.resolve(api_event(path, query), None)
         assert answer["statusCode"] == 400, (path, answer)
@@ -83,17 +57,12 @@ def test_a_bad_filter_is_a_400_naming_it_on_every_list_route(spec, query, messag
 
 
 @pytest.mark.parametrize("content_type", ["multipart/form-data", "text/plain", "application/x-www-form-urlencoded"])
-def test_a_body_that_is_not_json_is_a_415_in_the_apis_shape(spec, content_type):
+def test_a_body_that_is_not_json_is_a_415_in_the_apis_shape(api_module, content_type):
     """Every body the API takes is JSON: another content type (multipart without a boundary
     made the function raise, a 502) is refused before routing, in our error shape."""
-    module = sys.modules["openapi_api_app"]
+    module = api_module
     event = {**api_event("/events", {}), "httpMethod": "POST", "body": '{"events": []}',
              "headers": {"x-api-key": "k", "Content-Type": content_type}}
     answer = module.lambda_handler(event, LambdaContext())
     assert answer["statusCode"] == 415
     assert json.loads(answer["body"])["error"]["code"] == "unsupported_media_type"
-
-
-class LambdaContext:
-    function_name, memory_limit_in_mb, aws_request_id = "api", 1024, "r-1"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:api"

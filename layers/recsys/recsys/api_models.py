@@ -3,20 +3,24 @@ the OpenAPI spec. The domain checks again (recsys.events, recsys.catalog): these
 sizes and shapes, the domain owns the meaning."""
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.catalog import MAX_ATTRIBUTES, MAX_DESCRIPTION, MAX_LABEL_LENGTH, MAX_LABELS, MAX_TITLE
-from recsys.events import MAX_EVENTS_PER_REQUEST, MAX_ID_LENGTH, MAX_QUERY_LENGTH
+from recsys.events import ID_CHARACTERS, ID_PATTERN, MAX_EVENTS_PER_REQUEST, MAX_ID_LENGTH, MAX_QUERY_LENGTH, is_text
 from recsys.selection import Filters, parse_filters
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_K = 100
 MAX_RANK_ITEMS = 500
 MAX_LIST_CHARS = 8192
+# No body the API takes nests deeper than 4 levels ({"events": [{"item_ids": [...]}]}); the
+# bound leaves room and keeps a hostile body (100,000 brackets) from exhausting the stack.
+MAX_JSON_DEPTH = 32
 
-ID = {"min_length": 1, "max_length": MAX_ID_LENGTH, "pattern": r"^[A-Za-z0-9_.:@|/+=-]+$"}
+ID = {"min_length": 1, "max_length": MAX_ID_LENGTH, "pattern": ID_PATTERN.pattern}
 CONTEXT = {"max_length": MAX_QUERY_LENGTH,
            "description": "Text that steers the list (a search, the page's topic); it is encoded like an item."}
 ID_LIST = {"max_length": MAX_LIST_CHARS, "description": "Comma-separated item ids to leave out."}
@@ -98,3 +102,51 @@ def validation_message(errors: list[dict[str, Any]]) -> str:
             continue
         parts.append(f"{where}: {what}")
     return "; ".join(parts) or "the request is not valid"
+
+
+def refusal(path_parameters: dict[str, Any] | None, query: dict[str, list[str]] | None, body: str | None,
+            per_event: bool = False) -> str | None:
+    """Why a request is refused before routing, or None. What Powertools would turn into a
+    500 or route wrongly: a path id holding "/" (an encoded %2F: the route is chosen on the
+    decoded path, so GET /items/1%2Fsimilar would answer for item 1), text with lone surrogates
+    (nothing downstream can encode it), a body nested deeper than MAX_JSON_DEPTH or one that is
+    not JSON at all (an integer of over 4,300 digits included). `per_event`: the body's events
+    are checked one by one (recsys.events.parse_event), so one bad event is refused alone."""
+    for name, value in (path_parameters or {}).items():
+        if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+            return f"{name}: ids are 1-{MAX_ID_LENGTH} characters of {ID_CHARACTERS}"
+    for name, values in (query or {}).items():
+        if not is_text(name) or not all(is_text(v) for v in values or ()):
+            return f"{_printable(name)}: the value is not valid Unicode text"
+    if not body:
+        return None
+    try:
+        parsed = json.loads(body)
+    except RecursionError:
+        return f"the body nests deeper than {MAX_JSON_DEPTH} levels"
+    except ValueError:
+        return "the body must be valid JSON"
+    if _depth_over(parsed, MAX_JSON_DEPTH):
+        return f"the body nests deeper than {MAX_JSON_DEPTH} levels"
+    if not per_event:
+        try:  # one pass in C over every string, keys included
+            json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return "the body holds text that is not valid Unicode (a lone surrogate such as \\ud800)"
+    return None
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether a parsed JSON value nests deeper than `limit`, without recursion."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:100]

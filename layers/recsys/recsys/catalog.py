@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from recsys.events import validate_id
+from recsys.events import is_finite_number, is_text, validate_id
 
 MAX_TITLE = 500
 MAX_DESCRIPTION = 5_000
@@ -14,6 +13,12 @@ MAX_LABELS = 50
 MAX_LABEL_LENGTH = 100
 MAX_ATTRIBUTES = 50
 ITEM_FIELDS = ("title", "description", "categories", "tags", "attributes", "available")
+# What a DynamoDB number can hold (the item store, and every store on AWS): 38 significant
+# digits, magnitudes 1e-130 to under 1e126. One stored outside them made every later read of
+# the catalog fail; an attribute is refused instead.
+MAX_SIGNIFICANT_DIGITS = 38
+SMALLEST_MAGNITUDE = 1e-130
+MAGNITUDE_BOUND = 1e126
 
 
 class InvalidItem(ValueError):
@@ -61,10 +66,10 @@ def parse_item(item_id: str, body: Any) -> Item:
     if unknown:
         raise InvalidItem(f"unknown field(s): {', '.join(unknown)}")
     title = body.get("title")
-    if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE:
+    if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE or not is_text(title):
         raise InvalidItem(f"title is required: a non-empty string of at most {MAX_TITLE} characters")
     description = body.get("description", "")
-    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION or not is_text(description):
         raise InvalidItem(f"description must be a string of at most {MAX_DESCRIPTION} characters")
     available = body.get("available", True)
     if not isinstance(available, bool):
@@ -83,7 +88,7 @@ def parse_item(item_id: str, body: Any) -> Item:
 def _labels(body: dict, name: str) -> list[str]:
     values = body.get(name, [])
     if not isinstance(values, list) or len(values) > MAX_LABELS or not all(
-            isinstance(v, str) and v.strip() and len(v) <= MAX_LABEL_LENGTH for v in values):
+            isinstance(v, str) and v.strip() and len(v) <= MAX_LABEL_LENGTH and is_text(v) for v in values):
         raise InvalidItem(f"{name} must be a list of at most {MAX_LABELS} non-empty strings "
                           f"of at most {MAX_LABEL_LENGTH} characters")
     return list(dict.fromkeys(v.strip() for v in values))
@@ -93,10 +98,20 @@ def _attributes(values: Any) -> dict[str, Any]:
     if not isinstance(values, dict) or len(values) > MAX_ATTRIBUTES:
         raise InvalidItem(f"attributes must be an object of at most {MAX_ATTRIBUTES} entries")
     for key, value in values.items():
-        if not key or len(key) > MAX_LABEL_LENGTH:
+        if not isinstance(key, str) or not key or len(key) > MAX_LABEL_LENGTH or not is_text(key):
             raise InvalidItem(f"attribute names must be 1-{MAX_LABEL_LENGTH} characters")
-        scalar = isinstance(value, (str, bool)) or (isinstance(value, (int, float)) and math.isfinite(value))
-        if not scalar or (isinstance(value, str) and len(value) > MAX_LABEL_LENGTH):
-            raise InvalidItem(f"attribute {key!r} must be a string (at most {MAX_LABEL_LENGTH} "
-                              "characters), a finite number or a boolean")
+        if isinstance(value, str):
+            if len(value) > MAX_LABEL_LENGTH or not is_text(value):
+                raise InvalidItem(f"attribute {key!r}: a string value is at most {MAX_LABEL_LENGTH} characters")
+        elif not isinstance(value, bool) and not storable_number(value):
+            raise InvalidItem(f"attribute {key!r} must be a string, a boolean or a number of at most "
+                              f"{MAX_SIGNIFICANT_DIGITS} significant digits with magnitude between "
+                              f"{SMALLEST_MAGNITUDE:g} and {MAGNITUDE_BOUND:g} (or 0)")
     return dict(values)
+
+
+def storable_number(value: Any) -> bool:
+    """A finite number every store can keep exactly as sent (see MAX_SIGNIFICANT_DIGITS)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) < 10 ** MAX_SIGNIFICANT_DIGITS
+    return is_finite_number(value) and (value == 0 or SMALLEST_MAGNITUDE <= abs(value) < MAGNITUDE_BOUND)

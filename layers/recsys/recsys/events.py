@@ -23,7 +23,10 @@ MAX_ID_LENGTH = 128
 MAX_QUERY_LENGTH = 512
 MAX_DWELL_SECONDS = 86_400.0
 MAX_FUTURE_SKEW_SECONDS = 300.0
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@|/+=-]+$")
+# No "/": an id is one path segment of every route that names it (GET /items/{id}/similar,
+# DELETE /users/{id}), so an id with a slash could be written but never read or erased.
+ID_CHARACTERS = "letters, digits and _.:@|+=-"
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@|+=-]+$")
 FIELDS = ("event_id", "user_id", "type", "item_id", "timestamp", "dwell_seconds", "value",
           "query", "recommendation_id", "item_ids")
 
@@ -74,6 +77,8 @@ def parse_event(raw: Any, now: float | None = None, allowed: tuple[str, ...] = E
     if query is not None and (not isinstance(query, str) or not query.strip()
                               or len(query) > MAX_QUERY_LENGTH):
         raise InvalidEvent(f"query must be a non-empty string of at most {MAX_QUERY_LENGTH} characters")
+    if query is not None and not is_text(query):
+        raise InvalidEvent("query must be valid Unicode text (it holds a lone surrogate)")
     if event_type == "search" and query is None:
         raise InvalidEvent("a search event needs query")
     value = _optional_number(raw, "value", 0.0, 5.0)
@@ -108,6 +113,27 @@ def _impression_items(raw: dict, event_type: str) -> tuple[str, ...] | None:
     return ids
 
 
+def is_finite_number(value: Any) -> bool:
+    """A JSON number that is a finite float: not a boolean, not inf/nan, not an integer too
+    large for a float (a 400-digit one overflows instead of comparing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def is_text(value: str) -> bool:
+    """Whether a string can be stored and encoded: JSON's \\ud800 escapes decode to lone
+    surrogates, which UTF-8 (DynamoDB, Kinesis, the tokenizer) cannot hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_id(name: str, value: Any) -> str:
     """An id (user, item, event) as the API accepts it; raises InvalidEvent naming the field."""
     return _required_id({name: value}, name)
@@ -127,7 +153,7 @@ def _optional_id(raw: dict, name: str) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH or not ID_PATTERN.fullmatch(value):
-        raise InvalidEvent(f"{name} must be 1-{MAX_ID_LENGTH} characters of letters, digits and _.:@|/+=-")
+        raise InvalidEvent(f"{name} must be 1-{MAX_ID_LENGTH} characters of {ID_CHARACTERS}")
     return value
 
 
@@ -135,8 +161,7 @@ def _optional_number(raw: dict, name: str, low: float, high: float) -> float | N
     value = raw.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not low <= value <= high:
+    if not is_finite_number(value) or not low <= value <= high:
         raise InvalidEvent(f"{name} must be a number between {low:g} and {high:g}")
     return float(value)
 
@@ -153,7 +178,7 @@ def _timestamp(value: Any, now: float) -> float:
         if parsed.tzinfo is None:
             raise InvalidEvent("an ISO 8601 timestamp needs a timezone, e.g. 2024-05-01T12:00:00Z")
         seconds = parsed.timestamp()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    elif is_finite_number(value):
         seconds = float(value)
     else:
         raise InvalidEvent("timestamp must be epoch seconds or ISO 8601")

@@ -39,6 +39,7 @@ class ItemIndex:
         self.categories: list[tuple[str, ...]] = []
         self.attributes: list[Mapping[str, Any]] = []
         self._columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # attribute -> (numbers, values)
+        self._names: set[str] | None = None  # the attribute names items hold, computed on first use
         self._labelled: dict[str, list[int]] | None = None  # category -> rows
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
         self._counts = np.zeros(capacity, dtype=np.float32)
@@ -109,6 +110,7 @@ class ItemIndex:
             self.categories.append(())
             self.attributes.append({})
             self._columns.clear()
+            self._names = None
         moved = row in self._neighbours and not np.array_equal(self._vectors[row], vector)
         self._vectors[row] = vector
         if moved:  # a prior is derived from the vector: follow it
@@ -127,6 +129,7 @@ class ItemIndex:
         if attributes is not None and dict(attributes) != self.attributes[row]:
             self.attributes[row] = dict(attributes)
             self._columns.clear()
+            self._names = None
         if available is not None:
             self._available[row] = available
 
@@ -144,8 +147,13 @@ class ItemIndex:
 
     def attribute(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """One attribute over every item: (numbers, NaN where not numeric; values as strings,
-        "" where absent), built once until the index changes."""
+        "" where absent), built once until the index changes. A name no item holds is answered
+        without caching, so requests naming made-up attributes cannot grow the cache."""
         if name not in self._columns:
+            if self._names is None:
+                self._names = {key for attributes in self.attributes for key in attributes}
+            if name not in self._names:
+                return np.full(len(self.ids), np.nan), np.full(len(self.ids), "", dtype=object)
             values = [a.get(name) for a in self.attributes]
             numbers = np.array([float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
                                 for v in values], dtype=np.float64)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.bloom import BloomFilter
+from recsys.catalog import MAX_ATTRIBUTES
 from recsys.index import ItemIndex
 
 MAX_FILTER_VALUES = 500
@@ -63,11 +64,18 @@ def _bounds(text: str | None, name: str) -> tuple[tuple[str, float], ...]:
 def parse_filters(exclude: str | None = None, categories: str | None = None, exclude_categories: str | None = None,
                   attributes: str | None = None, minimum: str | None = None, maximum: str | None = None,
                   include_consumed: bool = False) -> Filters:
-    """The request's filter parameters; raises ValueError naming the bad one."""
-    return Filters(frozenset(_values(exclude, "exclude")), frozenset(_values(categories, "categories")),
-                   frozenset(_values(exclude_categories, "exclude_categories")),
-                   tuple(_pairs(attributes, "attributes")), _bounds(minimum, "min"), _bounds(maximum, "max"),
-                   bool(include_consumed))
+    """The request's filter parameters; raises ValueError naming the bad one. They name at
+    most MAX_ATTRIBUTES attributes in all: an item holds no more, so a filter naming more
+    matches nothing, and each name costs a pass over the catalog."""
+    filters = Filters(frozenset(_values(exclude, "exclude")), frozenset(_values(categories, "categories")),
+                      frozenset(_values(exclude_categories, "exclude_categories")),
+                      tuple(_pairs(attributes, "attributes")), _bounds(minimum, "min"), _bounds(maximum, "max"),
+                      bool(include_consumed))
+    names = {name for name, _ in (*filters.equals, *filters.minimum, *filters.maximum)}
+    if len(names) > MAX_ATTRIBUTES:
+        raise ValueError(f"attributes, min and max name at most {MAX_ATTRIBUTES} attributes in all "
+                         f"(an item holds at most {MAX_ATTRIBUTES}), not {len(names)}")
+    return filters
 
 
 def allowed(index: ItemIndex, filters: Filters, consumed: set[str] | frozenset[str] = frozenset(),

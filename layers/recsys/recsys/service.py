@@ -148,12 +148,22 @@ class Recommender:
             raise BadRequest('the body must be {"events": [...]} with at least one event')
         if len(raw_events) > MAX_EVENTS_PER_REQUEST:
             raise BadRequest(f"at most {MAX_EVENTS_PER_REQUEST} events per request")
-        now, parsed, errors = self.clock(), [], []
+        now, parsed, errors, seen = self.clock(), [], [], set()
         for position, raw in enumerate(raw_events):
             try:
-                parsed.append((position, parse_event(raw, now, allowed=CLIENT_EVENT_TYPES)))
+                event = parse_event(raw, now, allowed=CLIENT_EVENT_TYPES)
             except InvalidEvent as error:
                 errors.append(_event_error(position, raw, "invalid_event", str(error)))
+                continue
+            # A user's event id names one event (profiles and counters apply it once): a second
+            # one in the same request is reported, not sent.
+            if (event.user_id, event.event_id) in seen:
+                errors.append(_event_error(position, raw, "duplicate_event",
+                                           f"event_id {event.event_id} of user {event.user_id} is earlier in "
+                                           "this request; it is applied once"))
+                continue
+            seen.add((event.user_id, event.event_id))
+            parsed.append((position, event))
         unsent = {id(event) for event in self.stream.put([event for _, event in parsed])}
         errors += [_event_error(position, event.to_json(), "throttled", "the event stream is busy; send it again")
                    for position, event in parsed if id(event) in unsent]
