@@ -28,7 +28,7 @@ from recsys.api_models import (
     refusal,
     validation_message,
 )
-from recsys.service import BadRequest, NotFound
+from recsys.service import BadRequest, NotFound, Unavailable
 from recsys.settings import get_settings
 
 logger = Logger()
@@ -143,6 +143,12 @@ def bad_request(error: BadRequest):
 @app.exception_handler(NotFound)
 def not_found(error: NotFound):
     return _error(404, "not_found", str(error))
+
+
+@app.exception_handler(Unavailable)
+def unavailable(error: Unavailable):
+    return Response(status_code=503, content_type="application/json", headers={"Retry-After": "1"},
+                    body=_error_body("unavailable", str(error)))
 
 
 @app.not_found

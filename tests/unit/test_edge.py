@@ -13,6 +13,7 @@ from recsys.catalog import InvalidItem, parse_item, storable_number
 from recsys.events import InvalidEvent, parse_event
 from recsys.index import ItemIndex
 from recsys.selection import parse_filters
+from recsys.service import Unavailable
 from tests.api_events import LambdaContext, api_event
 from tests.fakes import MemoryEventStream, memory_recommender
 
@@ -134,3 +135,14 @@ def test_made_up_attribute_names_do_not_grow_the_cache():
         numbers, text = index.attribute(name)
         assert np.isnan(numbers).all() and (text == "").all()
     assert set(index._columns) == {"year"}
+
+
+def test_events_the_stream_took_none_of_are_a_503_and_a_partial_put_names_the_rest():
+    view = {"user_id": "u-1", "type": "view", "item_id": "1"}
+    events = [{**view, "event_id": f"e-{n}"} for n in range(3)]
+    with pytest.raises(Unavailable, match="none of the 3"):
+        memory_recommender(None, None, stream=MemoryEventStream(refuse=3)).submit_events({"events": events})
+    result = memory_recommender(None, None, stream=MemoryEventStream(refuse=1)).submit_events(
+        {"events": [*events, {"event_id": "bad"}]})
+    assert result["accepted"] == 2
+    assert [(e["index"], e["code"]) for e in result["errors"]] == [(2, "throttled"), (3, "invalid_event")]

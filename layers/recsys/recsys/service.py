@@ -44,6 +44,11 @@ class NotFound(LookupError):
     code = "not_found"
 
 
+class Unavailable(RuntimeError):
+    """A store took none of the request's work; the client should send it again later."""
+    code = "unavailable"
+
+
 @dataclass
 class Recommender:
     """The API's work over its stores (recsys.ports); recsys.wiring.recommender builds one
@@ -165,6 +170,8 @@ class Recommender:
             seen.add((event.user_id, event.event_id))
             parsed.append((position, event))
         unsent = {id(event) for event in self.stream.put([event for _, event in parsed])}
+        if parsed and len(unsent) == len(parsed):
+            raise Unavailable(f"the event stream took none of the {len(parsed)} valid events; send them again")
         errors += [_event_error(position, event.to_json(), "throttled", "the event stream is busy; send it again")
                    for position, event in parsed if id(event) in unsent]
         return {"accepted": len(parsed) - len(unsent), "errors": sorted(errors, key=lambda e: e["index"])}
