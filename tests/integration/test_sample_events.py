@@ -310,7 +310,7 @@ def test_health_counts_the_published_catalog(aws_stack: Stack, catalog: Catalog,
     status, body = aws_stack.call_api("api-health.json")
     assert status == 200
     assert body == {"status": "ok", "items": CATALOG_SIZE, "model_version": catalog.model_version,
-                    "release": release[0], "release_error": None}
+                    "release": release[0], "release_error": None, "refresh_error": None}
 
 
 def test_put_item_then_get_item_reads_it_back(aws_stack: Stack) -> None:

@@ -14,12 +14,13 @@ from moto import mock_aws
 from model_build.collaborative_training import TrainingConfig, train
 from model_build.data import Interaction
 from model_build.publish import build_release
+from recsys.adapters.artifacts import RELEASE_POINTER_KEY
 from recsys.adapters.artifacts import S3Releases as Releases
 from recsys.adapters.aws import aws_client
 from recsys.adapters.items import ItemRepository, item_model
 from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
-from recsys.live import LiveCatalog
+from recsys.live import RETRY_FIRST_SECONDS, LiveCatalog, Unavailable
 from recsys.release import COLLABORATIVE, ITEM_VECTORS, ReleaseError, build_manifest, file_entry, open_release
 from recsys.scoring import BlendWeights
 from recsys.settings import Settings
@@ -150,6 +151,44 @@ def test_a_warm_catalog_follows_the_pointer_and_refuses_a_broken_release(aws: Se
     releases.point_to("v1")  # a rollback
     clock.now += 31
     assert len(catalog.index()) == 12 and catalog.release.version == "v1" and catalog.release_error is None
+
+
+def test_a_poisoned_store_leaves_the_last_good_state_serving_and_is_retried_with_backoff(aws: Settings) -> None:
+    """Real faults on moto: a pointer holding corrupt JSON, a pointer naming a version that
+    was never published, the items table gone. Each used to make every request raise."""
+    releases, clock = Releases(aws), Clock()
+    s3 = boto3.client("s3", region_name=REGION)
+    first = release_files(n_items=12)
+    releases.publish("v1", first, build_manifest("v1", first, created_at=1.0))
+    catalog = LiveCatalog(releases, ItemRepository(aws), ENCODER, DIM, clock=clock, release_seconds=30.0)
+    assert len(catalog.index()) == 12 and catalog.refresh_error is None
+
+    s3.put_object(Bucket=aws.artifacts_bucket, Key=RELEASE_POINTER_KEY, Body=b"{not json")
+    clock.now += 31
+    assert len(catalog.index()) == 12 and catalog.release.version == "v1"
+    assert "is not" in catalog.refresh_error
+    releases.point_to("v9")  # never published
+    clock.now += RETRY_FIRST_SECONDS / 2
+    assert len(catalog.index()) == 12 and "is not" in catalog.refresh_error, "backing off: not read again yet"
+    clock.now += RETRY_FIRST_SECONDS
+    assert len(catalog.index()) == 12 and "NoSuchKey" in catalog.refresh_error
+    clock.now += 1.5 * RETRY_FIRST_SECONDS  # the second failure in a row waits twice as long
+    catalog.index()
+    assert catalog._failures == 2
+
+    releases.point_to("v1")
+    clock.now += 31
+    assert len(catalog.index()) == 12 and catalog.refresh_error is None
+
+    boto3.client("dynamodb", region_name=REGION).delete_table(TableName=aws.items_table)
+    clock.now += 31
+    assert len(catalog.index()) == 12 and "ResourceNotFound" in catalog.refresh_error
+
+    fresh = LiveCatalog(releases, ItemRepository(aws), ENCODER, DIM, clock=clock)
+    assert len(fresh.index()) == 12 and fresh.waiting_for() == ["items"], "the release serves; health says loading"
+    s3.put_object(Bucket=aws.artifacts_bucket, Key=RELEASE_POINTER_KEY, Body=b"{not json")
+    with pytest.raises(Unavailable, match="could not be loaded yet"):
+        LiveCatalog(releases, ItemRepository(aws), ENCODER, DIM, clock=clock).index()  # nothing to fall back on: 503
 
 
 def test_live_impressions_reach_the_index_and_only_interactions_replace_the_counts(aws: Settings) -> None:

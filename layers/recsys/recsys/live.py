@@ -25,6 +25,16 @@ POPULARITY_REFRESH_SECONDS = 2.0
 # How often a warm function reads the release pointer (one small S3 GET); one that holds
 # no release yet reads it as often as it reads the items, so the first release lands at once.
 RELEASE_CHECK_SECONDS = 30.0
+# A refresh step that raised (a store down, a corrupt object, an item the store cannot read
+# back) is tried again after this long, doubling on each failure in a row up to the cap.
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
+
+
+class Unavailable(RuntimeError):
+    """A store the request needs took none of its work or cannot answer now (the API
+    answers 503 with Retry-After); the client should send it again later."""
+    code = "unavailable"
 
 
 class LiveCatalog:
@@ -40,6 +50,11 @@ class LiveCatalog:
     and bring how often each item was shown; they are listed at most once per
     `popularity_seconds`, and a shard's object is read again only when its ETag changed.
     Until a release lands the pointer is read every `refresh_seconds`.
+
+    A step that raises (the pointer, the items, the counters) leaves what was loaded
+    serving: the error is logged and kept in `refresh_error`, and the step is retried
+    with backoff (RETRY_FIRST_SECONDS doubling to RETRY_MAX_SECONDS). Only a function that
+    never loaded anything raises to its caller.
 
     Loaded (`waiting_for()` is empty) means: the pointer was read (a release is held, or
     there is none yet), the items changed since that release were read, and the
@@ -66,6 +81,9 @@ class LiveCatalog:
         self._shards: dict[str, tuple[str, PopularityCounters]] = {}  # key -> (ETag, counters)
         self._live: LivePopularity | None = None
         self._popularity_at = float("-inf")
+        self.refresh_error: str | None = None
+        self._failures = 0
+        self._retry_at = float("-inf")
 
     def waiting_for(self) -> list[str]:
         """What is not loaded yet: "release" (the pointer never read), "items" (the items
@@ -80,6 +98,24 @@ class LiveCatalog:
         return waiting
 
     def index(self) -> ItemIndex:
+        if self._index is not None and self.clock() < self._retry_at:
+            return self._current()  # backing off after a failed refresh: serve what is loaded
+        try:
+            self._refresh_due()
+        except Exception as error:  # any store fault: keep serving the last good state
+            self._failures += 1
+            self._retry_at = self.clock() + min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (self._failures - 1))
+            self.refresh_error = f"{type(error).__name__}: {str(error)[:300]}"
+            self._release_checked_at = float("-inf")  # the retry reads the pointer again too
+            log.error("catalog refresh failed (%d in a row; serving the last good state): %s",
+                      self._failures, self.refresh_error)
+            if self._index is None:
+                raise Unavailable(f"the catalog could not be loaded yet ({self.refresh_error})") from error
+        else:
+            self._failures, self.refresh_error = 0, None
+        return self._current()
+
+    def _refresh_due(self) -> None:
         every = self.release_seconds if self.release is not None else min(self.release_seconds, self.refresh_seconds)
         if self._index is None or self.clock() - self._release_checked_at >= every:
             self._follow_pointer()
@@ -90,7 +126,6 @@ class LiveCatalog:
             changed += self.refresh_popularity()
         if changed and self._live is not None:
             self._set_live_counts()
-        return self._current()
 
     def scorer(self) -> tuple[Collaborative | None, BlendWeights]:
         """The release's collaborative model aligned with the index (None before the first

@@ -24,7 +24,7 @@ from recsys.events import (
     parse_event,
 )
 from recsys.experiments import CONTROL, Variant, assign
-from recsys.live import LiveCatalog
+from recsys.live import LiveCatalog, Unavailable
 from recsys.ports import EventStream, Impression, Impressions, Items, Metrics, Profiles, RawEvents, TextEncoder
 from recsys.profile import Profile
 from recsys.ranking import NO_FILTERS
@@ -42,11 +42,6 @@ class BadRequest(ValueError):
 
 class NotFound(LookupError):
     code = "not_found"
-
-
-class Unavailable(RuntimeError):
-    """A store took none of the request's work; the client should send it again later."""
-    code = "unavailable"
 
 
 @dataclass
@@ -68,13 +63,14 @@ class Recommender:
         """"ok" once the catalog is loaded (a release, the items since, the popularity
         counters: `LiveCatalog.waiting_for`), "no_release" when loaded and no release was
         ever published (an empty catalog), "loading" (with what it waits for) before. Also
-        says which release is served, and why a newer one was refused, if it was."""
+        says which release is served, why a newer one was refused, if it was, and why the
+        last refresh failed while the last good state serves (`refresh_error`)."""
         items = len(self.catalog.index())
         release, waiting = self.catalog.release, self.catalog.waiting_for()
         status = "loading" if waiting else "ok" if release else "no_release"
         return {"status": status, **({"waiting_for": waiting} if waiting else {}), "items": items,
                 "model_version": self.encoder.version, "release": release.version if release else None,
-                "release_error": self.catalog.release_error}
+                "release_error": self.catalog.release_error, "refresh_error": self.catalog.refresh_error}
 
     def put_item(self, item_id: str, body: Any) -> dict[str, Any]:
         try:
