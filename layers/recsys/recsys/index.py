@@ -40,6 +40,7 @@ class ItemIndex:
         self.attributes: list[Mapping[str, Any]] = []
         self._columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # attribute -> (numbers, values)
         self._names: set[str] | None = None  # the attribute names items hold, computed on first use
+        self._absent: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0, dtype=object))  # a name none hold
         self._labelled: dict[str, list[int]] | None = None  # category -> rows
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
         self._counts = np.zeros(capacity, dtype=np.float32)
@@ -152,8 +153,9 @@ class ItemIndex:
         if name not in self._columns:
             if self._names is None:
                 self._names = {key for attributes in self.attributes for key in attributes}
+                self._absent = (np.full(len(self.ids), np.nan), np.full(len(self.ids), "", dtype=object))
             if name not in self._names:
-                return np.full(len(self.ids), np.nan), np.full(len(self.ids), "", dtype=object)
+                return self._absent  # one shared read-only pair, not two catalog-sized arrays per name
             values = [a.get(name) for a in self.attributes]
             numbers = np.array([float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
                                 for v in values], dtype=np.float64)
