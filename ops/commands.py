@@ -16,6 +16,7 @@ from recsys.adapters.aws import aws_client
 from recsys.adapters.events import RawEventLog
 from recsys.adapters.profiles import ProfileRepository
 from recsys.adapters.tracking import ImpressionStore
+from recsys.events import parse_event
 from recsys.settings import Settings
 
 RELEASE_DATA = Path(__file__).resolve().parents[1] / "build" / "release-data"
@@ -25,42 +26,72 @@ EXPORT_COLUMNS = ("user_id", "item_id", "rating", "timestamp", "type", "event_id
 def redrive(settings: Settings) -> dict[str, int]:
     """Puts every dead-lettered event back on the events stream, then deletes its message.
 
-    Two kinds of message: records the events function refused (they carry the payload)
-    and the mapping's batch info after retries (the records are read back from the
-    stream by sequence number, within the stream's retention). Only messages that were in
-    the queue when the redrive began are taken: a record that fails again comes back as a
-    new message, which is left for the next redrive instead of looping forever.
+    Two kinds of message: records the events function parked (they carry the payload and
+    the reason) and the mapping's batch info after retries (the records are read back from
+    the stream by sequence number, within the stream's retention). A record that is still
+    not a valid event is not put back, where it would only be parked again: a parked one
+    stays in the queue (`still_invalid`), one read back from a batch is parked as a message
+    of its own with the reason, so the batch's message can go. A message is deleted only
+    once all its records are on the stream (`not_put` otherwise, kept for the next
+    redrive). Only messages that were in the queue when the redrive began are taken, each
+    once: a record that fails again comes back as a new message, which is left for the
+    next redrive instead of looping forever.
     """
     settings.require("events_stream", "events_dead_letter_queue")
     sqs = aws_client("sqs", settings.region, settings.endpoint_url)
     kinesis = aws_client("kinesis", settings.region, settings.endpoint_url)
+    queue = settings.events_dead_letter_queue
     started_ms = int(time.time() * 1000)
-    counts = {"messages": 0, "records": 0, "left_for_later": 0}
+    counts = {"messages": 0, "records": 0, "left_for_later": 0, "still_invalid": 0}
+    seen: set[str] = set()
     while True:
-        messages = sqs.receive_message(QueueUrl=settings.events_dead_letter_queue, MaxNumberOfMessages=10,
-                                       WaitTimeSeconds=1, AttributeNames=["SentTimestamp"]).get("Messages", [])
-        older = [m for m in messages if int(m.get("Attributes", {}).get("SentTimestamp", 0)) < started_ms]
+        messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                       AttributeNames=["SentTimestamp"]).get("Messages", [])
+        older = [m for m in messages if int(m.get("Attributes", {}).get("SentTimestamp", 0)) < started_ms
+                 and m["MessageId"] not in seen]
         for message in messages:
-            if message not in older:  # dead-lettered since the redrive began: visible again at once
-                sqs.change_message_visibility(QueueUrl=settings.events_dead_letter_queue,
-                                              ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
-                counts["left_for_later"] += 1
+            if message not in older:  # new since the redrive began, or taken already: visible again at once
+                sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"],
+                                              VisibilityTimeout=0)
+                counts["left_for_later"] += message["MessageId"] not in seen
         if not older:
             return counts
         for message in older:
+            seen.add(message["MessageId"])
             body = json.loads(message["Body"])
             if "KinesisBatchInfo" in body:
-                records = _read_back(kinesis, body["KinesisBatchInfo"])
+                records = []
+                for record in _read_back(kinesis, body["KinesisBatchInfo"]):
+                    reason = _invalid(record["Data"])
+                    if reason is None:
+                        records.append(record)
+                    else:
+                        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({
+                            "condition": "InvalidRecord", "reason": reason,
+                            "data": base64.b64encode(record["Data"]).decode()}))
+                        counts["still_invalid"] += 1
             else:
                 payload = base64.b64decode(body["data"])
+                if _invalid(payload) is not None:  # stays parked with its reason, to be fixed by hand
+                    counts["still_invalid"] += 1
+                    continue
                 records = [{"Data": payload, "PartitionKey": _partition_key(payload)}]
             unsent = _put_in_order(kinesis, settings.events_stream, records)
             if unsent:  # kept in the queue (visible again after its timeout) for the next redrive
                 counts["not_put"] = counts.get("not_put", 0) + unsent
                 continue
-            sqs.delete_message(QueueUrl=settings.events_dead_letter_queue, ReceiptHandle=message["ReceiptHandle"])
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
             counts["messages"] += 1
             counts["records"] += len(records)
+
+
+def _invalid(payload: bytes) -> str | None:
+    """Why the payload is not a valid event (what the events function would park it for), or None."""
+    try:
+        parse_event(json.loads(payload), now=time.time())
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def _put_in_order(kinesis, stream: str, records: list[dict], attempts: int = 3) -> int:
@@ -157,7 +188,8 @@ def erase_user(settings: Settings, user_id: str) -> dict[str, int]:
     """What DELETE /users/{user_id} does (recsys.privacy.erase_user)."""
     settings.require("profiles_table", "raw_events_bucket")
     impressions = ImpressionStore(settings) if settings.impressions_table else None
-    return privacy.erase_user(user_id, ProfileRepository(settings), RawEventLog(settings), impressions)
+    return privacy.erase_user(user_id, ProfileRepository(settings), RawEventLog(settings), impressions,
+                              time.time())
 
 
 def batch_recommendations(settings: Settings, out: str, k: int = 50, users: Path | None = None) -> dict[str, Any]:

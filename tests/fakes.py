@@ -39,8 +39,10 @@ class MemoryProfiles:
         profile.version = (profile.version or 0) + 1
         self.saved[profile.user_id] = copy.deepcopy(profile)
 
-    def delete(self, user_id: str) -> int:
-        return 1 if self.saved.pop(user_id, None) is not None else 0
+    def erase(self, user_id: str, erased_at: float, keep_seconds: float) -> int:
+        old = self.saved.get(user_id)
+        self.saved[user_id] = Profile(user_id=user_id, erased_at=erased_at, version=int(erased_at * 1000))
+        return 1 if old is not None and old.event_count else 0
 
     def user_ids(self) -> Iterator[str]:
         return iter(sorted(self.saved))

@@ -121,6 +121,35 @@ def test_one_poison_record_among_100_is_dead_lettered_with_its_reason(stack):
     assert base64.b64decode(ours[0]["data"]) == b"{not json at all" and "Expecting property name" in ours[0]["reason"]
 
 
+def test_one_record_the_domain_cannot_apply_among_1000_is_parked_and_the_shard_moves_on(stack):
+    """A valid event for a user whose stored profile is corrupt (an applied-events field of 7
+    bytes, as a bad write or an old format would leave it): the record is dead-lettered with
+    the reason in the same invocation, and every other event is applied in it: nothing is
+    left for the mapping to retry, so no later record waits on it."""
+    run = uuid.uuid4().hex[:6]
+    corrupt = f"corrupt-{run}"
+    stack.aws["dynamodb"].put_item(TableName=stack.template.physical_name("ProfilesTable"), Item={
+        "user_id": {"S": corrupt}, "applied_events": {"B": b"\x01" * 7}, "version": {"N": "1"}})
+    events = [event(f"many-{run}-{n % 200}", n) for n in range(1000)]
+    events[500] = event(corrupt, 500)
+    started = time.perf_counter()
+    assert stack.pools["EventsFunction"].invoke(kinesis_batch(stack, events)) == {"batchItemFailures": []}
+    elapsed = time.perf_counter() - started
+    assert all(int(profile_item(stack, f"many-{run}-{u}")["event_count"]["N"]) == (5 if u != 100 else 4)
+               for u in range(0, 200, 20))
+    queue = stack.aws["sqs"].get_queue_url(QueueName=stack.template.physical_name("EventsDeadLetterQueue"))["QueueUrl"]
+    ours: list[dict] = []
+    for _ in range(20):
+        received = stack.aws["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        ours += [m for m in map(lambda m: json.loads(m["Body"]), received.get("Messages", []))
+                 if m.get("sequenceNumber") == "90500"]
+        if ours:
+            break
+    assert len(ours) == 1 and "buffer size must be a multiple" in ours[0]["reason"], ours
+    assert json.loads(base64.b64decode(ours[0]["data"]))["user_id"] == corrupt
+    print(f"1,000 records, one poison: applied in one invocation of {elapsed:.2f} s")
+
+
 @pytest.mark.parametrize("writers,events_each", [(8, 200)])
 def test_concurrent_writers_on_one_user_count_every_event_once(stack, writers, events_each):
     from recsys.settings import Settings

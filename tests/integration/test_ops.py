@@ -33,25 +33,41 @@ def test_redrive_reingests_refused_records_and_replays_batches_without_double_co
     user = f"redrive-{uuid.uuid4().hex[:6]}"
     events = [{"event_id": f"{user}-{n}", "user_id": user, "type": "view", "item_id": str(n + 1),
                "timestamp": time.time() - 100 + n} for n in range(3)]
+    invalid = json.dumps({"event_id": f"{user}-bad", "user_id": user, "type": "teleport"}).encode()
     put = stack.aws["kinesis"].put_records(StreamName=settings.events_stream, Records=[
-        {"Data": json.dumps(e).encode(), "PartitionKey": user} for e in events[:2]])
+        {"Data": json.dumps(e).encode(), "PartitionKey": user} for e in events[:2]] + [
+        {"Data": invalid, "PartitionKey": user}])
     assert wait_for_event_count(stack, user, 2) == 2
     sqs = stack.aws["sqs"]
-    # What the mapping sends after retries, for the two records above...
+    # What the mapping sends after retries, for the three records above...
     sequence = [r["SequenceNumber"] for r in put["Records"]]
     sqs.send_message(QueueUrl=settings.events_dead_letter_queue, MessageBody=json.dumps({"KinesisBatchInfo": {
         "shardId": put["Records"][0]["ShardId"], "startSequenceNumber": sequence[0],
-        "endSequenceNumber": sequence[1], "streamArn": stack.template.get_att("EventsStream", "Arn")}}))
-    # ...and what the function dead-letters itself (a record refused by an older version).
+        "endSequenceNumber": sequence[2], "streamArn": stack.template.get_att("EventsStream", "Arn")}}))
+    # ...what the function dead-letters itself (a record refused by an older version)...
     sqs.send_message(QueueUrl=settings.events_dead_letter_queue, MessageBody=json.dumps({
         "condition": "InvalidRecord", "reason": "fixed since", "sequenceNumber": "1",
         "data": base64.b64encode(json.dumps(events[2]).encode()).decode()}))
+    # ...and a record still invalid, which must stay parked instead of going round again.
+    sqs.send_message(QueueUrl=settings.events_dead_letter_queue, MessageBody=json.dumps({
+        "condition": "InvalidRecord", "reason": "unknown type", "sequenceNumber": "2",
+        "data": base64.b64encode(invalid).decode()}))
 
     result = commands.redrive(settings)
-    assert result["records"] >= 3
+    assert result["records"] >= 3 and result["still_invalid"] >= 2
     assert wait_for_event_count(stack, user, 3) == 3
     time.sleep(1.0)
     assert int(profile_item(stack, user)["event_count"]["N"]) == 3, "replayed records must not count twice"
+    # The batch's invalid record was parked again as a message of its own, with the reason.
+    parked = []
+    for _ in range(10):
+        received = sqs.receive_message(QueueUrl=settings.events_dead_letter_queue, MaxNumberOfMessages=10,
+                                       WaitTimeSeconds=1).get("Messages", [])
+        parked += [json.loads(m["Body"]) for m in received]
+        if any("sequenceNumber" not in m and m.get("data") == base64.b64encode(invalid).decode() for m in parked):
+            break
+    assert any("sequenceNumber" not in m and m.get("data") == base64.b64encode(invalid).decode()
+               and "type must be one of" in m["reason"] for m in parked), parked
 
 
 def test_export_then_erase_a_user(stack, api, tmp_path):

@@ -92,8 +92,24 @@ def test_profiles_round_trip_and_refuse_a_stale_write(profiles) -> None:
         profiles.save(stale)
     assert profiles.get(user).event_count == 3
     assert user in set(profiles.user_ids())
-    assert profiles.delete(user) == 1 and profiles.delete(user) == 0 and profiles.get(user) is None
-    assert user not in set(profiles.user_ids())
+
+
+def test_an_erase_leaves_a_tombstone_that_no_write_prepared_before_it_overwrites(profiles) -> None:
+    user, newcomer = f"contract-erase-{id(profiles)}", f"contract-new-{id(profiles)}"
+    profiles.save(Profile(user, event_count=2, last_event_at=NOW, applied_events=[7, 9]))
+    before = profiles.get(user)
+    never_saved = Profile(newcomer, event_count=1)  # read as absent before its erase
+    assert profiles.erase(user, NOW + 1, 60) == 1 and profiles.erase(newcomer, NOW + 1, 60) == 0
+    tombstone = profiles.get(user)
+    assert tombstone.erased_at == NOW + 1 and tombstone.event_count == 0 and tombstone.applied_events == []
+    for stale in (before, never_saved):
+        stale.event_count += 1
+        with pytest.raises(ConcurrentUpdate):
+            profiles.save(stale)
+    tombstone.event_count = 1
+    profiles.save(tombstone)
+    assert profiles.get(user).erased_at == NOW + 1, "the profile after the erase remembers it"
+    assert profiles.erase(user, NOW + 2, 60) == 1 and profiles.erase(user, NOW + 3, 60) == 0
 
 
 def test_profiles_keep_the_history_and_the_consumed_filter(profiles) -> None:

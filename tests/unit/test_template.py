@@ -348,3 +348,13 @@ def test_sam_transform_generates_the_api_key_output(template: dict[str, Any]) ->
         for path, methods in out[api]["Properties"]["Body"]["paths"].items():
             for method, operation in methods.items():
                 assert operation.get("security") == [{"api_key": []}], (api, path, method)
+
+
+def test_an_erasure_tombstone_outlives_every_place_an_event_waits(resources: dict[str, Any]) -> None:
+    """An event from before an erase can still arrive until its age limit on the stream (the
+    mapping dead-letters it then) plus the dead-letter queue's retention (`ops redrive`)."""
+    from recsys.privacy import TOMBSTONE_SECONDS
+    mapping = resources["EventsFunction"]["Properties"]["Events"]["EventsStreamBatch"]["Properties"]
+    queue = resources["EventsDeadLetterQueue"]["Properties"]
+    waits = mapping["MaximumRecordAgeInSeconds"] + queue["MessageRetentionPeriod"]
+    assert TOMBSTONE_SECONDS >= waits

@@ -36,6 +36,13 @@ ATTRIBUTED = {"click": "clicks", "purchase": "conversions"}
 # Profile writes that find the profile changed since read, in a row, before the user's records fail.
 CONFLICT_RETRIES = 20
 T = TypeVar("T")
+# Failures caused by what a record holds (or what the store holds for its user): applying it
+# again cannot succeed. Everything else (throttled, unreachable, a concurrent writer) may pass.
+PERMANENT = (ValueError, TypeError, LookupError, ArithmeticError, AttributeError)
+
+
+def permanent(error: BaseException) -> bool:
+    return isinstance(error, PERMANENT)
 
 
 def update_profile(profiles: Profiles, user_id: str, change: Callable[[Profile], T | None],
@@ -64,11 +71,16 @@ class EventIngestor:
     """Applies a batch of events: coalesced per user, each profile written once.
 
     Kinesis delivers at least once; the effect on profiles is exactly once: an event
-    whose id the profile already holds is skipped. A record that is not a valid event
-    is dead-lettered with the reason at once (retrying cannot fix it); any other failure
-    fails the user's records, which the mapping retries, then dead-letters. Impression
-    events (the API's record of a list it served) are for the popularity function: they
-    change no profile and are not logged as the user's events.
+    whose id the profile already holds is skipped. A record that cannot be applied
+    because of what it holds is dead-lettered with the reason at once, and the shard
+    moves on: one that is not a valid event, and one the domain code fails on
+    (`permanent`: its search query the encoder cannot encode, a stored profile that cannot
+    be read, a write the store refuses). A user's batch that fails so is applied again
+    one event at a time, to park only the events that fail. Any other failure (a store
+    throttled or unreachable, a concurrent writer, no catalog loaded) fails the records,
+    which the mapping retries, then dead-letters. Impression events (the API's record of
+    a list it served) are for the popularity function: they change no profile and are
+    not logged as the user's events.
     """
 
     def __init__(self, encoder: TextEncoder, catalog: LiveCatalog, profiles: Profiles, raw_events: RawEvents,
@@ -83,7 +95,8 @@ class EventIngestor:
         self.metrics: Metrics | None = metrics if attributing else None
 
     def apply(self, records: Mapping[str, bytes]) -> dict[str, Exception]:
-        """Apply events keyed by record id; returns the records that failed and why."""
+        """Apply events keyed by record id; returns the records that failed and why (to be
+        retried: the ones that can never apply are dead-lettered, when there is a queue)."""
         failures: dict[str, Exception] = {}
         by_user: dict[str, list[tuple[str, Event]]] = defaultdict(list)
         now = time.time()
@@ -91,38 +104,98 @@ class EventIngestor:
             try:
                 event = parse_event(json.loads(payload), now=now)
             except ValueError as error:
-                if self.dead_letters is None:
-                    failures[record_id] = error
-                else:
-                    self.dead_letters.send(record_id, payload, str(error))
+                self._park(record_id, payload, error, failures)
                 continue
             if event.type != IMPRESSION:
                 by_user[event.user_id].append((record_id, event))
-        queries = sorted({e.query for batch in by_user.values() for _, e in batch if e.type == "search" and e.query})
-        query_vectors = dict(zip(queries, self.encoder.encode(queries), strict=True))
+        query_vectors = self._encode_queries(by_user)
         index = self.catalog.index()
 
         def vector_of(event: Event) -> np.ndarray | None:
             if event.type == "search":
-                return query_vectors.get(event.query or "")
+                return query_vectors[event.query or ""] if event.query else None
             return index.vector(event.item_id) if event.item_id else None
 
         applied: list[Event] = []
         for user_id, batch in by_user.items():
+            unencoded = {record_id for record_id, event in batch
+                         if event.type == "search" and event.query and event.query not in query_vectors}
+            for record_id, event in batch:
+                if record_id in unencoded:
+                    self._park(record_id, records[record_id],
+                               ValueError(f"query not encodable: {event.query!r}"), failures)
+            batch = [(record_id, event) for record_id, event in batch if record_id not in unencoded]
             try:
                 applied += self._apply_user(user_id, [event for _, event in batch], vector_of)
-            except Exception as error:  # noqa: BLE001 -- the user's records are retried, then dead-lettered
-                failures.update((record_id, error) for record_id, _ in batch)
+            except Exception as error:  # noqa: BLE001 -- isolated, parked or retried below
+                if not permanent(error):
+                    failures.update((record_id, error) for record_id, _ in batch)
+                    continue
+                applied += self._apply_one_by_one(user_id, batch, records, vector_of, failures)
         if self.metrics is not None:
             self.attribute(applied)
         return failures
 
+    def _encode_queries(self, by_user: Mapping[str, list[tuple[str, Event]]]) -> dict[str, np.ndarray]:
+        """The batch's search queries, encoded together; if that fails, one by one, leaving
+        out the queries that fail alone. If every one fails the encoder is broken, not the
+        queries: that error fails the batch."""
+        queries = sorted({e.query for batch in by_user.values() for _, e in batch if e.type == "search" and e.query})
+        try:
+            return dict(zip(queries, self.encoder.encode(queries), strict=True))
+        except Exception as error:
+            vectors: dict[str, np.ndarray] = {}
+            for query in queries:
+                try:
+                    vectors[query] = self.encoder.encode([query])[0]
+                except Exception:  # noqa: BLE001 -- this query alone is parked
+                    log.warning("query not encodable: %r", query)
+            if not vectors:
+                raise error
+            return vectors
+
+    def _apply_one_by_one(self, user_id: str, batch: list[tuple[str, Event]], records: Mapping[str, bytes],
+                          vector_of, failures: dict[str, Exception]) -> list[Event]:
+        """A user's events in order, each on its own: the ones that fail for what they hold
+        are parked; at a failure that may pass, it and the rest fail, to be retried in order."""
+        applied: list[Event] = []
+        for position, (record_id, event) in enumerate(batch):
+            try:
+                applied += self._apply_user(user_id, [event], vector_of)
+            except Exception as error:  # noqa: BLE001 -- parked or retried
+                if not permanent(error):
+                    failures.update((later, error) for later, _ in batch[position:])
+                    break
+                self._park(record_id, records[record_id], error, failures)
+        return applied
+
+    def _park(self, record_id: str, payload: bytes, error: Exception, failures: dict[str, Exception]) -> None:
+        """Dead-letter a record that can never apply, with the reason; without a queue it fails."""
+        if self.dead_letters is None:
+            failures[record_id] = error
+            return
+        log.warning("event dead-lettered: %s: %s", record_id, error)
+        self.dead_letters.send(record_id, payload, f"{type(error).__name__}: {error}")
+
     def _apply_user(self, user_id: str, events: list[Event], vector_of) -> list[Event]:
+        """The raw log first (at least once), then the profile. An erase that lands between
+        the two (the write finds the tombstone and drops the events) erases the raw objects
+        this wrote, keeping those of events after the erase."""
         profile = self.profiles.get(user_id) or Profile(user_id=user_id)
         applied_before = set(profile.applied_events)
-        self.raw_events.put(user_id, [e for e in events if event_fingerprint(e.event_id) not in applied_before])
-        return update_profile(self.profiles, user_id, lambda p: apply_events(p, events, vector_of) or None,
-                              current=profile) or []
+        self.raw_events.put(user_id, [e for e in events if event_fingerprint(e.event_id) not in applied_before
+                                      and not profile.erased_before(e)])
+        written: list[Profile] = []
+
+        def change(current: Profile) -> list[Event] | None:
+            written[:] = [current]
+            return apply_events(current, events, vector_of) or None
+
+        applied = update_profile(self.profiles, user_id, change, current=profile) or []
+        if written and written[0].erased_at != profile.erased_at:
+            self.raw_events.erase(user_id)
+            self.raw_events.put(user_id, applied)
+        return applied
 
     def attribute(self, applied: list[Event]) -> Counter:
         """Counts the clicks and purchases that name the list they came from, for that list's

@@ -25,6 +25,11 @@ class ConcurrentUpdate(Exception):
     """What was read (a profile, a shard's popularity counters) changed before the write."""
 
 
+class Unstorable(ValueError):
+    """The store refuses the value itself (DynamoDB: an item over 400 KB, a number out of its
+    range): writing it again cannot succeed."""
+
+
 @dataclass(frozen=True)
 class ChangedItem:
     """An item written after the published snapshot, as a warm function reads it;
@@ -62,8 +67,11 @@ class Profiles(Protocol):
         """Write if nobody wrote the profile since it was read (its `version`); raises
         ConcurrentUpdate otherwise."""
 
-    def delete(self, user_id: str) -> int:
-        """Deletes the profile; returns 1 if there was one."""
+    def erase(self, user_id: str, erased_at: float, keep_seconds: float) -> int:
+        """Replaces the profile with a tombstone (an empty profile whose `erased_at` is set, so
+        events from before it still in flight are dropped), unconditionally, and with a new
+        version, so a write of the profile as read before the erase fails and re-reads; the
+        tombstone expires after `keep_seconds`. Returns 1 if a profile with data was there."""
 
     def user_ids(self) -> Iterator[str]:
         """Every profiled user (a full read of the store: batch jobs only)."""

@@ -112,7 +112,14 @@ class Profile:
     rating_sum: float = 0.0
     rating_count: int = 0
     applied_events: list[int] = field(default_factory=list)  # fingerprints, oldest first
+    # When the user was last erased: events stamped at or before it are dropped (they were in
+    # flight, on the stream or in the dead-letter queue, when the erase ran).
+    erased_at: float | None = None
     version: int | None = None
+
+    def erased_before(self, event: Event) -> bool:
+        """The event predates the user's erasure: it must not bring their data back."""
+        return self.erased_at is not None and event.timestamp <= self.erased_at
 
     def session_active(self, now: float, config: ProfileConfig = DEFAULT_CONFIG) -> bool:
         return (self.session is not None and self.last_event_at is not None
@@ -133,7 +140,8 @@ class Profile:
 def apply_events(profile: Profile, events: Iterable[Event],
                  vector_of: Callable[[Event], np.ndarray | None],
                  config: ProfileConfig = DEFAULT_CONFIG) -> list[Event]:
-    """Fold events into the profile, in place; returns the events that were new to it.
+    """Fold events into the profile, in place; returns the events that were new to it (an
+    event it applied before, or one from before the user's erasure, is not).
 
     `vector_of` gives the unit vector an event is about (the item's, or the search
     query's), or None when it has none (an item not yet encoded).
@@ -144,7 +152,7 @@ def apply_events(profile: Profile, events: Iterable[Event],
     applied: list[Event] = []
     for event in sorted(events, key=lambda e: (e.timestamp, e.event_id)):
         fingerprint = event_fingerprint(event.event_id)
-        if fingerprint in seen:
+        if fingerprint in seen or profile.erased_before(event):
             continue
         seen.add(fingerprint)
         _apply(profile, event, vector_of(event), config, sizes)

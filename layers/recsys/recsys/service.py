@@ -179,7 +179,8 @@ class Recommender:
 
     def erase_user(self, user_id: str) -> dict[str, Any]:
         return {"user_id": user_id,
-                "removed": privacy.erase_user(user_id, self.profiles, self.raw_events, self.impressions)}
+                "removed": privacy.erase_user(user_id, self.profiles, self.raw_events, self.impressions,
+                                              self.clock())}
 
     def metrics(self, first: date | None, last: date | None, variant: str | None) -> dict[str, Any]:
         last = last or datetime.now(UTC).date()

@@ -26,7 +26,7 @@ from pynamodb.models import Model
 
 from recsys.adapters.aws import aws_client, conditional_check_failed, table_meta, vector_bytes, vector_from
 from recsys.bloom import BloomFilter
-from recsys.ports import ConcurrentUpdate
+from recsys.ports import ConcurrentUpdate, Unstorable
 from recsys.profile import Profile
 from recsys.settings import Settings
 
@@ -52,6 +52,7 @@ def profile_model(settings: Settings) -> type[Model]:
         rating_count = NumberAttribute(default=0)
         applied_events = BinaryAttribute(null=True, legacy_encoding=False)  # uint64 fingerprints
         expires_at = NumberAttribute(null=True)
+        erased_at = NumberAttribute(null=True)  # set on a tombstone, and kept by the profile after it
         version = VersionAttribute()
 
     return ProfileRecord
@@ -80,7 +81,7 @@ class ProfileRepository:
             event_count=int(record.event_count or 0), rating_sum=float(record.rating_sum or 0),
             rating_count=int(record.rating_count or 0),
             applied_events=np.frombuffer(record.applied_events or b"", dtype="<u8").tolist(),
-            version=record.version)
+            erased_at=record.erased_at, version=record.version)
 
     def save(self, profile: Profile) -> None:
         """Write if nobody wrote the profile since it was read; raises ConcurrentUpdate otherwise."""
@@ -92,6 +93,8 @@ class ProfileRepository:
         except PutError as error:
             if conditional_check_failed(error):
                 raise ConcurrentUpdate(profile.user_id) from error
+            if getattr(error, "cause_response_code", None) == "ValidationException":
+                raise Unstorable(f"profile {profile.user_id}: {error.cause_response_message}") from error
             raise
         profile.version = record.version
 
@@ -112,13 +115,17 @@ class ProfileRepository:
             consumed_filter=profile.consumed_filter.to_bytes() if profile.consumed_filter is not None else None,
             event_count=profile.event_count, rating_sum=profile.rating_sum, rating_count=profile.rating_count,
             applied_events=np.array(profile.applied_events, dtype="<u8").tobytes() or None,
-            expires_at=int(time.time()) + PROFILE_TTL_SECONDS)
+            erased_at=profile.erased_at, expires_at=int(time.time()) + PROFILE_TTL_SECONDS)
 
-    def delete(self, user_id: str) -> int:
-        """Deletes the profile; returns 1 if there was one."""
-        response = self.dynamodb.delete_item(TableName=self.table, Key={"user_id": {"S": user_id}},
-                                             ReturnValues="ALL_OLD")
-        return 1 if response.get("Attributes") else 0
+    def erase(self, user_id: str, erased_at: float, keep_seconds: float) -> int:
+        """Puts the tombstone over the profile. Its version is the erase time in milliseconds:
+        above any count of writes a profile reaches, so no write prepared from a read before
+        the erase matches it."""
+        response = self.dynamodb.put_item(TableName=self.table, ReturnValues="ALL_OLD", Item={
+            "user_id": {"S": user_id}, "erased_at": {"N": repr(float(erased_at))},
+            "expires_at": {"N": str(int(erased_at + keep_seconds))},
+            "version": {"N": str(int(erased_at * 1000))}})
+        return 1 if int(response.get("Attributes", {}).get("event_count", {}).get("N", "0")) else 0
 
 
 def _history_from(items: list[str] | None, weights: bytes | None) -> dict[str, float]:
