@@ -51,17 +51,24 @@ DATA = ROOT / "data" / "ml-latest-small"
 STACK, REGION = "recsys-local", "us-east-1"
 CATALOG_SIZE = 20
 PUBLISHED_AT = 1_717_000_000.0
-# A sample file goes to the function its name starts with.
+# A sample file goes to the function its name starts with; an api- one to the function that
+# serves its route (the clients' ApiFunction or the AdminApiFunction).
 FUNCTION_OF_PREFIX = {"api-": "ApiFunction", "kinesis-": "EventsFunction", "items-": "CatalogFunction",
                       "popularity-": "PopularityFunction"}
+API_FUNCTIONS = ("ApiFunction", "AdminApiFunction")
 SETTINGS_ENVIRONMENT = ("PROFILES_TABLE", "ITEMS_TABLE", "EVENTS_STREAM", "ARTIFACTS_BUCKET", "AWS_ENDPOINT_URL",
                         "RECSYS_MODEL_DIR")
 SAMPLES = sorted(EVENTS.glob("*.json"))
 
 
 def function_of(sample: Path) -> str | None:
-    return next((function for prefix, function in FUNCTION_OF_PREFIX.items() if sample.name.startswith(prefix)),
-                None)
+    function = next((function for prefix, function in FUNCTION_OF_PREFIX.items() if sample.name.startswith(prefix)),
+                    None)
+    if function == "ApiFunction":
+        event = json.loads(sample.read_text())
+        return next((r.function for r in Template(TEMPLATE, STACK, REGION).routes()
+                     if (r.method, r.path) == (event["httpMethod"], event["resource"])), function)
+    return function
 
 
 def load(name: str) -> dict[str, Any]:
@@ -167,7 +174,7 @@ class Stack:
         return self.handler(function_id)(copy.deepcopy(event), context)
 
     def call_api(self, name: str) -> tuple[int, Any]:
-        response = self.invoke("ApiFunction", load(name))
+        response = self.invoke(function_of(EVENTS / name) or "ApiFunction", load(name))
         return response["statusCode"], json.loads(response["body"])
 
     def publish(self, catalog: Catalog, release: tuple[str, dict[str, bytes], dict[str, Any]]) -> None:
@@ -269,7 +276,7 @@ def test_every_route_has_a_sample_that_matches_it() -> None:
     stage = template.parameters["Stage"]
     covered = set()
     for sample in SAMPLES:
-        if function_of(sample) != "ApiFunction":
+        if function_of(sample) not in API_FUNCTIONS:
             continue
         event = json.loads(sample.read_text())
         route = next((r for r in template.routes() if (r.method, r.path) == (event["httpMethod"], event["resource"])),
@@ -296,7 +303,7 @@ def test_sample_event_runs_through_its_function(aws_stack: Stack, sample: Path) 
     if function_id == "CatalogFunction":
         aws_stack.seed_stream_images(event)
     response = aws_stack.invoke(function_id, event)
-    if function_id == "ApiFunction":
+    if function_id in API_FUNCTIONS:
         assert 200 <= response["statusCode"] < 300, response["body"]
     elif function_id == "PopularityFunction":
         assert response["counted"] > 0

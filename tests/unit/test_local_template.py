@@ -8,7 +8,7 @@ import pytest
 from local_stack.template import Route, Template, TemplateError
 
 ROOT = Path(__file__).resolve().parents[2]
-FUNCTIONS = {"ApiFunction": "functions/api", "EventsFunction": "functions/events",
+FUNCTIONS = {"ApiFunction": "functions/api", "AdminApiFunction": "functions/api", "EventsFunction": "functions/events",
              "CatalogFunction": "functions/catalog", "PopularityFunction": "functions/popularity"}
 
 
@@ -56,10 +56,13 @@ def test_the_api_routes(template: Template) -> None:
                       ("GET", "/users/{user_id}/recommendations"), ("POST", "/users/{user_id}/rank"),
                       ("GET", "/trending"), ("GET", "/users/{user_id}"), ("DELETE", "/users/{user_id}"),
                       ("GET", "/metrics")}
-    assert all(r.function == "ApiFunction" and r.api_key_required for r in template.routes())
+    assert all(r.api_key_required for r in template.routes())
     admin = {(r.method, r.path) for r in template.routes() if r.api == "RecsysAdminApi"}
     assert admin == {("PUT", "/items/{item_id}"), ("DELETE", "/items/{item_id}"), ("GET", "/users/{user_id}"),
                      ("DELETE", "/users/{user_id}"), ("GET", "/metrics")}
+    # Each API's routes reach its own function (its own role): the admin routes never the clients' one.
+    assert {(r.api, r.function) for r in template.routes()} == {("RecsysApi", "ApiFunction"),
+                                                                ("RecsysAdminApi", "AdminApiFunction")}
     assert {r.api for r in template.routes()} == {"RecsysApi", "RecsysAdminApi"}
 
 
