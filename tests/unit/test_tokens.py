@@ -6,6 +6,7 @@ with the service over in-memory stores (tests/fakes.py)."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import numpy as np
@@ -13,6 +14,8 @@ import pytest
 
 from model_build.collaborative import TrainingConfig, train
 from model_build.data import Interaction
+from ops import commands
+from ops.__main__ import main as ops_main
 from recsys import wiring
 from recsys.events import Event
 from recsys.index import ItemIndex
@@ -231,3 +234,23 @@ def test_tokens_on_admin_and_userless_routes_need_none(api_module_with_user_toke
                          ("/events", "post")):
         assert spec["paths"][path][method]["security"] == [{"client_key": [], "user_token": []}]
     assert spec["paths"]["/users/{user_id}"]["get"]["security"] == [{"admin_key": []}]
+
+
+# ---- the ops command -----------------------------------------------------------------
+
+def test_ops_mints_a_token_the_api_accepts(monkeypatch, capsys) -> None:
+    minted = commands.user_token(Settings(user_token_secret=f"{SECRET},{OTHER_SECRET}"), "u-1", 60, now=NOW)
+    assert minted == {"user_id": "u-1", "expires_at": NOW + 60, "header": "x-user-token",
+                      "token": sign(SECRET, "u-1", NOW + 60)}
+    with pytest.raises(RuntimeError, match="set USER_TOKEN_SECRET"):
+        commands.user_token(Settings(), "u-1")
+    with pytest.raises(ValueError, match="user ids"):
+        commands.user_token(Settings(user_token_secret=SECRET), "a/b")
+    with pytest.raises(ValueError, match="lasts"):
+        commands.user_token(Settings(user_token_secret=SECRET), "u-1", commands.USER_TOKEN_MAX_SECONDS + 1)
+    monkeypatch.setenv("USER_TOKEN_SECRET", SECRET)
+    monkeypatch.setattr(sys, "argv", ["ops", "user-token", "u-7", "--seconds", "120"])
+    assert ops_main() == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert UserTokens((SECRET,)).require(printed["token"], ["u-7"]) == "u-7"
+    assert time.time() + 100 < printed["expires_at"] <= time.time() + 120
