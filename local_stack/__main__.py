@@ -1,7 +1,8 @@
 """`python -m local_stack`: the whole recommender on this machine, in the foreground.
 
 Environment: RECSYS_API_KEY (the clients' key), RECSYS_ADMIN_KEY (item writes, users, metrics;
-defaults: random keys, printed), RECSYS_PORT (default 3000).
+defaults: random keys, printed), RECSYS_PORT (default 3000), RECSYS_USER_TOKEN_SECRET (the
+UserTokenSecret parameter: set, user tokens are on; `python -m ops --local user-token ID` mints one).
 """
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ def main() -> int:
     admin_key = os.environ.get("RECSYS_ADMIN_KEY") or secrets.token_urlsafe(24)
     port = int(os.environ.get("RECSYS_PORT", "3000"))
     started = time.perf_counter()
-    stack = LocalStack(api_key=api_key, admin_key=admin_key, port=port, log_dir=args.log_dir)
+    secret = os.environ.get("RECSYS_USER_TOKEN_SECRET")
+    stack = LocalStack(api_key=api_key, admin_key=admin_key, port=port, log_dir=args.log_dir,
+                       parameters={"UserTokenSecret": secret} if secret else None)
     stopping = threading.Event()
     stopping_since = [0.0]
 

@@ -9,8 +9,8 @@ from urllib.parse import urlencode
 
 
 class ApiClient:
-    def __init__(self, url: str, api_key: str | None) -> None:
-        self.url, self.api_key = url.rstrip("/"), api_key
+    def __init__(self, url: str, api_key: str | None, headers: dict[str, str] | None = None) -> None:
+        self.url, self.api_key, self.headers = url.rstrip("/"), api_key, dict(headers or {})
 
     def call(self, method: str, path: str, body: Any = None, query: dict | None = None,
              raw: bytes | None = None) -> tuple[int, Any]:
@@ -20,6 +20,8 @@ class ApiClient:
         request.add_header("Content-Type", "application/json")
         if self.api_key is not None:
             request.add_header("x-api-key", self.api_key)
+        for name, value in self.headers.items():
+            request.add_header(name, value)
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return response.status, json.loads(response.read() or b"null")

@@ -70,11 +70,12 @@ class LocalStack:
     until `ready()`: call it once what it should serve is loaded (load_demo does)."""
 
     def __init__(self, api_key: str, admin_key: str, port: int = 3000, template_path: Path = ROOT / "template.yaml",
-                 region: str = "us-east-1", stack_name: str = "recsys-local", log_dir: Path = ROOT / "build" / "logs"):
+                 region: str = "us-east-1", stack_name: str = "recsys-local", log_dir: Path = ROOT / "build" / "logs",
+                 parameters: dict[str, str] | None = None):
         if api_key == admin_key:
             raise ValueError("the admin key must differ from the clients' key")
         self.api_key, self.admin_key, self.port, self.region = api_key, admin_key, port, region
-        self.template = Template(template_path, stack_name, region)
+        self.template = Template(template_path, stack_name, region, parameters)
         self.log_dir = log_dir
         self.moto: MotoServer | None = None
         self.pools: dict[str, FunctionPool] = {}
@@ -171,7 +172,8 @@ class LocalStack:
         for pool in self.pools.values():
             names.update({k: v for k, v in pool.environment.items()
                           if k.isupper() and k.startswith(("AWS_", "PROFILES", "ITEMS", "EVENTS", "ARTIFACTS",
-                                                           "RAW_EVENTS", "IMPRESSIONS", "METRICS"))
+                                                           "RAW_EVENTS", "IMPRESSIONS", "METRICS",
+                                                           "USER_TOKEN"))
                           and not k.startswith("AWS_LAMBDA")})
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(names.items())))
 

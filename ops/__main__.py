@@ -37,6 +37,12 @@ def main() -> int:
     batch.add_argument("--out", required=True, help="output .jsonl path, or s3://bucket/key")
     batch.add_argument("--k", type=int, default=50, help="items per list (1-100)")
     batch.add_argument("--users", type=Path, help="a file of user ids, one per line (default: every profile)")
+    token = sub.add_parser("user-token", help="mint an x-user-token for a user (needs USER_TOKEN_SECRET; "
+                                              "README, User tokens)")
+    token.add_argument("user_id")
+    token.add_argument("--seconds", type=int, default=commands.USER_TOKEN_DEFAULT_SECONDS,
+                       help=f"how long it lasts (default {commands.USER_TOKEN_DEFAULT_SECONDS}, "
+                            f"at most {commands.USER_TOKEN_MAX_SECONDS})")
     args = parser.parse_args()
     try:
         settings = Settings.from_env(environment(args.local, args.stack))
@@ -54,6 +60,11 @@ def main() -> int:
         if not 1 <= args.k <= 100:
             sys.exit("ops: --k must be between 1 and 100")
         result = commands.batch_recommendations(settings, args.out, args.k, args.users)
+    elif args.command == "user-token":
+        try:
+            result = commands.user_token(settings, args.user_id, args.seconds)
+        except (RuntimeError, ValueError) as error:
+            sys.exit(f"ops: {error}")
     else:
         result = commands.erase_user(settings, args.user_id)
     print(json.dumps(result))

@@ -222,3 +222,26 @@ def batch_recommendations(settings: Settings, out: str, k: int = 50, users: Path
         local.unlink()
     release = recommender.catalog.release
     return {"users": written, "k": k, "out": out, "release": release.version if release else None}
+
+
+USER_TOKEN_DEFAULT_SECONDS = 3600
+USER_TOKEN_MAX_SECONDS = 30 * 24 * 3600
+
+
+def user_token(settings: Settings, user_id: str, seconds: int = USER_TOKEN_DEFAULT_SECONDS,
+               now: float | None = None) -> dict[str, Any]:
+    """A token binding `user_id` for `seconds` (recsys.tokens), signed with the first secret of
+    USER_TOKEN_SECRET: what a server hands its signed-in user's app for the x-user-token header
+    when the stack has user tokens on. The secret is read from the environment (a deployed
+    stack's NoEcho parameter is never in its outputs)."""
+    from recsys.events import ID_CHARACTERS, ID_PATTERN, MAX_ID_LENGTH
+    from recsys.tokens import TOKEN_HEADER, UserTokens, parse_secrets
+
+    settings.require("user_token_secret")
+    if len(user_id) > MAX_ID_LENGTH or not ID_PATTERN.fullmatch(user_id):
+        raise ValueError(f"user ids are 1-{MAX_ID_LENGTH} characters of {ID_CHARACTERS}")
+    if not 1 <= seconds <= USER_TOKEN_MAX_SECONDS:
+        raise ValueError(f"a token lasts 1-{USER_TOKEN_MAX_SECONDS} seconds")
+    expires_at = int(time.time() if now is None else now) + seconds
+    token = UserTokens(parse_secrets(settings.user_token_secret)).sign(user_id, expires_at)
+    return {"user_id": user_id, "expires_at": expires_at, "header": TOKEN_HEADER, "token": token}

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 
 def api_event(path: str, query: dict[str, str] | None = None, method: str = "GET", body: str | None = None,
-              content_type: str = "application/json", path_parameters: dict[str, str] | None = None) -> dict:
+              content_type: str = "application/json", path_parameters: dict[str, str] | None = None,
+              headers: dict[str, str] | None = None) -> dict:
     """An API Gateway (REST) proxy event, as the gateway sends it: the path decoded."""
     query = query or {}
     return {"httpMethod": method, "path": path, "resource": path, "queryStringParameters": query or None,
             "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} or None, "body": body,
-            "headers": {"x-api-key": "k", "Content-Type": content_type}, "isBase64Encoded": False,
+            "headers": {"x-api-key": "k", "Content-Type": content_type, **(headers or {})}, "isBase64Encoded": False,
             "pathParameters": path_parameters,
             "requestContext": {"stage": "v1", "requestId": "r-1", "httpMethod": method, "resourcePath": path}}
 

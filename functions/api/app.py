@@ -30,12 +30,16 @@ from recsys.api_models import (
 )
 from recsys.service import BadRequest, NotFound, Unavailable
 from recsys.settings import get_settings
+from recsys.tokens import TOKEN_HEADER, Forbidden, Unauthenticated
 
 logger = Logger()
 app = APIGatewayRestResolver(enable_validation=True)
 recommender = wiring.recommender(get_settings())
 CLIENT: list[dict[str, list[str]]] = [{"client_key": []}]
 ADMIN: list[dict[str, list[str]]] = [{"admin_key": []}]
+# Off (None) unless USER_TOKEN_SECRET is set: then the routes that name a user need x-user-token.
+user_tokens = wiring.user_tokens(get_settings())
+USER: list[dict[str, list[str]]] = CLIENT if user_tokens is None else [{"client_key": [], "user_token": []}]
 
 UserId = Annotated[str, Path(**ID, description="The user's id.")]
 ItemId = Annotated[str, Path(**ID, description="The item's id.")]
@@ -54,6 +58,14 @@ def _error(status: int, code: str, message: str) -> Response:
 
 def _json(status: int, body: Any) -> Response:
     return Response(status_code=status, content_type="application/json", body=json.dumps(body))
+
+
+def _for_user(*user_ids: Any) -> None:
+    """With user tokens on, a request goes on only with a token that binds every user it
+    names (401 or 403 otherwise): a list whose reasons name a user's history items goes to
+    that user alone, and events go into no one else's profile. Off, the key is trusted."""
+    if user_tokens is not None:
+        user_tokens.require(app.current_event.headers.get(TOKEN_HEADER), user_ids)
 
 
 @app.get("/health", security=CLIENT, summary="Catalog size and model version; 503 while loading")
@@ -88,22 +100,25 @@ def similar_items(item_id: ItemId, filters: Filtered, k: K = 10):
     return recommender.similar(item_id, k, filters.filters())
 
 
-@app.post("/events", security=CLIENT, summary="Record interaction events (up to 500)")
+@app.post("/events", security=USER, summary="Record interaction events (up to 500)")
 def post_events(body: EventsBody):
+    _for_user(*body.user_ids())
     return _json(202, recommender.submit_events(body.events))
 
 
-@app.get("/users/<user_id>/recommendations", security=CLIENT,
+@app.get("/users/<user_id>/recommendations", security=USER,
          summary="Recommendations for a user, with filters, diversity, exploration and reasons")
 def recommendations(user_id: UserId, filters: Filtered, k: K = 10,
                     context: Annotated[str | None, Query(**CONTEXT)] = None,
                     include_consumed: Annotated[bool, Query(description="Keep items the user consumed.")] = False,
                     diversity: Share = None, explore: Share = None):
+    _for_user(user_id)
     return recommender.recommend(user_id, k, context, filters.filters(include_consumed), diversity, explore)
 
 
-@app.post("/users/<user_id>/rank", security=CLIENT, summary="Rerank a list of up to 500 items for a user")
+@app.post("/users/<user_id>/rank", security=USER, summary="Rerank a list of up to 500 items for a user")
 def rank(user_id: UserId, body: RankBody):
+    _for_user(user_id)
     return recommender.rank(user_id, body.item_ids, body.context)
 
 
@@ -145,6 +160,18 @@ def not_found(error: NotFound):
     return _error(404, "not_found", str(error))
 
 
+@app.exception_handler(Unauthenticated)
+def unauthenticated(error: Unauthenticated):
+    return Response(status_code=401, content_type="application/json",
+                    headers={"WWW-Authenticate": f'UserToken header="{TOKEN_HEADER}"'},
+                    body=_error_body(error.code, str(error)))
+
+
+@app.exception_handler(Forbidden)
+def forbidden(error: Forbidden):
+    return _error(403, error.code, str(error))
+
+
 @app.exception_handler(Unavailable)
 def unavailable(error: Unavailable):
     return Response(status_code=503, content_type="application/json", headers={"Retry-After": "1"},
@@ -164,9 +191,15 @@ def no_route(_error_):
 SPEC = app.get_openapi_json_schema(
     title="recsys", version="1.0.0",
     description="Real-time recommendations with filters, diversity, exploration, reasons and A/B metrics. "
-                "Client routes take the clients' key, admin routes the admin key, both in x-api-key.",
+                "Client routes take the clients' key, admin routes the admin key, both in x-api-key."
+                + ("" if user_tokens is None else
+                   f" Routes that name a user also take {TOKEN_HEADER}, a token your server signs for that user."),
     security_schemes={"client_key": APIKey(name="x-api-key", in_=APIKeyIn.header),  # type: ignore[call-arg]
-                      "admin_key": APIKey(name="x-api-key", in_=APIKeyIn.header)})  # type: ignore[call-arg]
+                      "admin_key": APIKey(name="x-api-key", in_=APIKeyIn.header),  # type: ignore[call-arg]
+                      **({} if user_tokens is None else {"user_token": APIKey(  # type: ignore[call-arg]
+                          name=TOKEN_HEADER, in_=APIKeyIn.header,
+                          description="<user_id>.<expiry unix seconds>.<base64url HMAC-SHA256>, for the user "
+                                      "the request names (README, User tokens)")})})
 # Each path of the spec as a pattern, with its methods: a known path asked with another method is a 405.
 ROUTES = [(re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(path))), methods)
           for path, methods in json.loads(SPEC)["paths"].items()]

@@ -279,15 +279,18 @@ def test_erase_leaves_nothing_keyed_by_the_user(stack, api, admin):
         table = stack.template.physical_name(logical_id)
         for page in aws["dynamodb"].get_paginator("scan").paginate(TableName=table):
             for item in page["Items"]:
-                assert {"S": user} not in item.values(), (logical_id, item)
+                if {"S": user} in item.values():  # the tombstone alone: who and when, for 15 days
+                    assert logical_id == "ProfilesTable" and set(item) == {"user_id", "erased_at", "expires_at",
+                                                                           "version"}, (logical_id, item)
     for logical_id in stack.template.of_type("AWS::S3::Bucket"):
         bucket = stack.template.physical_name(logical_id)
         keys = [o["Key"] for page in aws["s3"].get_paginator("list_objects_v2").paginate(Bucket=bucket)
                 for o in page.get("Contents", [])]
         assert not [k for k in keys if user in k], logical_id
     _, after = admin.get(f"/users/{user}")
-    assert {k: v for k, v in after.items() if k not in ("user_id", "variant")} == \
-        {k: v for k, v in fresh.items() if k not in ("user_id", "variant")}
+    assert after["erased_at"] is not None and fresh["erased_at"] is None
+    assert {k: v for k, v in after.items() if k not in ("user_id", "variant", "erased_at")} == \
+        {k: v for k, v in fresh.items() if k not in ("user_id", "variant", "erased_at")}
     assert admin.delete(f"/users/{user}")[1]["removed"] == {"profiles": 0, "dedupe_records": 0,
                                                             "raw_event_objects": 0, "impressions": 0}
 

@@ -5,7 +5,7 @@ import importlib.util
 import shutil
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -49,25 +49,38 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, int], 
     return build
 
 
+# The secret the API module with user tokens on is loaded with (tests sign tokens with it).
+USER_TOKEN_SECRET = "unit-test-user-token-secret-0123456789"
+
+
 @pytest.fixture(scope="module")
-def api_module() -> ModuleType:
+def api_module() -> Iterator[ModuleType]:
     """functions/api/app.py loaded with the template's environment: it builds clients only
     (no AWS call at import), so requests refused at the edge reach nothing. Needs the built
     int8 encoder (the module loads it)."""
+    yield from _api_module("api_app_under_test", {})
+
+
+@pytest.fixture(scope="module")
+def api_module_with_user_tokens() -> Iterator[ModuleType]:
+    """The same, with user tokens on (USER_TOKEN_SECRET set, as the UserTokenSecret parameter sets it)."""
+    yield from _api_module("api_app_with_user_tokens", {"UserTokenSecret": USER_TOKEN_SECRET})
+
+
+def _api_module(name: str, parameters: dict[str, str]) -> Iterator[ModuleType]:
     from local_stack.template import Template
     from recsys.settings import get_settings
     root = Path(__file__).resolve().parents[2]
-    template = Template(root / "template.yaml", "recsys-local", "us-east-1")
+    template = Template(root / "template.yaml", "recsys-local", "us-east-1", parameters)
     template.attributes[("EventsDeadLetterQueue", "QueueUrl")] = "http://127.0.0.1/123456789012/dlq"
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in template.functions()["ApiFunction"].environment.items():
-            patch.setenv(name, value)
+        for variable, value in template.functions()["ApiFunction"].environment.items():
+            patch.setenv(variable, value)
         patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         get_settings.cache_clear()
-        spec = importlib.util.spec_from_file_location("api_app_under_test", root / "functions/api/app.py")
+        spec = importlib.util.spec_from_file_location(name, root / "functions/api/app.py")
         module = importlib.util.module_from_spec(spec)
-        patch.setitem(sys.modules, "api_app_under_test", module)
+        patch.setitem(sys.modules, name, module)
         spec.loader.exec_module(module)
         get_settings.cache_clear()
         yield module
-

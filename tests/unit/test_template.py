@@ -215,6 +215,7 @@ def test_contract_others_depend_on(
             "METRICS_TABLE",
             "AB_VARIANTS",
             "IMPRESSION_RETENTION_DAYS",
+            "USER_TOKEN_SECRET",
         },
         "AdminApiFunction": {
             "PROFILES_TABLE",
@@ -322,3 +323,18 @@ def test_an_erasure_tombstone_outlives_every_place_an_event_waits(resources: dic
     queue = resources["EventsDeadLetterQueue"]["Properties"]
     waits = mapping["MaximumRecordAgeInSeconds"] + queue["MessageRetentionPeriod"]
     assert TOMBSTONE_SECONDS >= waits
+
+
+def test_the_user_token_secret_is_a_hidden_parameter_off_by_default_and_the_api_functions_alone(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    parameter = template["Parameters"]["UserTokenSecret"]
+    assert parameter["NoEcho"] is True and parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch("a" * 32) and pattern.fullmatch("a" * 32 + "," + "b" * 40)
+    assert not pattern.fullmatch("a" * 31) and not pattern.fullmatch("a" * 32 + ",short")
+    holders = {name for name, resource in resources.items()
+               if "USER_TOKEN_SECRET" in resource.get("Properties", {}).get("Environment", {}).get("Variables", {})}
+    assert holders == {"ApiFunction"}
+    assert resources["ApiFunction"]["Properties"]["Environment"]["Variables"]["USER_TOKEN_SECRET"] == \
+        {"Ref": "UserTokenSecret"}

@@ -77,6 +77,11 @@ class EventsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     events: Annotated[list[Any], Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)]
 
+    def user_ids(self) -> list[Any]:
+        """The user_id each event gives (what a user token must bind); an event without one
+        is refused on its own (recsys.events.parse_event)."""
+        return [event["user_id"] for event in self.events if isinstance(event, dict) and "user_id" in event]
+
 
 class RankBody(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +24,7 @@ ENVIRONMENT = {
     "impressions_table": "IMPRESSIONS_TABLE",
     "metrics_table": "METRICS_TABLE",
     "variants": "AB_VARIANTS",
+    "user_token_secret": "USER_TOKEN_SECRET",
 }
 
 
@@ -38,6 +39,8 @@ class Settings:
     impressions_table: str = ""
     metrics_table: str = ""
     variants: str = ""  # JSON, see recsys.experiments
+    # Empty: user tokens off. One or more secrets, comma-separated: recsys.tokens. Kept out of repr.
+    user_token_secret: str = field(default="", repr=False)
     impression_retention_days: float = 90.0
     region: str = "us-east-1"
     endpoint_url: str | None = None

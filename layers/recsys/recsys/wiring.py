@@ -16,6 +16,7 @@ from recsys.live import LiveCatalog
 from recsys.ports import TextEncoder
 from recsys.service import Recommender
 from recsys.settings import Settings
+from recsys.tokens import UserTokens, parse_secrets
 
 # The events function reads items added since the release less often than the API:
 # events about an item added seconds ago move the profile's recent items, not its vectors.
@@ -47,6 +48,13 @@ def recommender(settings: Settings) -> Recommender:
     return Recommender(text_encoder, catalog, items, ProfileRepository(settings), KinesisEventStream(settings),
                        RawEventLog(settings), ImpressionStore(settings), MetricsStore(settings),
                        parse_variants(settings.variants))
+
+
+def user_tokens(settings: Settings) -> UserTokens | None:
+    """The API's user-token check; None when USER_TOKEN_SECRET is empty (tokens off: the
+    clients' key is a server's, trusted for every user). A secret too short to be one raises."""
+    secrets = parse_secrets(settings.user_token_secret)
+    return UserTokens(secrets) if secrets else None
 
 
 def event_ingestor(settings: Settings) -> EventIngestor:
