@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -19,6 +20,7 @@ from recsys.adapters.tracking import ImpressionStore
 from recsys.events import parse_event
 from recsys.settings import Settings
 
+log = logging.getLogger(__name__)
 RELEASE_DATA = Path(__file__).resolve().parents[1] / "build" / "release-data"
 EXPORT_COLUMNS = ("user_id", "item_id", "rating", "timestamp", "type", "event_id", "dwell_seconds", "query")
 
@@ -196,7 +198,8 @@ def batch_recommendations(settings: Settings, out: str, k: int = 50, users: Path
     """Lists for every profiled user (or the ids in `users`, one per line) as JSON lines, ranked
     by the API's own code (`Recommender.ranked`: the live catalog, the release's collaborative
     model and blend, each user's variant) without recording them as served. `out` is a path
-    or an s3://bucket/key URL (written locally, then uploaded)."""
+    or an s3://bucket/key URL (written locally, then uploaded). A user whose stored profile
+    cannot be read gets no list and is named in `unreadable`."""
     from model_build.progress import progress
     from recsys.wiring import recommender as build_recommender
 
@@ -208,10 +211,15 @@ def batch_recommendations(settings: Settings, out: str, k: int = 50, users: Path
     target = urlparse(out) if out.startswith("s3://") else None
     local = Path(tempfile.mkstemp(suffix=".jsonl")[1]) if target else Path(out)
     local.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
+    written, unreadable = 0, []
     with open(local, "w", encoding="utf-8") as f:
         for user_id in progress(ids, "batch recommendations", unit="user"):
-            variant, _, _, ranked = recommender.ranked(user_id, k)
+            try:
+                variant, _, _, ranked = recommender.ranked(user_id, k)
+            except ValueError as error:  # a stored profile that cannot be read: the others still get lists
+                log.warning("no list for %s: its profile cannot be read: %s", user_id, error)
+                unreadable.append(user_id)
+                continue
             f.write(json.dumps({"user_id": user_id, "variant": variant.name,
                                 "model_version": recommender.encoder.version,
                                 "items": [item.to_json(n) for n, item in enumerate(ranked)]}) + "\n")
@@ -221,7 +229,8 @@ def batch_recommendations(settings: Settings, out: str, k: int = 50, users: Path
                                                                                target.path.lstrip("/"))
         local.unlink()
     release = recommender.catalog.release
-    return {"users": written, "k": k, "out": out, "release": release.version if release else None}
+    return {"users": written, "k": k, "out": out, "release": release.version if release else None,
+            "unreadable": unreadable}
 
 
 USER_TOKEN_DEFAULT_SECONDS = 3600

@@ -45,7 +45,7 @@ class MemoryProfiles:
         return 1 if old is not None and old.event_count else 0
 
     def user_ids(self) -> Iterator[str]:
-        return iter(sorted(self.saved))
+        return iter(sorted(user for user, profile in self.saved.items() if profile.event_count))
 
 
 class MemoryItems:

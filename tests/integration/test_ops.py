@@ -88,7 +88,8 @@ def test_export_then_erase_a_user(stack, api, tmp_path):
 
     erased = commands.erase_user(settings, user)
     assert erased == {"profiles": 1, "dedupe_records": 2, "raw_event_objects": 1, "impressions": 0}
-    assert profile_item(stack, user) is None and raw_events(stack, user) == {}
+    assert set(profile_item(stack, user)) == {"user_id", "erased_at", "expires_at", "version"}, "a tombstone alone"
+    assert raw_events(stack, user) == {}
     assert commands.erase_user(settings, user) == {"profiles": 0, "dedupe_records": 0, "raw_event_objects": 0,
                                                    "impressions": 0}
 
@@ -125,8 +126,11 @@ def test_batch_recommendations_cover_every_profile_without_recording_impressions
     profiled = set(ProfileRepository(settings).user_ids())
     before = stack_impressions(stack)
     result = commands.batch_recommendations(settings, str(tmp_path / "all.jsonl"), k=3)
-    assert result["users"] == len(profiled) >= 610
-    assert {json.loads(line)["user_id"] for line in (tmp_path / "all.jsonl").read_text().splitlines()} == profiled
+    # A corrupt stored profile (tests/integration/test_event_stream.py leaves one) gets no list.
+    assert result["users"] + len(result["unreadable"]) == len(profiled) >= 610
+    assert all(user.startswith("corrupt-") for user in result["unreadable"])
+    listed = {json.loads(line)["user_id"] for line in (tmp_path / "all.jsonl").read_text().splitlines()}
+    assert listed == profiled - set(result["unreadable"])
     assert stack_impressions(stack) == before, "batch lists are not impressions"
 
 

@@ -444,3 +444,9 @@ def test_schemathesis_finds_no_server_error_over_every_method(stack, tmp_path):
                           "--report-dir", str(tmp_path)], capture_output=True, text=True, timeout=600)
     took = time.monotonic() - started
     assert run.returncode == 0, f"{took:.0f} s\n{run.stdout[-6000:]}\n{run.stderr[-2000:]}"
+
+
+def test_after_the_fuzzing_a_normal_user_is_served_and_their_events_apply_within_2_s(api, admin):
+    """Last in this module: schemathesis' thousands of requests left the stack serving."""
+    from tests.integration.test_hostile import still_serves
+    still_serves(api, admin)

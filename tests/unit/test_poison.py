@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from recsys.ingest import EventIngestor
+from recsys.catalog import Item
+from recsys.ingest import EventIngestor, ItemEncoder
 from recsys.live import LiveCatalog
 from recsys.ports import Unstorable
 from recsys.release import build_manifest
@@ -138,3 +139,15 @@ def test_without_a_queue_a_record_that_cannot_apply_fails_for_the_mapping_to_par
     ingest, _ = ingestor(profiles=RefusingProfiles(poison_item="i9"), dead_letters=False)
     failures = ingest.apply(batch([click("u", 0), click("u", 1, item="i9")]))
     assert list(failures) == ["1001"] and isinstance(failures["1001"], Unstorable)
+
+
+def test_an_item_text_the_encoder_refuses_fails_that_record_alone() -> None:
+    items = MemoryItems()
+    encoder = ItemEncoder(RefusingEncoder(), items)
+    good, bad = Item(item_id="g", title="A quiet drama"), Item(item_id="b", title="A \x00poison title")
+    for item in (good, bad):
+        items.put(item)
+    failures = encoder.apply({"1": {**good.to_json(), "text_hash": good.text_hash},
+                              "2": {**bad.to_json(), "text_hash": bad.text_hash}})
+    assert list(failures) == ["2"] and "not encodable" in str(failures["2"])
+    assert set(items.vectors) == {"g"}

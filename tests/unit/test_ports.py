@@ -100,6 +100,7 @@ def test_an_erase_leaves_a_tombstone_that_no_write_prepared_before_it_overwrites
     before = profiles.get(user)
     never_saved = Profile(newcomer, event_count=1)  # read as absent before its erase
     assert profiles.erase(user, NOW + 1, 60) == 1 and profiles.erase(newcomer, NOW + 1, 60) == 0
+    assert user not in set(profiles.user_ids()) and newcomer not in set(profiles.user_ids())
     tombstone = profiles.get(user)
     assert tombstone.erased_at == NOW + 1 and tombstone.event_count == 0 and tombstone.applied_events == []
     for stale in (before, never_saved):

@@ -298,8 +298,21 @@ class ItemEncoder:
             if image.get("vector_text_hash") != item.text_hash:
                 todo.append((record_id, item))
         if todo:
-            vectors = self.encoder.encode([item.text for _, item in todo])
+            try:
+                vectors: list[np.ndarray | None] = list(self.encoder.encode([item.text for _, item in todo]))
+            except Exception as error:
+                vectors = []
+                for record_id, item in todo:
+                    try:
+                        vectors.append(self.encoder.encode([item.text])[0])
+                    except Exception as alone:  # noqa: BLE001 -- this record fails, the rest go on
+                        failures[record_id] = alone
+                        vectors.append(None)
+                if all(vector is None for vector in vectors):
+                    raise error
             for (record_id, item), vector in zip(todo, vectors, strict=True):
+                if vector is None:
+                    continue
                 try:
                     self.items.set_vector(item.item_id, item.text_hash, vector, self.encoder.version)
                 except Exception as error:  # noqa: BLE001 -- retried, then dead-lettered

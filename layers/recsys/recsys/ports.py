@@ -74,7 +74,7 @@ class Profiles(Protocol):
         tombstone expires after `keep_seconds`. Returns 1 if a profile with data was there."""
 
     def user_ids(self) -> Iterator[str]:
-        """Every profiled user (a full read of the store: batch jobs only)."""
+        """Every profiled user, tombstones left out (a full read of the store: batch jobs only)."""
 
 
 class Items(Protocol):

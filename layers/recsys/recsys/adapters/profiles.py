@@ -99,9 +99,11 @@ class ProfileRepository:
         profile.version = record.version
 
     def user_ids(self) -> Iterator[str]:
-        """Every profiled user: a paginated Scan reading only the key."""
-        for record in self.model.scan(attributes_to_get=["user_id"]):
-            yield record.user_id
+        """Every profiled user: a paginated Scan reading the key and the event count (a
+        tombstone, which has none, is no profile)."""
+        for record in self.model.scan(attributes_to_get=["user_id", "event_count"]):
+            if record.event_count:
+                yield record.user_id
 
     def record(self, profile: Profile) -> Model:
         """The item a profile is written as."""
