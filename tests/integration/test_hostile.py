@@ -41,7 +41,7 @@ def test_an_item_number_the_stores_cannot_hold_is_refused_and_the_catalog_keeps_
     item = f"hostile-{uuid.uuid4().hex[:6]}"
     status, body = admin.put(f"/items/{item}", {"title": "Hostile numbers", "attributes": attributes})
     assert is_error(status, body, "bad_request") and list(attributes)[0] in body["error"]["message"], body
-    assert admin.get(f"/items/{item}")[0] == 404
+    assert api.get(f"/items/{item}")[0] == 404
     status, listed = api.get(f"/users/hostile-{uuid.uuid4().hex[:6]}/recommendations", k=5)
     assert status == 200 and len(listed["items"]) == 5
 
@@ -75,7 +75,7 @@ def test_an_encoded_slash_reaches_no_other_route(api):
 
 def test_a_filter_naming_more_attributes_than_an_item_holds_is_refused(api):
     names = ",".join(f"a{n}:x" for n in range(60))
-    status, body = api.get("/trending", k=5, attributes=names)
+    status, body = api.get(f"/users/h-{uuid.uuid4().hex[:6]}/recommendations", k=5, attributes=names)
     assert is_error(status, body, "bad_request") and "50" in body["error"]["message"], body
 
 
