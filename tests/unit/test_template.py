@@ -204,30 +204,11 @@ def test_contract_others_depend_on(
     for fn_name in ("ApiFunction", "AdminApiFunction"):
         props = resources[fn_name]["Properties"]
         assert (props["CodeUri"], props["Handler"]) == ("functions/api/", "app.lambda_handler"), fn_name
+    api_env = {"PROFILES_TABLE", "ITEMS_TABLE", "EVENTS_STREAM", "ARTIFACTS_BUCKET", "RAW_EVENTS_BUCKET",
+               "IMPRESSIONS_TABLE", "METRICS_TABLE", "AB_VARIANTS", "IMPRESSION_RETENTION_DAYS"}
     expected_env = {
-        "ApiFunction": {
-            "PROFILES_TABLE",
-            "ITEMS_TABLE",
-            "EVENTS_STREAM",
-            "ARTIFACTS_BUCKET",
-            "RAW_EVENTS_BUCKET",
-            "IMPRESSIONS_TABLE",
-            "METRICS_TABLE",
-            "AB_VARIANTS",
-            "IMPRESSION_RETENTION_DAYS",
-            "USER_TOKEN_SECRET",
-        },
-        "AdminApiFunction": {
-            "PROFILES_TABLE",
-            "ITEMS_TABLE",
-            "EVENTS_STREAM",
-            "ARTIFACTS_BUCKET",
-            "RAW_EVENTS_BUCKET",
-            "IMPRESSIONS_TABLE",
-            "METRICS_TABLE",
-            "AB_VARIANTS",
-            "IMPRESSION_RETENTION_DAYS",
-        },
+        "ApiFunction": api_env | {"USER_TOKEN_SECRET"},
+        "AdminApiFunction": api_env,
         "EventsFunction": {"PROFILES_TABLE", "ITEMS_TABLE", "ARTIFACTS_BUCKET",
                            "RAW_EVENTS_BUCKET", "EVENTS_DLQ_URL", "IMPRESSIONS_TABLE", "METRICS_TABLE"},
         "CatalogFunction": {"ITEMS_TABLE"},

@@ -45,6 +45,24 @@ def permanent(error: BaseException) -> bool:
     return isinstance(error, PERMANENT)
 
 
+def encode_each(encoder: TextEncoder, texts: list[str]) -> list[np.ndarray | Exception]:
+    """The texts' vectors, encoded together; if that fails, one by one, a text that fails alone
+    given as its error. If every one fails the encoder is broken, not the texts: that error
+    is raised (the batch fails, to be retried)."""
+    try:
+        return list(encoder.encode(texts))
+    except Exception as error:
+        alone: list[np.ndarray | Exception] = []
+        for text in texts:
+            try:
+                alone.append(encoder.encode([text])[0])
+            except Exception as failure:  # noqa: BLE001 -- given back in the text's place
+                alone.append(failure)
+        if all(isinstance(vector, Exception) for vector in alone):
+            raise error
+        return alone
+
+
 def update_profile(profiles: Profiles, user_id: str, change: Callable[[Profile], T | None],
                    current: Profile | None = None) -> T | None:
     """Read, change, write; on a concurrent write re-read and change again.
@@ -108,7 +126,7 @@ class EventIngestor:
                 continue
             if event.type != IMPRESSION:
                 by_user[event.user_id].append((record_id, event))
-        query_vectors = self._encode_queries(by_user)
+        query_vectors, refused_queries = self._encode_queries(by_user)
         index = self.catalog.index()
 
         def vector_of(event: Event) -> np.ndarray | None:
@@ -119,11 +137,11 @@ class EventIngestor:
         applied: list[Event] = []
         for user_id, batch in by_user.items():
             unencoded = {record_id for record_id, event in batch
-                         if event.type == "search" and event.query and event.query not in query_vectors}
+                         if event.type == "search" and event.query in refused_queries}
             for record_id, event in batch:
                 if record_id in unencoded:
-                    self._park(record_id, records[record_id],
-                               ValueError(f"query not encodable: {event.query!r}"), failures)
+                    self._park(record_id, records[record_id], ValueError(
+                        f"query not encodable: {event.query!r}: {refused_queries[event.query or '']}"), failures)
             batch = [(record_id, event) for record_id, event in batch if record_id not in unencoded]
             try:
                 applied += self._apply_user(user_id, [event for _, event in batch], vector_of)
@@ -136,23 +154,18 @@ class EventIngestor:
             self.attribute(applied)
         return failures
 
-    def _encode_queries(self, by_user: Mapping[str, list[tuple[str, Event]]]) -> dict[str, np.ndarray]:
-        """The batch's search queries, encoded together; if that fails, one by one, leaving
-        out the queries that fail alone. If every one fails the encoder is broken, not the
-        queries: that error fails the batch."""
+    def _encode_queries(self, by_user: Mapping[str, list[tuple[str, Event]]]
+                        ) -> tuple[dict[str, np.ndarray], dict[str, Exception]]:
+        """The batch's search queries encoded (`encode_each`), and those that failed alone."""
         queries = sorted({e.query for batch in by_user.values() for _, e in batch if e.type == "search" and e.query})
-        try:
-            return dict(zip(queries, self.encoder.encode(queries), strict=True))
-        except Exception as error:
-            vectors: dict[str, np.ndarray] = {}
-            for query in queries:
-                try:
-                    vectors[query] = self.encoder.encode([query])[0]
-                except Exception:  # noqa: BLE001 -- this query alone is parked
-                    log.warning("query not encodable: %r", query)
-            if not vectors:
-                raise error
-            return vectors
+        vectors: dict[str, np.ndarray] = {}
+        refused: dict[str, Exception] = {}
+        for query, vector in zip(queries, encode_each(self.encoder, queries), strict=True):
+            if isinstance(vector, Exception):
+                refused[query] = vector
+            else:
+                vectors[query] = vector
+        return vectors, refused
 
     def _apply_one_by_one(self, user_id: str, batch: list[tuple[str, Event]], records: Mapping[str, bytes],
                           vector_of, failures: dict[str, Exception]) -> list[Event]:
@@ -298,20 +311,10 @@ class ItemEncoder:
             if image.get("vector_text_hash") != item.text_hash:
                 todo.append((record_id, item))
         if todo:
-            try:
-                vectors: list[np.ndarray | None] = list(self.encoder.encode([item.text for _, item in todo]))
-            except Exception as error:
-                vectors = []
-                for record_id, item in todo:
-                    try:
-                        vectors.append(self.encoder.encode([item.text])[0])
-                    except Exception as alone:  # noqa: BLE001 -- this record fails, the rest go on
-                        failures[record_id] = alone
-                        vectors.append(None)
-                if all(vector is None for vector in vectors):
-                    raise error
+            vectors = encode_each(self.encoder, [item.text for _, item in todo])
             for (record_id, item), vector in zip(todo, vectors, strict=True):
-                if vector is None:
+                if isinstance(vector, Exception):  # this text alone: the record fails, the rest go on
+                    failures[record_id] = vector
                     continue
                 try:
                     self.items.set_vector(item.item_id, item.text_hash, vector, self.encoder.version)
