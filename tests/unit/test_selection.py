@@ -86,7 +86,8 @@ def test_reasons_come_from_the_components():
     index = index_of()
     parts = {"popularity": np.linspace(0, 1, len(index)), "context": np.linspace(1, 0, len(index))}
     weights = BlendWeights(context=5.0, cold_popularity=1.0)
-    first, last = explain(index, parts, weights, [0, 7], explored={7}, context="space")
+    first, last = explain(index, {name: values[[0, 7]] for name, values in parts.items()}, weights, [0, 7],
+                          explored={7}, context="space")
     assert [r["type"] for r in first] == ["context"] and "space" in first[0]["text"]
     assert first[0]["contribution"] == pytest.approx(5.0) and first[0]["share"] == 1.0
     assert [r["type"] for r in last] == ["explored", "popular"]
@@ -114,6 +115,6 @@ def test_an_item_with_no_positive_component_gets_its_strongest_one():
     index = index_of()
     parts = {"popularity": np.zeros(len(index)), "context": np.linspace(-0.5, -0.1, len(index))}
     weights = BlendWeights(context=5.0, cold_popularity=1.0)
-    (only,) = explain(index, parts, weights, [3])
+    (only,) = explain(index, {name: values[[3]] for name, values in parts.items()}, weights, [3])
     assert [r["type"] for r in only] == ["popular"] and only[0]["share"] == 0.0, \
         "popularity 0 beats a negative context share"

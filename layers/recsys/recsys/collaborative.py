@@ -40,13 +40,18 @@ vector too (`popularity_map`, the ridge fit of log-popularity).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recsys.artifacts import read_npz, write_npz
 from recsys.index import ItemIndex
 from recsys.profile import Profile
+
+if TYPE_CHECKING:
+    from recsys.scoring import BlendWeights
 
 TRANSFER_NEIGHBOURS = 20
 TRANSFER_SHARPNESS = 3.0  # neighbour weight = cosine^3: the closest neighbours dominate
@@ -230,6 +235,8 @@ class Collaborative:
         self._gram = z.T @ z + model.regularization * np.eye(k + 1)
         self._bias_moment = z.T @ model.biases.astype(np.float64)
         self._cold_rows = np.zeros(0, dtype=np.int64)  # index rows the model has no evidence for
+        self._cold_at = np.zeros(0, dtype=np.int64)  # index row -> its place in _cold_rows, -1 with evidence
+        self._popular_new: tuple[tuple[int, int], np.ndarray] | None = None
         self._transfer_rows = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.int64)  # their nearest model rows
         self._transfer_weights = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.float32)
         self.sync()
@@ -246,7 +253,10 @@ class Collaborative:
         known = np.flatnonzero(model_rows >= 0)
         self._index_row[model_rows[known]] = aligned + known
         cold = aligned + np.flatnonzero(model_rows < 0)
+        places = np.full(len(model_rows), -1, dtype=np.int64)
+        places[cold - aligned] = len(self._cold_rows) + np.arange(len(cold))
         if not len(cold):
+            self._cold_at = np.concatenate([self._cold_at, places])
             return
         built = np.array([self._built_transfer.get(self.index.ids[row], -1) for row in cold], dtype=np.int64)
         neighbours = np.full((len(cold), TRANSFER_NEIGHBOURS), -1, dtype=np.int64)
@@ -257,6 +267,7 @@ class Collaborative:
         if not from_build.all():
             neighbours[~from_build], weights[~from_build] = self._transfer(cold[~from_build])
         self._cold_rows = np.concatenate([self._cold_rows, cold])
+        self._cold_at = np.concatenate([self._cold_at, places])
         self._transfer_rows = np.vstack([self._transfer_rows, neighbours])
         self._transfer_weights = np.vstack([self._transfer_weights, weights])
 
@@ -284,26 +295,58 @@ class Collaborative:
         rows, weights = zip(*pairs, strict=True)
         return np.array(rows, dtype=np.int64), np.array(weights, dtype=np.float32)
 
-    def item_item(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+    def item_item(self, history: dict[str, float], rows: np.ndarray | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
         """The weighted sum of the history's rows of the item-item model, and for items without
-        evidence the same predicted from their vectors; both scaled so the known scores peak at 1."""
-        return self._row_scores(self.model.item_item, history)
+        evidence the same predicted from their vectors; both scaled so the known scores peak at 1.
+        Of every index row, or of the candidate `rows` only (in their order)."""
+        return self._row_scores(self.model.item_item, history, rows)
 
-    def sequence(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+    def sequence(self, history: dict[str, float], rows: np.ndarray | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
         """The same as `item_item`, with the sequence model's rows."""
-        return self._row_scores(self.model.sequence, history)
+        return self._row_scores(self.model.sequence, history, rows)
 
-    def _row_scores(self, model: ItemRows, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+    def reached(self, history: dict[str, float], component: str) -> tuple[np.ndarray, np.ndarray]:
+        """The index rows a row model scores for the history (those of the history rows' entries
+        that the index holds), and their (unscaled) scores: the collaborative candidates."""
         rows, weights = self._history(history)
         if len(rows) == 0:
-            return None
-        neighbours = model.rows[rows]
-        contribution = weights[:, None] * model.weights[rows]
-        valid = neighbours >= 0
-        scores = np.bincount(neighbours[valid], weights=contribution[valid], minlength=len(self.model.item_ids))
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        targets, sums, _, _ = _summed(getattr(self.model, component), rows, weights)
         self.sync()
-        return self._scaled(scores, self._cold_dot(self._direction(neighbours[valid], contribution[valid],
-                                                                   model.projection)))
+        at = self._index_row[targets]
+        return at[at >= 0], sums[at >= 0]
+
+    def cold_directions(self, history: dict[str, float], weights: BlendWeights) -> list[np.ndarray]:
+        """For each collaborative model the weights use, the direction in vector space along which
+        its mapped score of an item without evidence grows (candidates for new items)."""
+        history_rows, values = self._history(history)
+        if len(history_rows) == 0:
+            return []
+        self.sync()
+        found = []
+        for name in CollaborativeModel.ROW_MODELS:
+            if getattr(weights, name):
+                model = getattr(self.model, name)
+                _, _, neighbours, contribution = _summed(model, history_rows, values)
+                found.append(self._direction(neighbours, contribution, model.projection))
+        if weights.factors:
+            folded = self.fold_in(history)
+            if folded is not None:
+                found.append(self.model.factor_map @ np.append(folded[0], 1.0).astype(np.float32))
+        return found
+
+    def _row_scores(self, model: ItemRows, history: dict[str, float],
+                    rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+        history_rows, weights = self._history(history)
+        if len(history_rows) == 0:
+            return None
+        targets, sums, neighbours, contribution = _summed(model, history_rows, weights)
+        self.sync()
+        top = float(np.abs(sums).max()) if len(sums) else 0.0
+        direction = self._direction(neighbours, contribution, model.projection)
+        return self._placed(lambda model_rows: _looked_up(targets, sums, model_rows), top, direction, 0.0, rows)
 
     def _direction(self, model_rows: np.ndarray, coefficients: np.ndarray, projection: np.ndarray) -> np.ndarray:
         """(sum of coefficient x item vector over model rows) @ projection: the direction whose
@@ -315,7 +358,7 @@ class Collaborative:
         summed = np.bincount(where, weights=coefficients[present], minlength=len(unique)).astype(np.float32)
         if not len(unique):
             return np.zeros(projection.shape[0], dtype=np.float32)
-        return (summed @ self.index.vectors[unique]) @ projection
+        return (summed @ self.index.vectors_at(unique)) @ projection
 
     def contributions(self, history: dict[str, float], index_rows: list[int], top: int = 2,
                       component: str = "item_item") -> dict[int, list[tuple[str, float]]]:
@@ -336,21 +379,39 @@ class Collaborative:
                 found.setdefault(wanted[int(target)], []).append((self.model.item_ids[h], float(value)))
         return {row: sorted(pairs, key=lambda p: -p[1])[:top] for row, pairs in found.items()}
 
-    def new_item_popularity(self) -> np.ndarray:
+    def new_item_popularity(self, rows: np.ndarray | None = None) -> np.ndarray:
         """For each item without evidence, its popularity predicted from its vector, in [0, 1]
-        as `scoring.popularity` scales counts (0 for the items with evidence)."""
+        as `scoring.popularity` scales counts (0 for the items with evidence); of every index
+        row, or of the candidate `rows`."""
         self.sync()
-        predicted = np.zeros(len(self.index), dtype=np.float32)
         weights, intercept = self.model.popularity_map[:-1], self.model.popularity_map[-1]
-        predicted[self._cold_rows] = np.clip(self._cold_dot(weights) + intercept, 0.0, 1.0)
+        if rows is None:
+            predicted = np.zeros(len(self.index), dtype=np.float32)
+            predicted[self._cold_rows] = np.clip(self._cold_dot(weights) + intercept, 0.0, 1.0)
+            return predicted
+        predicted = np.zeros(len(rows), dtype=np.float32)
+        cold = self._cold_at[rows] >= 0
+        predicted[cold] = np.clip(self.index.dot(weights, rows[cold]) + intercept, 0.0, 1.0)
         return predicted
+
+    def new_item_popular(self, n: int) -> np.ndarray:
+        """The index rows of the n items without evidence with the largest predicted popularity
+        (computed once per catalog size: the prediction depends on the vectors only)."""
+        self.sync()
+        held = self._popular_new
+        if held is None or held[0] != (len(self.index), n):
+            predicted = self._cold_dot(self.model.popularity_map[:-1])
+            top = min(n, len(predicted))
+            best = np.argpartition(-predicted, top - 1)[:top] if top else np.zeros(0, np.int64)
+            held = self._popular_new = ((len(self.index), n), self._cold_rows[best])
+        return held[1]
 
     def _cold_dot(self, direction: np.ndarray) -> np.ndarray:
         """The vectors of the items without evidence dotted with a direction; when they are many
         (a large live catalog), over the whole matrix rather than a copy of their rows."""
         if 4 * len(self._cold_rows) < len(self.index):
-            return self.index.vectors[self._cold_rows] @ direction
-        return (self.index.vectors @ direction)[self._cold_rows]
+            return self.index.dot(direction, self._cold_rows)
+        return self.index.dot(direction)[self._cold_rows]
 
     def fold_in(self, history: dict[str, float]) -> tuple[np.ndarray, float] | None:
         """The user's (q_u, b_u) that ALS would solve for, given the item factors."""
@@ -365,29 +426,74 @@ class Collaborative:
         solution = np.linalg.solve(matrix, target)
         return solution[:-1].astype(np.float32), float(solution[-1])
 
-    def factors(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
-        """q_u . q_i + b_u + b_i for every item, with (q_i, b_i) predicted from the vector for items
-        without evidence; scaled so the known scores peak at 1."""
+    def factors(self, history: dict[str, float], rows: np.ndarray | None = None,
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+        """q_u . q_i + b_u + b_i for every item (or the candidate `rows`), with (q_i, b_i)
+        predicted from the vector for items without evidence; scaled so the known scores peak
+        at 1: over the whole model, or, with candidates, over the model items among them and
+        the ones they borrow from (a full pass over the factors is what candidates avoid)."""
         folded = self.fold_in(history)
         if folded is None:
             return None
         user, user_bias = folded
         self.sync()
-        direction = self.model.factor_map @ np.append(user, 1.0).astype(np.float32)  # x -> q(x).q_u + b(x)
-        cold = self._cold_dot(direction) + user_bias
-        return self._scaled(self.model.factors @ user + self.model.biases + user_bias, cold)
 
-    def _scaled(self, model_scores: np.ndarray, mapped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Model-row scores placed in index rows (0 where the model has no such item), divided
-        by the largest; and for the items without evidence (0 elsewhere) the mean of their
-        mapped scores (in model units, scaled alike) and their borrowed ones."""
-        top = float(np.abs(model_scores).max())
+        def score_of(model_rows: np.ndarray) -> np.ndarray:
+            return self.model.factors[model_rows] @ user + self.model.biases[model_rows] + user_bias
+
+        if rows is None:
+            top = float(np.abs(self.model.factors @ user + self.model.biases + user_bias).max())
+        else:
+            reached = np.concatenate([self._model_row_at[rows], self._transfer_rows[self._cold_at[rows][
+                self._cold_at[rows] >= 0]].ravel()])
+            reached = np.unique(reached[reached >= 0])
+            top = float(np.abs(score_of(reached)).max()) if len(reached) else 0.0
+        direction = self.model.factor_map @ np.append(user, 1.0).astype(np.float32)  # x -> q(x).q_u + b(x)
+        return self._placed(score_of, top, direction, user_bias, rows)
+
+    def _placed(self, score_of: Callable[[np.ndarray], np.ndarray], top: float, direction: np.ndarray,
+                offset: float, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Model scores (`score_of(model rows)`) placed in index rows (0 where the model has no
+        such item), divided by `top`; and for the items without evidence (0 elsewhere) the mean of
+        their mapped scores (vector . direction + offset, in model units, scaled alike) and their
+        borrowed ones. Of every index row, or of `rows`."""
         scale = top if top > 0 else 1.0
-        scaled = np.append(model_scores / scale, 0.0).astype(np.float32)  # row -1 (a pad) scores 0
-        scores = np.zeros(len(self.index), dtype=np.float32)
-        present = self._index_row >= 0
-        scores[self._index_row[present]] = scaled[:-1][present]
-        predicted = np.zeros(len(self.index), dtype=np.float32)
-        borrowed = (scaled[self._transfer_rows] * self._transfer_weights).sum(1)
-        predicted[self._cold_rows] = 0.5 * (mapped / scale + borrowed)
+        n = len(self.index) if rows is None else len(rows)
+        model_rows = self._model_row_at if rows is None else self._model_row_at[rows]
+        scores = np.zeros(n, dtype=np.float32)
+        known = model_rows >= 0
+        scores[known] = score_of(model_rows[known]) / scale
+        if rows is None:
+            cold, at = self._cold_rows, np.arange(len(self._cold_rows))
+            mapped = self._cold_dot(direction)
+        else:
+            positions = self._cold_at[rows]
+            cold, at = np.flatnonzero(positions >= 0), positions[positions >= 0]
+            mapped = self.index.dot(direction, rows[cold])
+        neighbours = self._transfer_rows[at]
+        valid = neighbours >= 0
+        borrowed = np.zeros(neighbours.shape, dtype=np.float32)
+        borrowed[valid] = score_of(neighbours[valid]) / scale
+        predicted = np.zeros(n, dtype=np.float32)
+        predicted[cold] = 0.5 * ((mapped + offset) / scale + (borrowed * self._transfer_weights[at]).sum(1))
         return scores, predicted
+
+
+def _summed(model: ItemRows, rows: np.ndarray, weights: np.ndarray,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A history's row-model scores, sparse: the model rows reached (sorted) and their weighted
+    sums; and the (neighbour, contribution) entries they were summed from."""
+    neighbours = model.rows[rows]
+    contribution = weights[:, None] * model.weights[rows]
+    valid = neighbours >= 0
+    targets, inverse = np.unique(neighbours[valid], return_inverse=True)
+    return targets, np.bincount(inverse, weights=contribution[valid], minlength=len(targets)), \
+        neighbours[valid], contribution[valid]
+
+
+def _looked_up(targets: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """values at `wanted` model rows, 0 for rows not among the sorted `targets`."""
+    if not len(targets):
+        return np.zeros(len(wanted), dtype=np.float64)
+    at = np.minimum(np.searchsorted(targets, wanted), len(targets) - 1)
+    return np.where(targets[at] == wanted, values[at], 0.0)

@@ -9,6 +9,12 @@ import numpy as np
 
 from recsys import bloom
 from recsys.artifacts import read_npz, write_npz
+from recsys.candidates import VectorLists
+
+# Catalogs up to this many items are scored whole on every request (a scan of 16k vectors
+# costs about what gathering and re-scoring candidates does: `make bench-scale`); larger
+# ones through candidates (recsys.ranking.candidates, the lists of recsys.candidates).
+EXACT_MAX = 16_384
 
 
 class ItemIndex:
@@ -49,6 +55,10 @@ class ItemIndex:
         self._available = np.ones(capacity, dtype=bool)
         self._neighbours: dict[int, np.ndarray] = {}  # row -> rows its prior is the mean count of
         self._digests = np.zeros((0, 2), dtype=np.uint64)  # bloom.digests of the ids, computed on first use
+        self.exact_max = EXACT_MAX
+        self.lists: VectorLists | None = None  # built on first use (or loaded with the release)
+        self._version = 0  # bumped whenever a count (or a prior) changes
+        self._cached: dict[str, tuple[int, object]] = {}  # name -> (version, value)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -85,6 +95,53 @@ class ItemIndex:
             raised[row] = max(counts[row], float(counts[neighbours].mean()))
         return raised
 
+    def popularity_counts_at(self, rows: np.ndarray) -> np.ndarray:
+        """`popularity_counts` at some rows only."""
+        counts = self._counts[rows].copy()
+        if self._neighbours:
+            for at, row in enumerate(rows.tolist()):
+                neighbours = self._neighbours.get(row)
+                if neighbours is not None:
+                    counts[at] = max(counts[at], float(self._counts[neighbours].mean()))
+        return counts
+
+    def top_popularity(self) -> float:
+        """The largest of `popularity_counts` (0 for an empty index), kept until a count changes."""
+        return float(self._memo("top", lambda: float(self.popularity_counts.max()) if len(self) else 0.0))
+
+    def popular(self, n: int) -> np.ndarray:
+        """The rows of the n largest `popularity_counts` among listed items, kept until a count changes."""
+        def compute() -> np.ndarray:
+            counts = np.where(self.available, self.popularity_counts, -np.inf)
+            top = min(n, len(counts))
+            return np.argpartition(-counts, top - 1)[:top] if top else np.zeros(0, np.int64)
+        return np.asarray(self._memo(f"popular:{n}", compute))
+
+    def _memo(self, name: str, compute: Any) -> Any:
+        held = self._cached.get(name)
+        if held is None or held[0] != self._version:
+            held = (self._version, compute())
+            self._cached[name] = held
+        return held[1]
+
+    def exhaustive(self) -> bool:
+        """Whether requests score every item rather than candidates (see EXACT_MAX)."""
+        return len(self) <= self.exact_max
+
+    def candidate_lists(self) -> VectorLists:
+        """The vector lists candidates are probed from: the release's, or built on first use."""
+        if self.lists is None:
+            self.lists = VectorLists.build(len(self), self.vectors_at)
+        return self.lists
+
+    def vectors_at(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of some rows (a copy)."""
+        return self._vectors[rows]
+
+    def dot(self, direction: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Every item's (or some rows') vector dotted with a direction."""
+        return (self.vectors if rows is None else self._vectors[rows]) @ direction
+
     def digests(self) -> np.ndarray:
         """(n, 2) `bloom.digests` of every id in row order (what a consumed-items filter is checked with),
         extended as the index grows."""
@@ -102,22 +159,28 @@ class ItemIndex:
         if vector.shape != (self.dim,):
             raise ValueError(f"item {item_id}: vector has shape {vector.shape}, the index holds {self.dim}")
         row = self.rows.get(item_id)
+        new = row is None
         if row is None:
             row = len(self.ids)
             if row == len(self._vectors):
                 self._grow()
             self.ids.append(item_id)
             self.rows[item_id] = row
+            self._version += 1
             self.categories.append(())
             self.attributes.append({})
             self._columns.clear()
             self._names = None
-        moved = row in self._neighbours and not np.array_equal(self._vectors[row], vector)
+        changed = new or not np.array_equal(self._vectors[row], vector)
+        moved = row in self._neighbours and changed
         self._vectors[row] = vector
+        if self.lists is not None and changed:
+            self.lists.add(np.array([row]), vector[None, :])
         if moved:  # a prior is derived from the vector: follow it
             self.set_prior(item_id)
         if count is not None:
             self._counts[row] = count
+            self._version += 1
         self.update(item_id, categories, attributes, available)
 
     def update(self, item_id: str, categories: Sequence[str] | None = None,
@@ -133,6 +196,7 @@ class ItemIndex:
             self._names = None
         if available is not None:
             self._available[row] = available
+            self._version += 1
 
     def category_mask(self, labels: Sequence[str] | frozenset[str]) -> np.ndarray:
         """Items that have any of the categories."""
@@ -172,6 +236,7 @@ class ItemIndex:
         are chosen now, and again when `upsert` changes the item's vector; their counts are
         read when popularity is, so the prior follows live counters."""
         row = self.rows[item_id]
+        self._version += 1
         seen = np.flatnonzero(self.counts > 0)
         seen = seen[seen != row]
         if len(seen) == 0:
@@ -186,6 +251,7 @@ class ItemIndex:
         stay) and the impressions: an item they do not name has no evidence now and was
         not shown (items not in the index yet are left out)."""
         n = len(self.ids)
+        self._version += 1
         pairs = [(self.rows.get(i), at) for at, i in enumerate(item_ids)]
         rows = np.array([row for row, _ in pairs if row is not None], dtype=np.int64)
         at = np.array([at for row, at in pairs if row is not None], dtype=np.int64)
@@ -214,22 +280,42 @@ class ItemIndex:
 
     def to_npz(self, **meta: str | float) -> bytes:
         """Serialise as .npz (see recsys.artifacts): ids, vectors, counts, categories and
-        attributes, plus scalar metadata."""
+        attributes, the candidate lists when the catalog is ranked through them, plus scalar
+        metadata."""
+        lists = {}
+        if not self.exhaustive():
+            built = self.candidate_lists()
+            lists = {"list_centroids": built.centroids, "list_assignment": built.assignment(len(self))}
         return write_npz(self.KIND, self.FORMAT, {
             "ids": np.array(self.ids, dtype=str), "vectors": self.vectors, "counts": self.counts,
             "categories": np.array(["|".join(c) for c in self.categories], dtype=str),
-            "attributes": np.array([json.dumps(a, sort_keys=True) for a in self.attributes], dtype=str)}, meta)
+            "attributes": np.array([json.dumps(a, sort_keys=True) for a in self.attributes], dtype=str),
+            **lists}, meta)
 
     @classmethod
     def from_npz(cls, data: bytes) -> tuple[ItemIndex, dict[str, str | float]]:
-        """Raises ArtifactFormatError for a file that is not an item index of this FORMAT."""
-        artifact = read_npz(data, cls.KIND, cls.FORMAT, cls._FIELDS)
+        """Raises ArtifactFormatError for a file that is not an item index of this FORMAT, and
+        ValueError for one whose arrays disagree (a repeated id, lengths that differ)."""
+        artifact = read_npz(data, cls.KIND, cls.FORMAT, cls._FIELDS, optional=("list_centroids", "list_assignment"))
         arrays = artifact.arrays
-        vectors = arrays["vectors"].astype(np.float32)
-        index = cls(vectors.shape[1], capacity=max(1024, int(len(vectors) * 1.25)))
-        categories = [tuple(c for c in str(labels).split("|") if c) for labels in arrays["categories"]]
-        attributes = [json.loads(str(a)) for a in arrays["attributes"]]
-        index.extend([str(i) for i in arrays["ids"]], vectors, arrays["counts"], categories, attributes)
+        ids = arrays["ids"].tolist()
+        n = len(ids)
+        if len(set(ids)) != n or any(len(arrays[f]) != n for f in ("vectors", "counts", "categories", "attributes")):
+            raise ValueError("item index: ids repeat, or the arrays' lengths differ")
+        vectors = arrays["vectors"]
+        index = cls(vectors.shape[1], capacity=max(1024, int(n * 1.25)))
+        index.ids = [str(i) for i in ids]
+        index.rows = {item_id: row for row, item_id in enumerate(index.ids)}
+        index._vectors[:n] = vectors
+        index._counts[:n] = arrays["counts"]
+        none: tuple[str, ...] = ()
+        index.categories = [tuple(c for c in labels.split("|") if c) if labels else none
+                            for labels in arrays["categories"].tolist()]
+        empty: Mapping[str, Any] = {}
+        index.attributes = [json.loads(a) if a != "{}" else empty for a in arrays["attributes"].tolist()]
+        if "list_centroids" in arrays and "list_assignment" in arrays:
+            index.lists = VectorLists.from_assignment(arrays["list_centroids"].astype(np.float32),
+                                                      arrays["list_assignment"].astype(np.int64))
         return index, artifact.meta
 
 

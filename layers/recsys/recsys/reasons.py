@@ -28,28 +28,29 @@ def explain(index: ItemIndex, parts: dict[str, np.ndarray], weights: BlendWeight
             explored: set[int] | frozenset[int] = frozenset(),
             history_items: dict[str, dict[int, list[tuple[str, float]]]] | None = None,
             context: str | None = None) -> list[list[dict[str, Any]]]:
-    """The reasons of each row, strongest first."""
+    """The reasons of each row, strongest first; `parts` hold each component's score of the
+    rows, in their order."""
     weight_of = part_weights(parts, weights)
-    counts = index.popularity_counts
     rows_array = np.array(rows, dtype=np.int64)
+    counts = index.popularity_counts_at(rows_array)
     trend = live_popularity.trending(index.counts[rows_array].astype(np.float64),
                                      index.recent[rows_array].astype(np.float64)) if rows else np.zeros(0)
     explained = []
     for position, row in enumerate(rows):
-        shares = {name: weight * float(parts[name][row]) for name, weight in weight_of.items() if weight}
+        shares = {name: weight * float(parts[name][position]) for name, weight in weight_of.items() if weight}
         positive = sum(v for v in shares.values() if v > 0)
         reasons = []
         if row in explored:
             shown = float(index.impressions[row])
             reasons.append({"type": "explored", "impressions": round(shown, 2),
-                            "interactions": round(float(counts[row]), 2),
+                            "interactions": round(float(counts[position]), 2),
                             "text": f"explored: a fresh item (shown {shown:.0f} times lately), "
                                     "here to learn how people take it"})
         ordered = sorted(shares.items(), key=lambda pair: -pair[1]) or [("popularity", 0.0)]
         given = [(name, value) for name, value in ordered if value > 0 and value >= MIN_SHARE * positive]
         for name, value in given or ordered[:1]:
-            reason = _reason(name, float(parts[name][row]), (history_items or {}).get(name, {}).get(row, []), context,
-                             float(counts[row]), float(trend[position]))
+            reason = _reason(name, float(parts[name][position]), (history_items or {}).get(name, {}).get(row, []),
+                             context, float(counts[position]), float(trend[position]))
             share = value / positive if positive > 0 and value > 0 else 0.0
             reasons.append({**reason, "contribution": round(value, 4), "share": round(share, 3)})
         explained.append(reasons)

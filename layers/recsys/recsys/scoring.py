@@ -58,40 +58,50 @@ class BlendWeights:
 DEFAULT_WEIGHTS = BlendWeights()
 
 
-def popularity(index: ItemIndex) -> np.ndarray:
+def popularity(index: ItemIndex, rows: np.ndarray | None = None) -> np.ndarray:
     """Popularity counts (live decayed sums, or the snapshot's counts before there are any)
-    squashed to [0, 1] on a log scale."""
-    counts = np.log1p(index.popularity_counts)
-    top = float(counts.max()) if len(counts) else 0.0
+    squashed to [0, 1] on a log scale, of every item or of some rows."""
+    counts = np.log1p(index.popularity_counts if rows is None else index.popularity_counts_at(rows))
+    top = float(np.log1p(index.top_popularity()))
     return counts / top if top > 0 else counts
 
 
 def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | None, now: float,
                weights: BlendWeights = DEFAULT_WEIGHTS, config: ProfileConfig = DEFAULT_CONFIG,
-               collaborative: Collaborative | None = None, every: bool = False) -> dict[str, np.ndarray]:
-    """Each score component for every item, by name; those weighted 0 are skipped unless `every`.
+               collaborative: Collaborative | None = None, every: bool = False,
+               rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Each score component for every item (or for the candidate `rows` only: each array then
+    holds their scores, in their order), by name; those weighted 0 are skipped unless `every`.
 
     A collaborative component comes in two parts: the model's own scores ("item_item"),
     and, for items without collaborative evidence, the scores predicted from their
     vectors ("item_item_cold", weighted item_item x cold_transfer). Items without evidence
     also get their popularity predicted from their vectors ("new_item_popularity").
     """
-    parts = {"popularity": popularity(index)}
+    parts = {"popularity": popularity(index, rows)}
     history = history_weights(profile, weights.recency_half_life, weights.recency_floor) if profile else {}
     if collaborative is not None and history:
         for name, component in (("item_item", collaborative.item_item), ("sequence", collaborative.sequence),
                                 ("factors", collaborative.factors)):
-            part = component(history) if every or getattr(weights, name) else None
+            part = component(history, rows) if every or getattr(weights, name) else None
             if part is not None:
                 parts[name], parts[f"{name}_cold"] = part
         if every or weights.new_item_popularity:
-            parts["new_item_popularity"] = collaborative.new_item_popularity()
-    long_term = unit(profile.long_term) if profile else None
-    session = unit(profile.session) if profile and profile.session_active(now, config) else None
-    for name, vector in (("long_term", long_term), ("session", session), ("context", context)):
-        if vector is not None and (every or getattr(weights, name)):
-            parts[name] = index.vectors @ vector
+            parts["new_item_popularity"] = collaborative.new_item_popularity(rows)
+    for name, vector in taste_vectors(profile, context, now, config).items():
+        if every or getattr(weights, name):
+            parts[name] = index.dot(vector, rows)
     return parts
+
+
+def taste_vectors(profile: Profile | None, context: np.ndarray | None, now: float,
+                  config: ProfileConfig = DEFAULT_CONFIG) -> dict[str, np.ndarray]:
+    """The request's vectors that items are scored against by cosine: the profile's long-term
+    one, its session one while the session is active, and the context's, where there are."""
+    found = {"long_term": unit(profile.long_term) if profile else None,
+             "session": unit(profile.session) if profile and profile.session_active(now, config) else None,
+             "context": context}
+    return {name: vector for name, vector in found.items() if vector is not None}
 
 
 def combine(parts: dict[str, np.ndarray], weights: BlendWeights) -> np.ndarray:

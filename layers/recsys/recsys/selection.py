@@ -79,28 +79,31 @@ def parse_filters(exclude: str | None = None, categories: str | None = None, exc
 
 
 def allowed(index: ItemIndex, filters: Filters, consumed: set[str] | frozenset[str] = frozenset(),
-            consumed_filter: BloomFilter | None = None) -> np.ndarray:
-    """Which items the filters let through: never a retired item; consumed ones only when
-    include_consumed (the ids held exactly, and those a profile's Bloom filter of consumed
-    ids holds)."""
-    mask = index.available.copy()
-    rows = index.rows
+            consumed_filter: BloomFilter | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+    """Which items (or which of the candidate `rows`) the filters let through: never a retired
+    item; consumed ones only when include_consumed (the ids held exactly, and those a
+    profile's Bloom filter of consumed ids holds)."""
+    def at(values: np.ndarray) -> np.ndarray:
+        return values if rows is None else values[rows]
+
+    mask = at(index.available).copy()
     for skipped in (filters.exclude, () if filters.include_consumed else consumed):
         if skipped:
-            mask[[r for r in map(rows.get, skipped) if r is not None]] = False
-    if consumed_filter is not None and not filters.include_consumed and len(index):
-        mask &= ~consumed_filter.contains(index.digests())
+            left_out = np.array([r for r in map(index.rows.get, skipped) if r is not None], dtype=np.int64)
+            mask &= ~np.isin(np.arange(len(index)) if rows is None else rows, left_out)
+    if consumed_filter is not None and not filters.include_consumed and len(mask):
+        mask &= ~consumed_filter.contains(index.digests() if rows is None else index.digests()[rows])
     if filters.categories:
-        mask &= index.category_mask(filters.categories)
+        mask &= at(index.category_mask(filters.categories))
     if filters.exclude_categories:
-        mask &= ~index.category_mask(filters.exclude_categories)
+        mask &= ~at(index.category_mask(filters.exclude_categories))
     for name, wanted in filters.equals:
-        mask &= index.attribute(name)[1] == wanted
+        mask &= at(index.attribute(name)[1]) == wanted
     with np.errstate(invalid="ignore"):
         for name, low in filters.minimum:
-            mask &= index.attribute(name)[0] >= low
+            mask &= at(index.attribute(name)[0]) >= low
         for name, high in filters.maximum:
-            mask &= index.attribute(name)[0] <= high
+            mask &= at(index.attribute(name)[0]) <= high
     return mask
 
 
@@ -118,16 +121,18 @@ def best(scores: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     return top[np.lexsort((top, -candidates[top]))]
 
 
-def diversify(index: ItemIndex, scores: np.ndarray, candidates: np.ndarray, k: int, diversity: float) -> np.ndarray:
+def diversify(index: ItemIndex, scores: np.ndarray, candidates: np.ndarray, k: int, diversity: float,
+              rows: np.ndarray | None = None) -> np.ndarray:
     """Maximal marginal relevance: each pick maximises (1 - diversity) x relevance -
     diversity x its highest cosine to the items already picked; relevance is the score
-    rescaled to [0, 1] over the candidates."""
+    rescaled to [0, 1] over the candidates (positions in `scores`; index rows are
+    `rows[position]` when scores are of candidate rows)."""
     if diversity <= 0 or len(candidates) <= 1:
         return candidates[:k]
     relevance = scores[candidates].astype(np.float64)
     spread = relevance.max() - relevance.min()
     relevance = (relevance - relevance.min()) / spread if spread > 0 else np.ones_like(relevance)
-    vectors = index.vectors[candidates]
+    vectors = index.vectors_at(candidates if rows is None else rows[candidates])
     closest = np.zeros(len(candidates))
     taken = np.zeros(len(candidates), dtype=bool)
     picked = []
@@ -148,12 +153,13 @@ def explore_slots(k: int, explore: float) -> list[int]:
 
 
 def fresh_candidates(index: ItemIndex, scores: np.ndarray, mask: np.ndarray, n: int,
-                     rng: np.random.Generator) -> np.ndarray:
+                     rng: np.random.Generator, rows: np.ndarray | None = None) -> np.ndarray:
     """n fresh items (shown little so far) for exploration: drawn at random among the
     best-scored EXPLORE_POOL x n fresh items the filters allow."""
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
-    fresh = mask & (index.impressions <= FRESH_MAX_IMPRESSIONS)
+    impressions = index.impressions if rows is None else index.impressions[rows]
+    fresh = mask & (impressions <= FRESH_MAX_IMPRESSIONS)
     pool = best(scores, fresh, EXPLORE_POOL * n)
     if len(pool) <= n:
         return pool
@@ -161,10 +167,12 @@ def fresh_candidates(index: ItemIndex, scores: np.ndarray, mask: np.ndarray, n: 
 
 
 def select(index: ItemIndex, scores: np.ndarray, mask: np.ndarray, k: int, diversity: float = 0.0,
-           explore: float = 0.0, rng: np.random.Generator | None = None) -> tuple[list[int], set[int]]:
-    """The list's rows in order, and which of them were placed by exploration."""
+           explore: float = 0.0, rng: np.random.Generator | None = None,
+           rows: np.ndarray | None = None) -> tuple[list[int], set[int]]:
+    """The list in order, and which of it was placed by exploration: as positions in `scores`
+    and `mask` (index rows, unless they are of the candidate `rows`)."""
     slots = explore_slots(k, explore)
-    explored = fresh_candidates(index, scores, mask, len(slots), rng or np.random.default_rng())
+    explored = fresh_candidates(index, scores, mask, len(slots), rng or np.random.default_rng(), rows)
     slots = slots[:len(explored)]
     remaining = mask
     if len(explored):
@@ -173,14 +181,14 @@ def select(index: ItemIndex, scores: np.ndarray, mask: np.ndarray, k: int, diver
     need = k - len(explored)
     pool = best(scores, remaining, need if diversity <= 0 else max(5 * need, need + 50))
     if not len(explored):
-        return diversify(index, scores, pool, need, diversity).tolist(), set()
-    ranked = list(diversify(index, scores, pool, need, diversity))
-    rows: list[int] = []
+        return diversify(index, scores, pool, need, diversity, rows).tolist(), set()
+    ranked = list(diversify(index, scores, pool, need, diversity, rows))
+    listed: list[int] = []
     explored_list = list(explored)
     for position in range(len(ranked) + len(explored_list)):
         if position in slots and explored_list:
-            rows.append(int(explored_list.pop(0)))
+            listed.append(int(explored_list.pop(0)))
         elif ranked:
-            rows.append(int(ranked.pop(0)))
-    rows += [int(r) for r in explored_list]
-    return rows, {int(r) for r in explored}
+            listed.append(int(ranked.pop(0)))
+    listed += [int(r) for r in explored_list]
+    return listed, {int(r) for r in explored}
