@@ -8,7 +8,7 @@ CATALOG := build/catalog/catalog.npz
 COLLABORATIVE := build/catalog/collaborative.npz
 DATA := data/ml-latest-small
 
-.PHONY: run test test-unit eval replay model release lint typecheck sam-build bench clean
+.PHONY: run test test-unit eval replay model release lint typecheck sam-build bench bench-scale clean
 .DEFAULT_GOAL := run
 
 $(VENV)/.installed: requirements-dev.txt layers/recsys/requirements.txt layers/encoder/requirements.txt pyproject.toml
@@ -77,6 +77,10 @@ sam-build: $(MODEL)
 
 bench: $(CATALOG) $(COLLABORATIVE)
 	$(PY) scripts/bench_encoder.py
+
+## bench-scale: serving at 10k, 100k and 1M synthetic items (candidates vs full scan, memory, cold start)
+bench-scale: $(VENV)/.installed
+	$(PY) scripts/bench_scale.py $(if $(SIZES),--sizes $(SIZES))
 
 clean:
 	rm -rf build .aws-sam $(VENV)/.installed layers/encoder/encoder_model/{model.onnx,tokenizer.json,manifest.json}

@@ -237,6 +237,7 @@ class Collaborative:
         self._cold_rows = np.zeros(0, dtype=np.int64)  # index rows the model has no evidence for
         self._cold_at = np.zeros(0, dtype=np.int64)  # index row -> its place in _cold_rows, -1 with evidence
         self._popular_new: tuple[tuple[int, int], np.ndarray] | None = None
+        self._reached: dict[str, tuple[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self._transfer_rows = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.int64)  # their nearest model rows
         self._transfer_weights = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.float32)
         self.sync()
@@ -247,6 +248,7 @@ class Collaborative:
         aligned = len(self._model_row_at)
         if aligned == len(self.index):
             return
+        self._reached.clear()
         model_rows = np.array([self._model_row_of.get(item_id, -1) for item_id in self.index.ids[aligned:]],
                               dtype=np.int64)
         self._model_row_at = np.concatenate([self._model_row_at, model_rows])
@@ -273,8 +275,9 @@ class Collaborative:
 
     def revise(self, rows: list[int]) -> None:
         """Index rows whose vectors changed: the items among them the model has no evidence for
-        borrow from the neighbours of their new vectors."""
+        borrow from the neighbours of their new vectors (and no kept direction reads the old ones)."""
         self.sync()
+        self._reached.clear()
         where = np.flatnonzero(np.isin(self._cold_rows, np.asarray(rows, dtype=np.int64)))
         if len(where):
             self._transfer_rows[where], self._transfer_weights[where] = self._transfer(self._cold_rows[where])
@@ -313,24 +316,14 @@ class Collaborative:
         rows, weights = self._history(history)
         if len(rows) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        targets, sums, _, _ = _summed(getattr(self.model, component), rows, weights)
-        self.sync()
+        targets, sums, _ = self._reach(component, history)
         at = self._index_row[targets]
         return at[at >= 0], sums[at >= 0]
 
     def cold_directions(self, history: dict[str, float], weights: BlendWeights) -> list[np.ndarray]:
         """For each collaborative model the weights use, the direction in vector space along which
         its mapped score of an item without evidence grows (candidates for new items)."""
-        history_rows, values = self._history(history)
-        if len(history_rows) == 0:
-            return []
-        self.sync()
-        found = []
-        for name in CollaborativeModel.ROW_MODELS:
-            if getattr(weights, name):
-                model = getattr(self.model, name)
-                _, _, neighbours, contribution = _summed(model, history_rows, values)
-                found.append(self._direction(neighbours, contribution, model.projection))
+        found = [self._reach(name, history)[2] for name in CollaborativeModel.ROW_MODELS if getattr(weights, name)]
         if weights.factors:
             folded = self.fold_in(history)
             if folded is not None:
@@ -339,26 +332,40 @@ class Collaborative:
 
     def _row_scores(self, model: ItemRows, history: dict[str, float],
                     rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
-        history_rows, weights = self._history(history)
-        if len(history_rows) == 0:
+        name = next(n for n in CollaborativeModel.ROW_MODELS if getattr(self.model, n) is model)
+        if not self._history(history)[0].size:
             return None
-        targets, sums, neighbours, contribution = _summed(model, history_rows, weights)
-        self.sync()
+        targets, sums, direction = self._reach(name, history)
         top = float(np.abs(sums).max()) if len(sums) else 0.0
-        direction = self._direction(neighbours, contribution, model.projection)
-        return self._placed(lambda model_rows: _looked_up(targets, sums, model_rows), top, direction, 0.0, rows)
+        dense = np.zeros(len(self.model.item_ids), dtype=np.float32)  # the model's scores in model rows
+        dense[targets] = sums
+        return self._placed(dense.__getitem__, top, direction, 0.0, rows)
 
-    def _direction(self, model_rows: np.ndarray, coefficients: np.ndarray, projection: np.ndarray) -> np.ndarray:
-        """(sum of coefficient x item vector over model rows) @ projection: the direction whose
-        dot product with an item vector is the ridge-mapped score (model items the index lacks
-        count as zero vectors, as in training)."""
-        at = self._index_row[model_rows]
+    def _reach(self, name: str, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A row model's scores of the history, sparse (the model rows reached, sorted, and their
+        weighted sums), and the direction whose dot product with an item vector is the
+        ridge-mapped score: (sums x the reached items' vectors) @ projection (model items the
+        index lacks count as zero vectors, as in training). The last history's are kept: a
+        request asks for them for its candidates and again for its scores."""
+        key = (name, tuple(history.items()))
+        held = self._reached.get(name)
+        if held is not None and held[0] == key:
+            return held[1]
+        model: ItemRows = getattr(self.model, name)
+        history_rows, weights = self._history(history)
+        neighbours = model.rows[history_rows]
+        contribution = weights[:, None] * model.weights[history_rows]
+        valid = neighbours >= 0
+        targets, inverse = np.unique(neighbours[valid], return_inverse=True)
+        sums = np.bincount(inverse, weights=contribution[valid], minlength=len(targets))
+        self.sync()
+        at = self._index_row[targets]
         present = at >= 0
-        unique, where = np.unique(at[present], return_inverse=True)
-        summed = np.bincount(where, weights=coefficients[present], minlength=len(unique)).astype(np.float32)
-        if not len(unique):
-            return np.zeros(projection.shape[0], dtype=np.float32)
-        return (summed @ self.index.vectors_at(unique)) @ projection
+        direction = (sums[present].astype(np.float32) @ self.index.vectors_at(at[present])) @ model.projection \
+            if present.any() else np.zeros(model.projection.shape[0], dtype=np.float32)
+        found = (targets, sums, direction.astype(np.float32))
+        self._reached[name] = (key, found)
+        return found
 
     def contributions(self, history: dict[str, float], index_rows: list[int], top: int = 2,
                       component: str = "item_item") -> dict[int, list[tuple[str, float]]]:
@@ -477,23 +484,3 @@ class Collaborative:
         predicted = np.zeros(n, dtype=np.float32)
         predicted[cold] = 0.5 * ((mapped + offset) / scale + (borrowed * self._transfer_weights[at]).sum(1))
         return scores, predicted
-
-
-def _summed(model: ItemRows, rows: np.ndarray, weights: np.ndarray,
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A history's row-model scores, sparse: the model rows reached (sorted) and their weighted
-    sums; and the (neighbour, contribution) entries they were summed from."""
-    neighbours = model.rows[rows]
-    contribution = weights[:, None] * model.weights[rows]
-    valid = neighbours >= 0
-    targets, inverse = np.unique(neighbours[valid], return_inverse=True)
-    return targets, np.bincount(inverse, weights=contribution[valid], minlength=len(targets)), \
-        neighbours[valid], contribution[valid]
-
-
-def _looked_up(targets: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """values at `wanted` model rows, 0 for rows not among the sorted `targets`."""
-    if not len(targets):
-        return np.zeros(len(wanted), dtype=np.float64)
-    at = np.minimum(np.searchsorted(targets, wanted), len(targets) - 1)
-    return np.where(targets[at] == wanted, values[at], 0.0)

@@ -88,9 +88,11 @@ def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | 
                 parts[name], parts[f"{name}_cold"] = part
         if every or weights.new_item_popularity:
             parts["new_item_popularity"] = collaborative.new_item_popularity(rows)
-    for name, vector in taste_vectors(profile, context, now, config).items():
-        if every or getattr(weights, name):
-            parts[name] = index.dot(vector, rows)
+    tastes = {name: vector for name, vector in taste_vectors(profile, context, now, config).items()
+              if every or getattr(weights, name)}
+    if tastes:  # one pass over the item vectors for all of them
+        cosines = index.dot(np.stack(list(tastes.values()), axis=1), rows)
+        parts.update({name: np.ascontiguousarray(cosines[:, at]) for at, name in enumerate(tastes)})
     return parts
 
 
