@@ -36,7 +36,7 @@ import numpy as np
 from model_build import paths
 from model_build.collaborative_training import TrainingConfig
 from recsys.collaborative import TRANSFER_NEIGHBOURS, CollaborativeModel, ItemRows, Transfer
-from recsys.index import ItemIndex
+from recsys.index import ItemIndex, quantized
 
 DIM = 384
 ITEMS_PER_CLUSTER = 200
@@ -56,7 +56,7 @@ def build(n: int, folder: Path, seed: int = 11) -> None:
         block = slice(start, min(n, start + 100_000))
         vectors = centres[cluster[block]] + 0.9 * rng.normal(size=(block.stop - block.start, DIM)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        index._vectors[block] = vectors
+        index._codes[block], index._scales[block] = quantized(vectors)
     index.ids = [f"item-{r}" for r in range(n)]
     index.rows = {item_id: row for row, item_id in enumerate(index.ids)}
     index.categories = [(f"c{r % 20}",) for r in range(n)]
@@ -123,7 +123,7 @@ import numpy as np
 from model_build.data import Interaction
 from recsys import ranking
 from recsys.collaborative import Collaborative, CollaborativeModel
-from recsys.index import ItemIndex
+from recsys.index import ItemIndex, quantized
 from recsys.profile import Profile, apply_events
 from recsys.scoring import DEFAULT_WEIGHTS
 

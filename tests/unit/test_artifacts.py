@@ -105,22 +105,22 @@ def test_a_reserved_or_repeated_name_is_refused() -> None:
 def test_each_artifact_names_its_kind_and_refuses_the_others() -> None:
     index = ItemIndex(2)
     index.extend(["a"], np.array([[1.0, 0.0]], dtype=np.float32), np.ones(1))
-    files = {"item_index/3": index.to_npz(model_version="m"), "popularity_counters/1": PopularityCounters().to_npz()}
+    files = {"item_index/4": index.to_npz(model_version="m"), "popularity_counters/1": PopularityCounters().to_npz()}
     for name, data in files.items():
         assert np.load(io.BytesIO(data), allow_pickle=False)["format"].item() == name
-    with pytest.raises(ArtifactFormatError, match="expected item_index/3, found popularity_counters/1"):
+    with pytest.raises(ArtifactFormatError, match="expected item_index/4, found popularity_counters/1"):
         ItemIndex.from_npz(files["popularity_counters/1"])
-    with pytest.raises(ArtifactFormatError, match="expected collaborative/3, found item_index/3"):
-        CollaborativeModel.from_npz(files["item_index/3"])
-    with pytest.raises(ArtifactFormatError, match="expected popularity_counters/1, found item_index/3"):
-        PopularityCounters.from_npz(files["item_index/3"])
+    with pytest.raises(ArtifactFormatError, match="expected collaborative/3, found item_index/4"):
+        CollaborativeModel.from_npz(files["item_index/4"])
+    with pytest.raises(ArtifactFormatError, match="expected popularity_counters/1, found item_index/4"):
+        PopularityCounters.from_npz(files["item_index/4"])
 
 
 def test_an_item_index_written_before_the_format_member_is_refused() -> None:
     index = ItemIndex(2)
     index.extend(["a"], np.array([[1.0, 0.0]], dtype=np.float32), np.ones(1))
     old = rewritten(index.to_npz(model_version="m"), drop="format")
-    with pytest.raises(ArtifactFormatError, match="expected item_index/3, found no format member"):
+    with pytest.raises(ArtifactFormatError, match="expected item_index/4, found no format member"):
         ItemIndex.from_npz(old)
 
 

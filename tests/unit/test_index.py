@@ -21,10 +21,10 @@ def test_upsert_new_and_existing() -> None:
     a, b = unit_vectors(2)
     index.upsert("a", a, count=4)
     assert len(index) == 1 and index.ids == ["a"]
-    np.testing.assert_array_equal(index.vector("a"), a)
+    np.testing.assert_allclose(index.vector("a"), a, atol=0.004)  # int8 codes: within half a step
     index.upsert("a", b)
     assert len(index) == 1
-    np.testing.assert_array_equal(index.vector("a"), b)
+    np.testing.assert_allclose(index.vector("a"), b, atol=0.004)
     assert index.counts.tolist() == [4.0]
     index.upsert("a", b, count=9)
     assert index.counts.tolist() == [9.0]
@@ -37,7 +37,7 @@ def test_growth_past_initial_capacity_keeps_every_vector() -> None:
     for n, vector in enumerate(vectors):
         index.upsert(f"i{n}", vector, count=n)
     assert len(index) == 11 and index.vectors.shape == (11, DIM)
-    np.testing.assert_array_equal(index.vectors, vectors)
+    np.testing.assert_allclose(index.vectors, vectors, atol=0.004)
     assert index.counts.tolist() == list(range(11))
     assert all(index.rows[f"i{n}"] == n for n in range(11))
 
@@ -64,7 +64,8 @@ def test_npz_round_trip_without_pickle() -> None:
     data = index.to_npz(model="mini-lm", version=3.0)
 
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        assert set(npz.files) == {"format", "ids", "vectors", "counts", "categories", "attributes", "model", "version"}
+        assert set(npz.files) == {"format", "ids", "codes", "scales", "counts", "categories", "attributes", "model",
+                                  "version"}
 
     loaded, meta = ItemIndex.from_npz(data)
     assert loaded.ids == ids and loaded.dim == DIM
@@ -112,3 +113,17 @@ def test_a_prior_is_known_and_follows_a_changed_vector() -> None:
     assert index.has_prior("new") and index.popularity_counts[index.rows["new"]] > 50
     index.upsert("new", vectors[15])
     assert index.popularity_counts[index.rows["new"]] < 20
+
+
+def test_an_index_written_with_float_vectors_loads_quantized() -> None:
+    """Releases written before int8 vectors (format 3: float32 "vectors") still load."""
+    from recsys.artifacts import write_npz
+
+    vectors = unit_vectors(3)
+    data = write_npz("item_index", 3, {"ids": np.array(["a", "b", "c"]), "vectors": vectors,
+                                       "counts": np.array([1.0, 2.0, 3.0]), "categories": np.array(["x", "", "x|y"]),
+                                       "attributes": np.array(["{}", '{"p": 1}', "{}"])})
+    index, _ = ItemIndex.from_npz(data)
+    np.testing.assert_allclose(index.vectors, vectors, atol=0.004)
+    assert index.categories == [("x",), (), ("x", "y")] and index.attributes[1] == {"p": 1}
+    assert index.to_npz() != data and ItemIndex.from_npz(index.to_npz())[0].ids == ["a", "b", "c"]

@@ -91,7 +91,7 @@ def test_item_vectors_written_before_the_format_member_are_refused_by_name() -> 
     np.savez(buffer, **old)
     files[ITEM_VECTORS] = buffer.getvalue()
     manifest["files"][ITEM_VECTORS] = file_entry(files[ITEM_VECTORS])
-    refusal = "release v1: item_vectors.npz: artifact format: expected item_index/3, found no format member; publish"
+    refusal = "release v1: item_vectors.npz: artifact format: expected item_index/4, found no format member; publish"
     with pytest.raises(ReleaseError, match=refusal):
         open_release(manifest, files.__getitem__, ENCODER, DIM)
     with pytest.raises(ReleaseError, match=refusal):

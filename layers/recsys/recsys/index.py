@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from recsys import bloom
-from recsys.artifacts import read_npz, write_npz
+from recsys.artifacts import ArtifactFormatError, read_npz, write_npz
 from recsys.candidates import VectorLists
 
 # Catalogs up to this many items are scored whole on every request (a scan of 16k vectors
@@ -35,8 +35,11 @@ class ItemIndex:
     """
 
     KIND = "item_index"
-    FORMAT = 3  # the .npz layout: 2 added categories, 3 attributes (JSON per item); written from 3 on
-    _FIELDS = ("ids", "vectors", "counts", "categories", "attributes")
+    # the .npz layout: 2 added categories, 3 attributes (JSON per item), 4 int8 vectors (codes and
+    # scales) and the candidate lists; 3 and 4 are read, 4 is written
+    FORMAT = 4
+    _FIELDS = ("ids", "codes", "scales", "counts", "categories", "attributes")
+    _FIELDS_3 = ("ids", "vectors", "counts", "categories", "attributes")
 
     def __init__(self, dim: int, capacity: int = 1024) -> None:
         self.dim = dim
@@ -48,7 +51,11 @@ class ItemIndex:
         self._names: set[str] | None = None  # the attribute names items hold, computed on first use
         self._absent: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0, dtype=object))  # a name none hold
         self._labelled: dict[str, list[int]] | None = None  # category -> rows
-        self._vectors = np.zeros((capacity, dim), dtype=np.float32)
+        # Each vector as int8 codes and one scale: v ~ codes x scale (the largest |component| / 127),
+        # a quarter of float32's memory; every read of vectors goes through `vector`, `vectors_at`
+        # or `dot`.
+        self._codes = np.zeros((capacity, dim), dtype=np.int8)
+        self._scales = np.zeros(capacity, dtype=np.float32)
         self._counts = np.zeros(capacity, dtype=np.float32)
         self._recent = np.zeros(capacity, dtype=np.float32)
         self._impressions = np.zeros(capacity, dtype=np.float32)
@@ -65,7 +72,9 @@ class ItemIndex:
 
     @property
     def vectors(self) -> np.ndarray:
-        return self._vectors[: len(self.ids)]
+        """Every item's vector, as a new float32 matrix (the build job's view; requests read
+        `dot` and `vectors_at`)."""
+        return self.vectors_at(slice(0, len(self.ids)))
 
     @property
     def counts(self) -> np.ndarray:
@@ -134,13 +143,22 @@ class ItemIndex:
             self.lists = VectorLists.build(len(self), self.vectors_at)
         return self.lists
 
-    def vectors_at(self, rows: np.ndarray) -> np.ndarray:
-        """The vectors of some rows (a copy)."""
-        return self._vectors[rows]
+    def vectors_at(self, rows: np.ndarray | slice) -> np.ndarray:
+        """The vectors of some rows, float32 (a copy)."""
+        return self._codes[rows].astype(np.float32) * self._scales[rows][:, None]
 
     def dot(self, direction: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """Every item's (or some rows') vector dotted with a direction."""
-        return (self.vectors if rows is None else self._vectors[rows]) @ direction
+        """Every item's (or some rows') vector dotted with a direction (d,), or with each column
+        of directions (d, m); over every item, a block of rows at a time."""
+        direction = np.asarray(direction, dtype=np.float32)
+        if rows is not None:
+            return _scaled_rows(self._codes[rows].astype(np.float32) @ direction, self._scales[rows])
+        n = len(self.ids)
+        found = np.empty((n, *direction.shape[1:]), dtype=np.float32)
+        for start in range(0, n, DOT_BLOCK):
+            block = slice(start, min(n, start + DOT_BLOCK))
+            found[block] = _scaled_rows(self._codes[block].astype(np.float32) @ direction, self._scales[block])
+        return found
 
     def digests(self) -> np.ndarray:
         """(n, 2) `bloom.digests` of every id in row order (what a consumed-items filter is checked with),
@@ -151,7 +169,7 @@ class ItemIndex:
 
     def vector(self, item_id: str) -> np.ndarray | None:
         row = self.rows.get(item_id)
-        return None if row is None else self._vectors[row]
+        return None if row is None else self._codes[row].astype(np.float32) * self._scales[row]
 
     def upsert(self, item_id: str, vector: np.ndarray, count: float | None = None,
                categories: Sequence[str] | None = None, attributes: Mapping[str, Any] | None = None,
@@ -162,7 +180,7 @@ class ItemIndex:
         new = row is None
         if row is None:
             row = len(self.ids)
-            if row == len(self._vectors):
+            if row == len(self._codes):
                 self._grow()
             self.ids.append(item_id)
             self.rows[item_id] = row
@@ -171,11 +189,12 @@ class ItemIndex:
             self.attributes.append({})
             self._columns.clear()
             self._names = None
-        changed = new or not np.array_equal(self._vectors[row], vector)
+        codes, scale = quantized(vector[None, :])
+        changed = new or not (np.array_equal(self._codes[row], codes[0]) and self._scales[row] == scale[0])
         moved = row in self._neighbours and changed
-        self._vectors[row] = vector
+        self._codes[row], self._scales[row] = codes[0], scale[0]
         if self.lists is not None and changed:
-            self.lists.add(np.array([row]), vector[None, :])
+            self.lists.add(np.array([row]), self.vectors_at(np.array([row])))
         if moved:  # a prior is derived from the vector: follow it
             self.set_prior(item_id)
         if count is not None:
@@ -242,7 +261,7 @@ class ItemIndex:
         if len(seen) == 0:
             self._neighbours.pop(row, None)
             return
-        similarity = self.vectors[seen] @ self._vectors[row]
+        similarity = self.dot(self.vectors_at(np.array([row]))[0], seen)
         self._neighbours[row] = seen[np.argpartition(-similarity, min(k, len(seen)) - 1)[:k]]
 
     def set_live_counts(self, item_ids: Sequence[str], popular: np.ndarray | None, recent: np.ndarray | None,
@@ -270,8 +289,9 @@ class ItemIndex:
             self.upsert(item_id, vector, float(count), labels, values)
 
     def _grow(self) -> None:
-        capacity = max(1024, 2 * len(self._vectors))
-        self._vectors = _resized(self._vectors, (capacity, self.dim))
+        capacity = max(1024, 2 * len(self._codes))
+        self._codes = _resized(self._codes, (capacity, self.dim))
+        self._scales = _resized(self._scales, (capacity,))
         self._counts = _resized(self._counts, (capacity,))
         self._recent = _resized(self._recent, (capacity,))
         self._impressions = _resized(self._impressions, (capacity,))
@@ -287,7 +307,8 @@ class ItemIndex:
             built = self.candidate_lists()
             lists = {"list_centroids": built.centroids, "list_assignment": built.assignment(len(self))}
         return write_npz(self.KIND, self.FORMAT, {
-            "ids": np.array(self.ids, dtype=str), "vectors": self.vectors, "counts": self.counts,
+            "ids": np.array(self.ids, dtype=str), "codes": self._codes[:len(self)], "scales": self._scales[:len(self)],
+            "counts": self.counts,
             "categories": np.array(["|".join(c) for c in self.categories], dtype=str),
             "attributes": np.array([json.dumps(a, sort_keys=True) for a in self.attributes], dtype=str),
             **lists}, meta)
@@ -296,17 +317,26 @@ class ItemIndex:
     def from_npz(cls, data: bytes) -> tuple[ItemIndex, dict[str, str | float]]:
         """Raises ArtifactFormatError for a file that is not an item index of this FORMAT, and
         ValueError for one whose arrays disagree (a repeated id, lengths that differ)."""
-        artifact = read_npz(data, cls.KIND, cls.FORMAT, cls._FIELDS, optional=("list_centroids", "list_assignment"))
-        arrays = artifact.arrays
+        try:
+            artifact = read_npz(data, cls.KIND, cls.FORMAT, cls._FIELDS, optional=("list_centroids", "list_assignment"))
+            arrays = artifact.arrays
+            codes, scales = arrays["codes"], arrays["scales"]
+        except ArtifactFormatError as error:
+            try:  # a release written before int8 vectors: quantized as it loads
+                artifact = read_npz(data, cls.KIND, 3, cls._FIELDS_3)
+            except ArtifactFormatError:
+                raise error from None
+            arrays = artifact.arrays
+            codes, scales = quantized(arrays["vectors"])
         ids = arrays["ids"].tolist()
         n = len(ids)
-        if len(set(ids)) != n or any(len(arrays[f]) != n for f in ("vectors", "counts", "categories", "attributes")):
-            raise ValueError("item index: ids repeat, or the arrays' lengths differ")
-        vectors = arrays["vectors"]
-        index = cls(vectors.shape[1], capacity=max(1024, int(n * 1.25)))
+        if len(set(ids)) != n or any(len(a) != n for a in (codes, scales, arrays["counts"], arrays["categories"],
+                                                           arrays["attributes"])) or codes.ndim != 2:
+            raise ValueError("item index: ids repeat, or the arrays' shapes differ")
+        index = cls(codes.shape[1], capacity=max(1024, int(n * 1.25)))
         index.ids = [str(i) for i in ids]
         index.rows = {item_id: row for row, item_id in enumerate(index.ids)}
-        index._vectors[:n] = vectors
+        index._codes[:n], index._scales[:n] = codes, scales
         index._counts[:n] = arrays["counts"]
         none: tuple[str, ...] = ()
         index.categories = [tuple(c for c in labels.split("|") if c) if labels else none
@@ -325,6 +355,23 @@ def _as_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+DOT_BLOCK = 16_384  # rows dequantized at a time by a whole-catalog `dot`
+
+
+def quantized(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 codes and float32 scales of (n, d) vectors: codes x scale ~ vector, the largest
+    |component| of each coded as 127."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    top = np.abs(vectors).max(axis=1) if vectors.size else np.zeros(len(vectors), np.float32)
+    scales = (top / 127.0).astype(np.float32)
+    safe = np.where(scales > 0, scales, 1.0)[:, None]
+    return np.clip(np.rint(vectors / safe), -127, 127).astype(np.int8), scales
+
+
+def _scaled_rows(products: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    return products * (scales if products.ndim == 1 else scales[:, None])
 
 
 def _resized(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
