@@ -42,7 +42,7 @@ DIM = 384
 ITEMS_PER_CLUSTER = 200
 COVERED = 0.6  # share of items with collaborative evidence (the rest are new items)
 BENCH = paths.BUILD / "bench-scale"
-FORMAT = 1  # of the synthetic release: a change rebuilds the cached ones
+FORMAT = 2  # of the synthetic release: a change rebuilds the cached ones
 
 
 def build(n: int, folder: Path, seed: int = 11) -> None:

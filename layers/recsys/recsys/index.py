@@ -56,6 +56,9 @@ class ItemIndex:
         # or `dot`.
         self._codes = np.zeros((capacity, dim), dtype=np.int8)
         self._scales = np.zeros(capacity, dtype=np.float32)
+        # While the catalog is scored whole (`exhaustive`), the dequantized vectors too: at most
+        # EXACT_MAX x 1.5 KB, read by every request's full-catalog products.
+        self._dense: np.ndarray | None = None
         self._counts = np.zeros(capacity, dtype=np.float32)
         self._recent = np.zeros(capacity, dtype=np.float32)
         self._impressions = np.zeros(capacity, dtype=np.float32)
@@ -145,12 +148,28 @@ class ItemIndex:
 
     def vectors_at(self, rows: np.ndarray | slice) -> np.ndarray:
         """The vectors of some rows, float32 (a copy)."""
+        dense = self._dequantized()
+        if dense is not None:
+            return dense[rows]
         return self._codes[rows].astype(np.float32) * self._scales[rows][:, None]
+
+    def _dequantized(self) -> np.ndarray | None:
+        """The float32 vectors while the catalog is scored whole (built on first use), else None."""
+        if not self.exhaustive():
+            self._dense = None
+            return None
+        n = len(self.ids)
+        if self._dense is None or len(self._dense) != n:
+            self._dense = self._codes[:n].astype(np.float32) * self._scales[:n, None]
+        return self._dense
 
     def dot(self, direction: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """Every item's (or some rows') vector dotted with a direction (d,), or with each column
         of directions (d, m); over every item, a block of rows at a time."""
         direction = np.asarray(direction, dtype=np.float32)
+        dense = self._dequantized()
+        if dense is not None:
+            return dense @ direction if rows is None else dense[rows] @ direction
         if rows is not None:
             return _scaled_rows(self._codes[rows].astype(np.float32) @ direction, self._scales[rows])
         n = len(self.ids)
@@ -169,7 +188,10 @@ class ItemIndex:
 
     def vector(self, item_id: str) -> np.ndarray | None:
         row = self.rows.get(item_id)
-        return None if row is None else self._codes[row].astype(np.float32) * self._scales[row]
+        if row is None:
+            return None
+        return self._dense[row].copy() if self._dense is not None and row < len(self._dense) else \
+            self._codes[row].astype(np.float32) * self._scales[row]
 
     def upsert(self, item_id: str, vector: np.ndarray, count: float | None = None,
                categories: Sequence[str] | None = None, attributes: Mapping[str, Any] | None = None,
@@ -193,6 +215,8 @@ class ItemIndex:
         changed = new or not (np.array_equal(self._codes[row], codes[0]) and self._scales[row] == scale[0])
         moved = row in self._neighbours and changed
         self._codes[row], self._scales[row] = codes[0], scale[0]
+        if self._dense is not None and row < len(self._dense):
+            self._dense[row] = codes[0].astype(np.float32) * scale[0]
         if self.lists is not None and changed:
             self.lists.add(np.array([row]), self.vectors_at(np.array([row])))
         if moved:  # a prior is derived from the vector: follow it

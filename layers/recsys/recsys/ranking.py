@@ -37,8 +37,8 @@ NO_FILTERS = Filters()
 # each row model contributes, and the most popular (known, and predicted for new items).
 # Cost knobs, not fitted to data: `make bench-scale` measures the recall of the exact top 50
 # they give at 10k, 100k and 1M items.
-PROBE = 12
-CF_CANDIDATES = 2_000
+PROBE = 8
+CF_CANDIDATES = 1_000
 POPULAR = 200
 
 
