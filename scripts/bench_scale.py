@@ -128,8 +128,8 @@ from recsys.profile import Profile, apply_events
 from recsys.scoring import DEFAULT_WEIGHTS
 
 folder = Path(sys.argv[1])
-index, _ = ItemIndex.from_npz((folder / "item_vectors.npz").read_bytes())
-model, _ = CollaborativeModel.from_npz((folder / "collaborative.npz").read_bytes())
+index, _ = ItemIndex.from_npz(folder / "item_vectors.npz")  # memory-mapped, as a container reads its release
+model, _ = CollaborativeModel.from_npz(folder / "collaborative.npz")
 collaborative = Collaborative(model, index)
 exact_max = index.exact_max
 rng = np.random.default_rng(5)

@@ -132,3 +132,23 @@ def test_popularity_counters_written_before_formats_named_their_kind_still_read(
     restored = PopularityCounters.from_npz(old)
     assert restored.item_ids == ["a", "b"] and restored.watermark == "42"
     assert restored.to_npz() == counters.to_npz()
+
+
+def test_a_file_on_disk_is_read_memory_mapped(tmp_path) -> None:
+    """A Path is read without loading its arrays: large members are views of the file."""
+    from pathlib import Path
+
+    path = Path(tmp_path) / "a.npz"
+    big = np.arange(100_000, dtype=np.int32).reshape(1000, 100)
+    path.write_bytes(write_npz("thing", 2, {"big": big, "names": np.array(["a", "bb"]), "small": np.ones(3)},
+                               {"note": "x", "n": 3}))
+    artifact = read_npz(path, "thing", 2, ("big", "names", "small"))
+    assert isinstance(artifact.arrays["big"], np.memmap) and not artifact.arrays["big"].flags.writeable
+    np.testing.assert_array_equal(artifact.arrays["big"], big)
+    assert artifact.arrays["names"].tolist() == ["a", "bb"] and artifact.arrays["small"].tolist() == [1.0] * 3
+    assert artifact.meta == {"note": "x", "n": 3}
+    with pytest.raises(ArtifactFormatError, match="expected thing/3, found thing/2"):
+        read_npz(path, "thing", 3, ("big",))
+    path.write_bytes(b"not a zip")
+    with pytest.raises(ArtifactFormatError, match="no .npz archive"):
+        read_npz(path, "thing", 2, ("big",))

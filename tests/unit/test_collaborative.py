@@ -210,3 +210,16 @@ def test_the_build_computes_the_transfer_of_its_catalog_items_without_evidence(
     monkeypatch.setattr("recsys.collaborative.transfer_neighbours", lambda *args, **kwargs: pytest.fail("matched"))
     served = Collaborative(model, catalog).item_item({"a0": 1.0})[1][catalog.rows["a2-twin"]]
     assert served == pytest.approx(expected) and served > 0
+
+
+def test_a_model_read_from_disk_scores_alike(model: CollaborativeModel, tmp_path) -> None:
+    """Read from a file (memory-mapped: tests/unit/test_artifacts.py), the model scores as the
+    bytes-loaded one does."""
+    path = tmp_path / "collaborative.npz"
+    path.write_bytes(model.to_npz())
+    mapped, _ = CollaborativeModel.from_npz(path)
+    history = {"a0": 1.0, "a1": 0.5}
+    index = index_with(GROUPS["a"] + GROUPS["b"])
+    for got, want in zip(Collaborative(mapped, index).item_item(history) or (),
+                         Collaborative(model, index).item_item(history) or (), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -6,13 +6,20 @@ misreading it. Arrays are plain numeric or string arrays, never pickled objects 
 reader loads with allow_pickle=False, the writer refuses object arrays). Members are
 written with a fixed timestamp, so the same content is the same bytes: a replayed batch
 leaves its S3 object byte-identical, and a release's sha256 says what it holds.
+
+Members are stored uncompressed, so a file on disk is read memory-mapped (`read_npz` of a
+Path): its arrays are views of the file, paged in as they are read, never a second copy.
 """
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +71,7 @@ def write_npz(kind: str, version: int, arrays: Mapping[str, np.ndarray],
     return buffer.getvalue()
 
 
-def read_npz(data: bytes, kind: str, version: int, fields: Collection[str], optional: Collection[str] = (),
+def read_npz(data: bytes | Path, kind: str, version: int, fields: Collection[str], optional: Collection[str] = (),
              bare_version: bool = False) -> Artifact:
     """The arrays named in `fields` (each required) and `optional` (absent ones left out), and
     the file's other members as metadata, if the file is `kind` at `version`.
@@ -73,12 +80,12 @@ def read_npz(data: bytes, kind: str, version: int, fields: Collection[str], opti
     of this kind written before formats named their kind have it."""
     expected = format_name(kind, version)
     try:
-        npz = np.load(io.BytesIO(data), allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        npz: Any = _Mapped(data) if isinstance(data, Path) else np.load(io.BytesIO(data), allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, OSError, struct.error) as error:
         raise ArtifactFormatError(expected, f"no .npz archive ({error})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
+    if not isinstance(npz, (np.lib.npyio.NpzFile, _Mapped)):
         raise ArtifactFormatError(expected, "a bare array, not an .npz archive")
-    with npz:
+    with _closing(npz):
         found = _declared_format(npz)
         if found != expected and not (bare_version and found == _bare(version)):
             raise ArtifactFormatError(expected, found)
@@ -97,7 +104,53 @@ def read_npz(data: bytes, kind: str, version: int, fields: Collection[str], opti
     return Artifact(arrays, meta)
 
 
-def _declared_format(npz: np.lib.npyio.NpzFile) -> str:
+class _Mapped:
+    """The members of an .npz file on disk as read-only memory maps (small ones read)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._members: dict[str, tuple[np.dtype, tuple[int, ...], bool, int]] = {}
+        with zipfile.ZipFile(path) as archive, open(path, "rb") as f:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy") or info.compress_type != zipfile.ZIP_STORED:
+                    raise zipfile.BadZipFile(f"{info.filename}: not a stored .npy member")
+                f.seek(info.header_offset)
+                local = f.read(30)
+                if local[:4] != b"PK\x03\x04":
+                    raise zipfile.BadZipFile(f"{info.filename}: no local header")
+                name_length, extra_length = struct.unpack("<HH", local[26:30])
+                f.seek(info.header_offset + 30 + name_length + extra_length)
+                major, _ = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else \
+                    np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(f)
+                if dtype.hasobject:
+                    raise zipfile.BadZipFile(f"{info.filename}: an object array would need pickle")
+                self._members[info.filename.removesuffix(".npy")] = (dtype, shape, fortran, f.tell())
+        self.files = list(self._members)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        dtype, shape, fortran, offset = self._members[name]
+        count = int(np.prod(shape)) if shape else 1
+        if count * dtype.itemsize < 1 << 16:  # small: read, not mapped
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                flat = np.frombuffer(f.read(count * dtype.itemsize), dtype=dtype, count=count)
+            return flat.reshape(shape, order="F" if fortran else "C").copy()
+        return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                         order="F" if fortran else "C")
+
+
+@contextmanager
+def _closing(npz: Any) -> Iterator[Any]:
+    try:
+        yield npz
+    finally:
+        if isinstance(npz, np.lib.npyio.NpzFile):
+            npz.close()
+
+
+def _declared_format(npz: Any) -> str:
     """The format the file declares, in words when it declares none."""
     if FORMAT_MEMBER not in npz.files:
         return "no format member"

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -189,23 +190,25 @@ class CollaborativeModel:
             "transfer_rows": self.transfer.rows, "transfer_weights": self.transfer.weights}, meta)
 
     @classmethod
-    def from_npz(cls, data: bytes) -> tuple[CollaborativeModel, dict[str, str | float]]:
-        """Raises ArtifactFormatError for a file that is not a collaborative model of this FORMAT."""
+    def from_npz(cls, data: bytes | Path) -> tuple[CollaborativeModel, dict[str, str | float]]:
+        """Raises ArtifactFormatError for a file that is not a collaborative model of this FORMAT. A
+        Path is read memory-mapped: the arrays are views of the file (recsys.artifacts)."""
         fields = ["item_ids", "factors", "biases", "regularization", "alpha", "factor_map", "popularity_map",
                   "transfer_item_ids", "transfer_rows", "transfer_weights",
                   *(f"{name}_{field}" for name in cls.ROW_MODELS for field in ItemRows.FIELDS)]
         artifact = read_npz(data, cls.KIND, cls.FORMAT, fields)
         arrays = artifact.arrays
-        row_models = {name: ItemRows(arrays[f"{name}_rows"].astype(np.int32),
-                                     arrays[f"{name}_weights"].astype(np.float32),
-                                     arrays[f"{name}_projection"].astype(np.float32))
+        row_models = {name: ItemRows(np.asarray(arrays[f"{name}_rows"], dtype=np.int32),
+                                     np.asarray(arrays[f"{name}_weights"], dtype=np.float32),
+                                     np.asarray(arrays[f"{name}_projection"], dtype=np.float32))
                       for name in cls.ROW_MODELS}
-        model = cls([str(i) for i in arrays["item_ids"]], row_models["item_item"], row_models["sequence"],
-                    arrays["factors"].astype(np.float32), arrays["biases"].astype(np.float32),
-                    float(arrays["regularization"]), float(arrays["alpha"]), arrays["factor_map"].astype(np.float32),
-                    arrays["popularity_map"].astype(np.float32),
-                    Transfer([str(i) for i in arrays["transfer_item_ids"]], arrays["transfer_rows"].astype(np.int32),
-                             arrays["transfer_weights"].astype(np.float32)))
+        f32 = {name: np.asarray(arrays[name], dtype=np.float32)
+               for name in ("factors", "biases", "factor_map", "popularity_map", "transfer_weights")}
+        model = cls(arrays["item_ids"].tolist(), row_models["item_item"], row_models["sequence"],
+                    f32["factors"], f32["biases"], float(arrays["regularization"]), float(arrays["alpha"]),
+                    f32["factor_map"], f32["popularity_map"],
+                    Transfer(arrays["transfer_item_ids"].tolist(), np.asarray(arrays["transfer_rows"], dtype=np.int32),
+                             f32["transfer_weights"]))
         return model, artifact.meta
 
 
@@ -231,9 +234,13 @@ class Collaborative:
         self._model_row_at = np.zeros(0, dtype=np.int64)  # index row -> model row, -1 without evidence
         self._built_transfer = {item_id: row for row, item_id in enumerate(model.transfer.item_ids)}
         k = model.dim
-        z = np.hstack([model.factors, np.ones((len(model.biases), 1), np.float32)]).astype(np.float64)
-        self._gram = z.T @ z + model.regularization * np.eye(k + 1)
-        self._bias_moment = z.T @ model.biases.astype(np.float64)
+        self._gram = model.regularization * np.eye(k + 1)
+        self._bias_moment = np.zeros(k + 1)
+        for start in range(0, len(model.biases), 65_536):  # Z'Z and Z'b of Z = [q_i, 1], a block at a time
+            z = np.hstack([model.factors[start:start + 65_536],
+                           np.ones((len(model.biases[start:start + 65_536]), 1), np.float32)]).astype(np.float64)
+            self._gram += z.T @ z
+            self._bias_moment += z.T @ model.biases[start:start + 65_536].astype(np.float64)
         self._cold_rows = np.zeros(0, dtype=np.int64)  # index rows the model has no evidence for
         self._cold_at = np.zeros(0, dtype=np.int64)  # index row -> its place in _cold_rows, -1 with evidence
         self._popular_new: tuple[tuple[int, int], np.ndarray] | None = None

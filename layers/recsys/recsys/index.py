@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -338,7 +339,7 @@ class ItemIndex:
             **lists}, meta)
 
     @classmethod
-    def from_npz(cls, data: bytes) -> tuple[ItemIndex, dict[str, str | float]]:
+    def from_npz(cls, data: bytes | Path) -> tuple[ItemIndex, dict[str, str | float]]:
         """Raises ArtifactFormatError for a file that is not an item index of this FORMAT, and
         ValueError for one whose arrays disagree (a repeated id, lengths that differ)."""
         try:
