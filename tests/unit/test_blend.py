@@ -44,7 +44,7 @@ def test_the_report_page_charts_every_variant() -> None:
     variant = {"ndcg@10": 0.1, "recall@20": 0.2, "hr@10": 0.5, "cold_recall@20": 0.01, "warm_recall@20": 0.2}
     page = render({"validation": {"blend": variant, "popularity alone": dict(variant, **{"ndcg@10": 0.05})},
                    "weights": {"item_item": 2.0}, "seconds": {"ranking": 1.0}, "users": 3, "items": 9})
-    assert page.count("<svg") == 4 and "popularity alone" in page and "0.0500" in page
+    assert page.count("<svg") == 5 and "popularity alone" in page and "0.0500" in page
     assert "cold items (no interactions)" in page
 
 

@@ -22,7 +22,8 @@ distance from the user's mean) and by recency: recent tastes predict the next ch
 better than old ones.
 
 Items with no collaborative evidence (new, or never chosen in training) are scored
-through their item vector, by the mean of two estimates of the score they would have:
+through their item vector, by a mix of two estimates of the score they would have (the
+mapped one's share is `BlendWeights.cold_mapped_share`, fitted per dataset by the blend fit):
 - mapped: the build job regresses each model's item side on the item vectors (ridge),
   so a new item's item-item column and its (q_i, b_i) are predicted from its text. For
   the row models the ridge fit of column scores on vectors V is linear in the rows: a
@@ -34,8 +35,8 @@ through their item vector, by the mean of two estimates of the score they would 
   every catalog item the model lacks (`CollaborativeModel.transfer`); a serving process
   computes it only for the items added after the build, one item at a time as they come.
 On validation the two were level (the mapped one ranks new items among themselves
-better, recall@20 0.175 vs 0.089, but calibrates worse against known items); their
-mean was at least as good as either. A new item's popularity is predicted from its
+better, recall@20 0.175 vs 0.089, but calibrates worse against known items), which is
+why the mix is fitted rather than set. A new item's popularity is predicted from its
 vector too (`popularity_map`, the ridge fit of log-popularity).
 """
 from __future__ import annotations
@@ -284,16 +285,18 @@ class Collaborative:
         rows, weights = zip(*pairs, strict=True)
         return np.array(rows, dtype=np.int64), np.array(weights, dtype=np.float32)
 
-    def item_item(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+    def item_item(self, history: dict[str, float], mapped_share: float = 0.5) -> tuple[np.ndarray, np.ndarray] | None:
         """The weighted sum of the history's rows of the item-item model, and for items without
-        evidence the same predicted from their vectors; both scaled so the known scores peak at 1."""
-        return self._row_scores(self.model.item_item, history)
+        evidence the same predicted from their vectors; both scaled so the known scores peak at 1.
+        `mapped_share` is the mapped estimate's share of the prediction (see `_scaled`)."""
+        return self._row_scores(self.model.item_item, history, mapped_share)
 
-    def sequence(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+    def sequence(self, history: dict[str, float], mapped_share: float = 0.5) -> tuple[np.ndarray, np.ndarray] | None:
         """The same as `item_item`, with the sequence model's rows."""
-        return self._row_scores(self.model.sequence, history)
+        return self._row_scores(self.model.sequence, history, mapped_share)
 
-    def _row_scores(self, model: ItemRows, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+    def _row_scores(self, model: ItemRows, history: dict[str, float],
+                    mapped_share: float) -> tuple[np.ndarray, np.ndarray] | None:
         rows, weights = self._history(history)
         if len(rows) == 0:
             return None
@@ -303,7 +306,7 @@ class Collaborative:
         scores = np.bincount(neighbours[valid], weights=contribution[valid], minlength=len(self.model.item_ids))
         self.sync()
         return self._scaled(scores, self._cold_dot(self._direction(neighbours[valid], contribution[valid],
-                                                                   model.projection)))
+                                                                   model.projection)), mapped_share)
 
     def _direction(self, model_rows: np.ndarray, coefficients: np.ndarray, projection: np.ndarray) -> np.ndarray:
         """(sum of coefficient x item vector over model rows) @ projection: the direction whose
@@ -365,7 +368,7 @@ class Collaborative:
         solution = np.linalg.solve(matrix, target)
         return solution[:-1].astype(np.float32), float(solution[-1])
 
-    def factors(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+    def factors(self, history: dict[str, float], mapped_share: float = 0.5) -> tuple[np.ndarray, np.ndarray] | None:
         """q_u . q_i + b_u + b_i for every item, with (q_i, b_i) predicted from the vector for items
         without evidence; scaled so the known scores peak at 1."""
         folded = self.fold_in(history)
@@ -375,12 +378,13 @@ class Collaborative:
         self.sync()
         direction = self.model.factor_map @ np.append(user, 1.0).astype(np.float32)  # x -> q(x).q_u + b(x)
         cold = self._cold_dot(direction) + user_bias
-        return self._scaled(self.model.factors @ user + self.model.biases + user_bias, cold)
+        return self._scaled(self.model.factors @ user + self.model.biases + user_bias, cold, mapped_share)
 
-    def _scaled(self, model_scores: np.ndarray, mapped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _scaled(self, model_scores: np.ndarray, mapped: np.ndarray,
+                mapped_share: float) -> tuple[np.ndarray, np.ndarray]:
         """Model-row scores placed in index rows (0 where the model has no such item), divided
-        by the largest; and for the items without evidence (0 elsewhere) the mean of their
-        mapped scores (in model units, scaled alike) and their borrowed ones."""
+        by the largest; and for the items without evidence (0 elsewhere) the mix of their
+        mapped scores (in model units, scaled alike), `mapped_share` of it, and their borrowed ones."""
         top = float(np.abs(model_scores).max())
         scale = top if top > 0 else 1.0
         scaled = np.append(model_scores / scale, 0.0).astype(np.float32)  # row -1 (a pad) scores 0
@@ -389,5 +393,5 @@ class Collaborative:
         scores[self._index_row[present]] = scaled[:-1][present]
         predicted = np.zeros(len(self.index), dtype=np.float32)
         borrowed = (scaled[self._transfer_rows] * self._transfer_weights).sum(1)
-        predicted[self._cold_rows] = 0.5 * (mapped / scale + borrowed)
+        predicted[self._cold_rows] = mapped_share * mapped / scale + (1.0 - mapped_share) * borrowed
         return scores, predicted
