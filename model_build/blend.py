@@ -20,7 +20,13 @@ dataset: no floor, no exchange rate between the two metrics.
 
 A feasible weighting (meeting the floor) beats an infeasible one; two feasible ones are
 compared by ndcg@10, two infeasible ones by cold_recall@20 (so an ascent that starts below
-the floor climbs towards it first). If no weighting the ascent reaches meets the floor,
+the floor climbs towards it first). Then, since an ndcg@10 difference smaller than its
+standard error over the carve's users is noise, a second ascent from that best weighting
+takes the most cold_recall@20 among feasible weightings whose ndcg@10 is within one
+standard error of it (the error measured on the same lists: `ndcg@10_se`). Both margins
+are the data's own: the floor from its signals, the tolerance from its users' spread.
+
+If no weighting the ascent reaches meets the floor,
 the fit says so (log and `FitResult.floor_met`) and returns the signal-alone weighting
 that sets the floor: it meets it by definition, and the fit never returns a blend below it.
 """
@@ -159,10 +165,10 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
             cache[key] = {}
             for held in validation.held_out:
                 profile, now = profiles.get(held), _now(profiles.get(held))
-                borrowed = scoring.components(index, profile, None, now, replace(weights, cold_mapped_share=0.0),
-                                              collaborative=collaborative, every=True)
-                mapped = scoring.components(index, profile, None, now, replace(weights, cold_mapped_share=1.0),
-                                            collaborative=collaborative, every=True)
+                borrowed = ranking.score(index, profile, None, now, replace(weights, cold_mapped_share=0.0),
+                                         collaborative, every=True).components
+                mapped = ranking.score(index, profile, None, now, replace(weights, cold_mapped_share=1.0),
+                                       collaborative, every=True).components
                 cache[key][held] = borrowed, {n: v for n, v in mapped.items() if n.endswith("_cold")}
         borrowed, mapped = cache[key][user]
         share = weights.cold_mapped_share
@@ -190,22 +196,35 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
         name = max(alone(weights), key=lambda n: (alone(weights)[n]["cold_recall@20"], n == CONTENT_ONLY))
         return alone(weights)[name]["cold_recall@20"], name
 
-    best, best_figures = start, score(start)
-    best_floor = floor(start)[0]
-    log(f"blend: start {best_figures}, floor {best_floor} ({floor(start)[1]})")
-    for sweep in range(SWEEPS):
-        improved = False
-        candidates = [(name, value) for name, values in search.items() for value in values]
-        for name, value in progress(candidates, f"blend: sweep {sweep + 1}", unit="weighting"):
-            if value == getattr(best, name):
-                continue
-            candidate = replace(best, **{name: value})
-            figures, candidate_floor = score(candidate), floor(candidate)[0]
-            if preferred(figures, candidate_floor, best_figures, best_floor):
-                best, best_figures, best_floor, improved = candidate, figures, candidate_floor, True
-                log(f"blend: sweep {sweep + 1}, {name}={value}: {figures} (floor {candidate_floor})")
-        if not improved:
-            break
+    Rule = Callable[[dict[str, float], float, dict[str, float], float], bool]
+
+    def ascent(best: scoring.BlendWeights, better: Rule, phase: str) -> tuple[scoring.BlendWeights, dict[str, float]]:
+        best_figures, best_floor = score(best), floor(best)[0]
+        for sweep in range(SWEEPS):
+            improved = False
+            candidates = [(name, value) for name, values in search.items() for value in values]
+            for name, value in progress(candidates, f"blend: {phase}, sweep {sweep + 1}", unit="weighting"):
+                if value == getattr(best, name):
+                    continue
+                candidate = replace(best, **{name: value})
+                figures, candidate_floor = score(candidate), floor(candidate)[0]
+                if better(figures, candidate_floor, best_figures, best_floor):
+                    best, best_figures, best_floor, improved = candidate, figures, candidate_floor, True
+                    log(f"blend: {phase}, sweep {sweep + 1}, {name}={value}: {figures} (floor {candidate_floor})")
+            if not improved:
+                break
+        return best, best_figures
+
+    log(f"blend: start {score(start)}, floor {floor(start)}")
+    best, best_figures = ascent(start, preferred, "ndcg@10 at the floor")
+    if best_figures["cold_recall@20"] >= floor(best)[0]:
+        within = best_figures["ndcg@10"] - best_figures["ndcg@10_se"]
+
+        def more_new_items(figures: dict[str, float], at: float, than: dict[str, float], _: float) -> bool:
+            return (figures["cold_recall@20"] >= at and figures["ndcg@10"] >= within
+                    and figures["cold_recall@20"] > than["cold_recall@20"] + 1e-5)
+
+        best, best_figures = ascent(best, more_new_items, f"new items at ndcg@10 >= {within:.5f}")
     floor_value, floor_from = floor(best)
     met = best_figures["cold_recall@20"] >= floor_value
     if not met:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from model_build import blend
-from model_build.collaborative_training import TrainingConfig
+from model_build.collaborative_training import TrainingConfig, train
 from model_build.data import Interaction
+from recsys.collaborative import Collaborative
 from recsys.index import ItemIndex
 
 DIM, GROUPS = 16, 8
@@ -82,3 +83,14 @@ def test_the_rule_prefers_meeting_the_floor_then_ndcg() -> None:
     assert blend.preferred(high, 0.02, low, 0.02) and not blend.preferred(low, 0.02, high, 0.02)
     assert blend.preferred(low, 0.0, high, 0.0)  # both meet it: ndcg decides
     assert blend.preferred(high, 0.1, low, 0.1)  # neither does: the closer climbs
+
+
+def test_the_new_item_mix_is_linear_in_its_share() -> None:
+    """The fit scores components at shares 0 and 1 and mixes them for any other share."""
+    rows, index = generated(100, 300, 10)
+    collaborative = Collaborative(train(rows, index, FAST), index)
+    history = {rows[0].item_id: 1.0, rows[1].item_id: 0.5}
+    for model in (collaborative.item_item, collaborative.sequence, collaborative.factors):
+        borrowed, mapped, mixed = (model(history, share)[1] for share in (0.0, 1.0, 0.3))
+        assert not np.allclose(borrowed, mapped)
+        np.testing.assert_allclose(mixed, 0.3 * mapped + 0.7 * borrowed, rtol=1e-5, atol=1e-6)
