@@ -238,8 +238,12 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
 def with_context(weights: scoring.BlendWeights) -> scoring.BlendWeights:
     """The context weight is not fitted (validation has no request context): it keeps
     CONTEXT_SHARE x the collaborative weights, so an explicit request steers whatever
-    scale the fit gave the collaborative scores."""
-    return replace(weights, context=CONTEXT_SHARE * (weights.item_item + weights.sequence + weights.factors))
+    scale the fit gave the collaborative scores; when the fit weights none of them (a
+    content-only weighting, the floor's own), the content weights stand in for them.
+    CONTEXT_SHARE is a product choice (how hard an explicit request steers the list), not a
+    figure of any dataset."""
+    collaborative = weights.item_item + weights.sequence + weights.factors
+    return replace(weights, context=CONTEXT_SHARE * (collaborative or weights.long_term + weights.session))
 
 
 def _validation_catalog(index: ItemIndex, interactions: Sequence[Interaction],

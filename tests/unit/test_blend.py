@@ -52,3 +52,5 @@ def test_the_fitted_context_weight_keeps_its_share_of_the_collaborative_weights(
     fitted = with_context(BlendWeights(item_item=0.5, sequence=1.0, factors=0.0, context=99.0))
     assert fitted.context == pytest.approx(2.5 * 1.5) and fitted.item_item == 0.5
     assert with_context(DEFAULT_WEIGHTS) == DEFAULT_WEIGHTS
+    content_only = with_context(BlendWeights(item_item=0.0, sequence=0.0, factors=0.0, long_term=1.0, session=0.0))
+    assert content_only.context == pytest.approx(2.5)
