@@ -51,9 +51,10 @@ def run(data: Path, out: Path, catalog: Path = paths.CATALOG, fit: bool = False)
     interactions = list(read_interactions(data))
     meta = {"source": source, "item_vectors": str(catalog_meta.get("source"))}
     if fit:
-        weights, figures = blend.fit(interactions, index)
-        log(f"blend fitted on validation: {figures['blend']}")
-        meta["blend"] = weights.to_json()
+        fitted = blend.fit(interactions, index)
+        log(f"blend fitted on validation: {fitted.validation['blend']}, floor {fitted.floor} ({fitted.floor_from})"
+            + ("" if fitted.floor_met else ": NOT MET, serving the floor's own weighting"))
+        meta["blend"] = fitted.weights.to_json()
     model = train(interactions, index)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(model.to_npz(**meta))

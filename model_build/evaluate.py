@@ -5,9 +5,12 @@ blend weights are fitted on a validation carve of train.csv (model_build/blend.p
 the collaborative models are trained on all of train.csv, each user's interactions
 are folded into a profile by the events function's own code, and lists are ranked by
 the API's own code (`recsys.ranking.rank`). test.csv is read for its user ids only.
-Besides the lists, writes <out>.report.json (the fitted weights, validation figures of
-the blend and of each component alone, the time each step took) and <out>.report.html
-(the same as tables and bar charts).
+Besides the lists, writes the baselines' lists for the same test users, ranked by the same
+code under the weights of one signal alone: <out>.content.jsonl (content only, the mean of
+the user's history vectors) and <out>.popularity.jsonl (score.py scores them as it scores
+the blend's); and <out>.report.json (the fitted weights, validation figures of the blend
+and of each signal alone, the cold-recall floor the fit held the blend to, the time each
+step took) and <out>.report.html (the same as tables and bar charts).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import csv
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from model_build import blend, paths
@@ -26,6 +30,13 @@ from model_build.progress import progress
 from model_build.report import render
 from recsys.collaborative import Collaborative
 from recsys.index import ItemIndex
+
+BASELINES = {"content": blend.CONTENT_ONLY, "popularity": "popularity alone"}  # file suffix: signal alone
+
+
+def baseline_path(out: Path, suffix: str) -> Path:
+    """<out>.<suffix>.jsonl beside the blend's lists (out.jsonl -> out.content.jsonl)."""
+    return out.with_name(f"{out.stem}.{suffix}{out.suffix or '.jsonl'}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,20 +68,27 @@ def run(split: Path, out: Path, model: Path) -> int:
     index, _ = ItemIndex.from_npz(catalog_npz.read_bytes())
     interactions = list(read_interactions(split))
     lap("catalog")
-    weights, validation = blend.fit(interactions, index)
+    fitted = blend.fit(interactions, index)
+    weights = fitted.weights
     lap("blend fit (validation)")
     collaborative = Collaborative(train(interactions, index), index)
     lap("collaborative training")
     profiles = blend.profiles_from(interactions, index)
     users = test_users(split)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        for user in progress(users, "eval: ranking", unit="user"):
-            items = blend.rank(index, profiles.get(user), weights, collaborative)
-            f.write(json.dumps({"user_id": user, "items": items}) + "\n")
+    lists = {out: weights}
+    for suffix, name in BASELINES.items():
+        lists[baseline_path(out, suffix)] = replace(weights, **blend.ALONE[name])
+    for path, ranked_by in lists.items():
+        with open(path, "w", encoding="utf-8") as f:
+            for user in progress(users, f"eval: ranking {path.name}", unit="user"):
+                items = blend.rank(index, profiles.get(user), ranked_by, collaborative)
+                f.write(json.dumps({"user_id": user, "items": items}) + "\n")
     lap("ranking")
-    report = {"weights": json.loads(weights.to_json()), "validation": validation, "seconds": timings,
-              "users": len(users), "train_profiles": len(profiles), "items": len(index)}
+    report = {"weights": json.loads(weights.to_json()), "validation": fitted.validation,
+              "cold_floor": {"cold_recall@20": fitted.floor, "set_by": fitted.floor_from, "met": fitted.floor_met},
+              "baseline_lists": {name: str(baseline_path(out, suffix)) for suffix, name in BASELINES.items()},
+              "seconds": timings, "users": len(users), "train_profiles": len(profiles), "items": len(index)}
     Path(f"{out}.report.json").write_text(json.dumps(report, indent=2) + "\n")
     Path(f"{out}.report.html").write_text(render(report), encoding="utf-8")
     print(f"eval: {len(users)} users -> {out} (report: {out}.report.json) in {sum(timings.values()):.0f} s",

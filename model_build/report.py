@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-CHARTED = ("ndcg@10", "recall@20", "hr@10")
+CHARTED = ("ndcg@10", "recall@20", "hr@10", "cold_recall@20")
 BAR, GAP, LABEL_WIDTH, WIDTH = 22, 6, 230, 640
 
 
@@ -36,13 +36,21 @@ def table(figures: dict[str, dict[str, float]]) -> str:
 def render(report: dict[str, Any]) -> str:
     """The page for a report.json written by `make eval`."""
     figures: dict[str, dict[str, float]] = report["validation"]
-    charts = [bar_chart(f"{metric}: the blend, and each component alone",
+    charts = [bar_chart(f"{metric}: the blend, and each signal alone (content only and popularity are the baselines)",
                         {name: values[metric] for name, values in figures.items()}) for metric in CHARTED]
     blend = figures["blend"]
     charts.append(bar_chart("recall@20 of the blend: items new to the catalog vs items with interactions",
                             {"cold items (no interactions)": blend["cold_recall@20"],
                              "warm items": blend["warm_recall@20"]}))
     weights = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in report["weights"].items())
+    floor = report.get("cold_floor")
+    rule = "" if floor is None else (
+        f"<p>The fit maximises ndcg@10 subject to cold_recall@20 &ge; {floor['cold_recall@20']:.4f}, the best of the "
+        f"signals alone ({html.escape(floor['set_by'])}): "
+        + ("met." if floor["met"] else "<strong>NOT MET by any weighting reached: the lists are ranked by "
+                                       f"{html.escape(floor['set_by'])}'s own weighting.</strong>") + "</p>")
+    lists = "".join(f"<li>{html.escape(name)}: <code>{html.escape(path)}</code></li>"
+                    for name, path in report.get("baseline_lists", {}).items())
     seconds = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in report["seconds"].items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>recsys evaluation</title>
@@ -53,6 +61,8 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}} td:first-child
 {report["items"]} items). "Alone" ranks by one component with the others weighted 0;
 cold items are the carve's items held out whole (no interactions in training).</p>
 {table(figures)}
+{rule}
+{f"<p>Test-split lists of the baselines, for score.py:</p><ul>{lists}</ul>" if lists else ""}
 {"".join(f"<p>{chart}</p>" for chart in charts)}
 <h2>Fitted blend weights</h2><table>{weights}</table>
 <h2>Seconds per step</h2><table>{seconds}</table>

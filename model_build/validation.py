@@ -21,6 +21,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from model_build.data import Interaction
 
 
@@ -56,15 +58,17 @@ def carve(interactions: Sequence[Interaction], test_share: float = 0.2, cold_sha
 
 def metrics(lists: dict[str, list[str]], held_out: dict[str, set[str]], cold: set[str]) -> dict[str, float]:
     """ndcg@10, recall@20, hr@10 and cold_recall@20 as shared/eval/score.py defines them,
-    and warm_recall@20: recall@20 counting only items that are not cold."""
+    warm_recall@20: recall@20 counting only items that are not cold, and ndcg@10_se: the
+    standard error of ndcg@10's mean over the users (the blend fit's tolerance)."""
     sums: dict[str, float] = defaultdict(float)
+    ndcg = []
     cold_users = warm_users = 0
     for user, relevant in held_out.items():
         ranked = lists.get(user, [])
         hits = [1 if i in relevant else 0 for i in ranked[:20]]
         dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits[:10]))
         ideal = sum(1 / math.log2(r + 2) for r in range(min(10, len(relevant))))
-        sums["ndcg@10"] += dcg / ideal
+        ndcg.append(dcg / ideal)
         sums["recall@20"] += sum(hits) / len(relevant)
         sums["hr@10"] += 1.0 if any(hits[:10]) else 0.0
         relevant_cold = relevant & cold
@@ -76,7 +80,9 @@ def metrics(lists: dict[str, list[str]], held_out: dict[str, set[str]], cold: se
             warm_users += 1
             sums["warm_recall@20"] += sum(1 for i in ranked[:20] if i in relevant_warm) / len(relevant_warm)
     n = max(len(held_out), 1)
+    sums["ndcg@10"] = sum(ndcg)
     result = {k: round(sums[k] / n, 5) for k in ("ndcg@10", "recall@20", "hr@10")}
+    result["ndcg@10_se"] = round(float(np.std(ndcg, ddof=1) / math.sqrt(n)), 5) if len(ndcg) > 1 else 0.0
     result["cold_recall@20"] = round(sums["cold_recall@20"] / cold_users, 5) if cold_users else 0.0
     result["warm_recall@20"] = round(sums["warm_recall@20"] / warm_users, 5) if warm_users else 0.0
     return result

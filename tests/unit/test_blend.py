@@ -44,7 +44,7 @@ def test_the_report_page_charts_every_variant() -> None:
     variant = {"ndcg@10": 0.1, "recall@20": 0.2, "hr@10": 0.5, "cold_recall@20": 0.01, "warm_recall@20": 0.2}
     page = render({"validation": {"blend": variant, "popularity alone": dict(variant, **{"ndcg@10": 0.05})},
                    "weights": {"item_item": 2.0}, "seconds": {"ranking": 1.0}, "users": 3, "items": 9})
-    assert page.count("<svg") == 4 and "popularity alone" in page and "0.0500" in page
+    assert page.count("<svg") == 5 and "popularity alone" in page and "0.0500" in page
     assert "cold items (no interactions)" in page
 
 
@@ -52,3 +52,5 @@ def test_the_fitted_context_weight_keeps_its_share_of_the_collaborative_weights(
     fitted = with_context(BlendWeights(item_item=0.5, sequence=1.0, factors=0.0, context=99.0))
     assert fitted.context == pytest.approx(2.5 * 1.5) and fitted.item_item == 0.5
     assert with_context(DEFAULT_WEIGHTS) == DEFAULT_WEIGHTS
+    content_only = with_context(BlendWeights(item_item=0.0, sequence=0.0, factors=0.0, long_term=1.0, session=0.0))
+    assert content_only.context == pytest.approx(2.5)

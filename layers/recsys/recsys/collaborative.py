@@ -22,7 +22,8 @@ distance from the user's mean) and by recency: recent tastes predict the next ch
 better than old ones.
 
 Items with no collaborative evidence (new, or never chosen in training) are scored
-through their item vector, by the mean of two estimates of the score they would have:
+through their item vector, by a mix of two estimates of the score they would have (the
+mapped one's share is `BlendWeights.cold_mapped_share`, fitted per dataset by the blend fit):
 - mapped: the build job regresses each model's item side on the item vectors (ridge),
   so a new item's item-item column and its (q_i, b_i) are predicted from its text. For
   the row models the ridge fit of column scores on vectors V is linear in the rows: a
@@ -34,8 +35,8 @@ through their item vector, by the mean of two estimates of the score they would 
   every catalog item the model lacks (`CollaborativeModel.transfer`); a serving process
   computes it only for the items added after the build, one item at a time as they come.
 On validation the two were level (the mapped one ranks new items among themselves
-better, recall@20 0.175 vs 0.089, but calibrates worse against known items); their
-mean was at least as good as either. A new item's popularity is predicted from its
+better, recall@20 0.175 vs 0.089, but calibrates worse against known items), which is
+why the mix is fitted rather than set. A new item's popularity is predicted from its
 vector too (`popularity_map`, the ridge fit of log-popularity).
 """
 from __future__ import annotations
@@ -305,17 +306,18 @@ class Collaborative:
         rows, weights = zip(*pairs, strict=True)
         return np.array(rows, dtype=np.int64), np.array(weights, dtype=np.float32)
 
-    def item_item(self, history: dict[str, float], rows: np.ndarray | None = None,
+    def item_item(self, history: dict[str, float], rows: np.ndarray | None = None, mapped_share: float = 0.5,
                   ) -> tuple[np.ndarray, np.ndarray] | None:
         """The weighted sum of the history's rows of the item-item model, and for items without
         evidence the same predicted from their vectors; both scaled so the known scores peak at 1.
-        Of every index row, or of the candidate `rows` only (in their order)."""
-        return self._row_scores(self.model.item_item, history, rows)
+        Of every index row, or of the candidate `rows` only (in their order). `mapped_share` is
+        the mapped estimate's share of the prediction (see `_placed`)."""
+        return self._row_scores(self.model.item_item, history, rows, mapped_share)
 
-    def sequence(self, history: dict[str, float], rows: np.ndarray | None = None,
+    def sequence(self, history: dict[str, float], rows: np.ndarray | None = None, mapped_share: float = 0.5,
                  ) -> tuple[np.ndarray, np.ndarray] | None:
         """The same as `item_item`, with the sequence model's rows."""
-        return self._row_scores(self.model.sequence, history, rows)
+        return self._row_scores(self.model.sequence, history, rows, mapped_share)
 
     def reached(self, history: dict[str, float], component: str) -> tuple[np.ndarray, np.ndarray]:
         """The index rows a row model scores for the history (those of the history rows' entries
@@ -337,8 +339,8 @@ class Collaborative:
                 found.append(self.model.factor_map @ np.append(folded[0], 1.0).astype(np.float32))
         return found
 
-    def _row_scores(self, model: ItemRows, history: dict[str, float],
-                    rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    def _row_scores(self, model: ItemRows, history: dict[str, float], rows: np.ndarray | None,
+                    mapped_share: float) -> tuple[np.ndarray, np.ndarray] | None:
         name = next(n for n in CollaborativeModel.ROW_MODELS if getattr(self.model, n) is model)
         if not self._history(history)[0].size:
             return None
@@ -346,7 +348,7 @@ class Collaborative:
         top = float(np.abs(sums).max()) if len(sums) else 0.0
         dense = np.zeros(len(self.model.item_ids), dtype=np.float32)  # the model's scores in model rows
         dense[targets] = sums
-        return self._placed(dense.__getitem__, top, direction, 0.0, rows)
+        return self._placed(dense.__getitem__, top, direction, 0.0, rows, mapped_share)
 
     def _reach(self, name: str, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A row model's scores of the history, sparse (the model rows reached, sorted, and their
@@ -440,7 +442,7 @@ class Collaborative:
         solution = np.linalg.solve(matrix, target)
         return solution[:-1].astype(np.float32), float(solution[-1])
 
-    def factors(self, history: dict[str, float], rows: np.ndarray | None = None,
+    def factors(self, history: dict[str, float], rows: np.ndarray | None = None, mapped_share: float = 0.5,
                 ) -> tuple[np.ndarray, np.ndarray] | None:
         """q_u . q_i + b_u + b_i for every item (or the candidate `rows`), with (q_i, b_i)
         predicted from the vector for items without evidence; scaled so the known scores peak
@@ -463,14 +465,14 @@ class Collaborative:
             reached = np.unique(reached[reached >= 0])
             top = float(np.abs(score_of(reached)).max()) if len(reached) else 0.0
         direction = self.model.factor_map @ np.append(user, 1.0).astype(np.float32)  # x -> q(x).q_u + b(x)
-        return self._placed(score_of, top, direction, user_bias, rows)
+        return self._placed(score_of, top, direction, user_bias, rows, mapped_share)
 
     def _placed(self, score_of: Callable[[np.ndarray], np.ndarray], top: float, direction: np.ndarray,
-                offset: float, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                offset: float, rows: np.ndarray | None, mapped_share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
         """Model scores (`score_of(model rows)`) placed in index rows (0 where the model has no
-        such item), divided by `top`; and for the items without evidence (0 elsewhere) the mean of
-        their mapped scores (vector . direction + offset, in model units, scaled alike) and their
-        borrowed ones. Of every index row, or of `rows`."""
+        such item), divided by `top`; and for the items without evidence (0 elsewhere) the mix of
+        their mapped scores (vector . direction + offset, in model units, scaled alike),
+        `mapped_share` of it, and their borrowed ones. Of every index row, or of `rows`."""
         scale = top if top > 0 else 1.0
         n = len(self.index) if rows is None else len(rows)
         model_rows = self._model_row_at if rows is None else self._model_row_at[rows]
@@ -489,5 +491,6 @@ class Collaborative:
         borrowed = np.zeros(neighbours.shape, dtype=np.float32)
         borrowed[valid] = score_of(neighbours[valid]) / scale
         predicted = np.zeros(n, dtype=np.float32)
-        predicted[cold] = 0.5 * ((mapped + offset) / scale + (borrowed * self._transfer_weights[at]).sum(1))
+        predicted[cold] = mapped_share * (mapped + offset) / scale \
+            + (1.0 - mapped_share) * (borrowed * self._transfer_weights[at]).sum(1)
         return scores, predicted

@@ -39,6 +39,9 @@ class BlendWeights:
     # and the weight of their popularity predicted from their vector.
     cold_transfer: float = 2.0
     new_item_popularity: float = 0.0
+    # The predicted score's mix: this share from the ridge-mapped estimate, the rest from the
+    # borrowed one (recsys.collaborative, `Collaborative._placed`).
+    cold_mapped_share: float = 0.5
     # How the history is weighted for the collaborative models (see history_weights).
     recency_half_life: float = 5.0
     recency_floor: float = 0.1
@@ -83,7 +86,7 @@ def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | 
     if collaborative is not None and history:
         for name, component in (("item_item", collaborative.item_item), ("sequence", collaborative.sequence),
                                 ("factors", collaborative.factors)):
-            part = component(history, rows) if every or getattr(weights, name) else None
+            part = component(history, rows, weights.cold_mapped_share) if every or getattr(weights, name) else None
             if part is not None:
                 parts[name], parts[f"{name}_cold"] = part
         if every or weights.new_item_popularity:
