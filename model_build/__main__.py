@@ -5,9 +5,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from model_build import catalog, collaborative, encoder, evaluate, finetune, pipeline, publish
+from model_build import catalog, collaborative, encoder, evaluate, finetune, pipeline, publish, synthetic
 
-STAGES = (pipeline, finetune, encoder, catalog, collaborative, publish, evaluate)
+STAGES = (pipeline, finetune, encoder, catalog, collaborative, publish, evaluate, synthetic)
 
 
 def build_parser() -> argparse.ArgumentParser:

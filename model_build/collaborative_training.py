@@ -1,29 +1,42 @@
-"""Training the collaborative models: item-item (EASE), sequence and matrix factorisation
-(implicit ALS with biases), and the ridge maps that predict each for a new item from its
-vector (see recsys/collaborative.py, which scores them). The `collaborative` stage and the
-blend fit on a validation carve both train with `train`.
+"""Training the collaborative models: item-item, sequence and matrix factorisation (implicit
+ALS with biases), and the ridge maps that predict each for a new item from its vector (see
+recsys/collaborative.py, which scores them). The `collaborative` stage and the blend fit on
+a validation carve both train with `train`.
 
-Every positive choice counts as one implicit "chose it" (`model_build.data.positive_choices`:
-the rule the profile applies at request time; a rating is one unless it is below the user's
-tolerance, a hide, a dislike or a bounce never is).
+Each user's positive choices (`model_build.data.weighted_choices`: the rule and the choice
+weights the profile applies at request time; a hide, a dislike, a bounce or a rating below
+the user's tolerance is never one) form a weighted, time-ordered history: the weights are
+ALS's confidence (1 + alpha w) and the co-occurrence counts' (w_h w_j).
+
+Every model covers every chosen item and costs O(choices x window), never n x n dense:
+- item-item: EASE (Steck 2019) on the `ease_items` most chosen items, whose Gram and
+  inverse (8 n^2 bytes each) fit in memory, and the cosine of co-occurrence within
+  `item_window` consecutive choices for the rest (sparse, top `neighbours` per row);
+- sequence: the same co-occurrence within `sequence_window` choices, after weighted 1 and
+  before weighted `sequence_backward`;
+- ALS: conjugate-gradient ALS (Takacs, Pilaszy, Tikk 2011) over the sparse user x item
+  matrix, every row solved at once.
+The maps from item vectors read the vectors a block at a time (d x d sums).
 """
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
-from model_build.data import Interaction, positive_choices
+from model_build.data import Interaction, weighted_choices
 from model_build.progress import progress
-from recsys.collaborative import CollaborativeModel, ItemRows, Transfer, transfer_neighbours
+from recsys.collaborative import TRANSFER_NEIGHBOURS, CollaborativeModel, ItemRows, Transfer, transfer_neighbours
 from recsys.index import ItemIndex
 
 # What the training reads of the interactions; a change retrains outputs that look current.
 # 2: positive choices only (negative feedback never trains a model).
-TRAINING_RULES = 2
+# 3: weighted by the profile's choice weights; every chosen item covered.
+TRAINING_RULES = 3
+BLOCK = 1 << 20  # entries (choices, pairs, vector rows) handled at a time
 
 
 @dataclass(frozen=True)
@@ -31,12 +44,16 @@ class TrainingConfig:
     """Chosen on a validation split carved from train.csv (see README, "Offline evaluation")."""
 
     ease_l2: float = 300.0
+    # EASE covers at most this many of the most chosen items: its Gram and inverse are
+    # 2 x 8 n^2 bytes (6.4 GB at 20,000); the rest of the catalog is covered by co-occurrence.
+    ease_items: int = 20_000
+    item_window: int = 100  # the item-item co-occurrence: pairs within this many consecutive choices
     neighbours: int = 200  # item-item entries kept per item
-    max_items: int = 20_000  # the item-item model covers the most chosen items, at most this many
     factors: int = 64
     als_regularization: float = 20.0
     als_alpha: float = 10.0
     als_iterations: int = 10
+    als_cg_steps: int = 3  # conjugate-gradient steps per half-iteration, warm-started
     # Ridge penalty of the maps from item vectors to item-item columns and to (q_i, b_i):
     # on validation, new items ranked among themselves by the mapped item-item score had
     # recall@20 0.170 / 0.175 / 0.174 / 0.165 at 3 / 10 / 30 / 100.
@@ -45,103 +62,169 @@ class TrainingConfig:
     # the window 3 / 10 / 30 / 100 gave ndcg@10 0.163 / 0.174 / 0.177 / 0.174 at weight 1).
     sequence_window: int = 30
     sequence_backward: float = 0.5
+    # New items borrow from their nearest among this many most chosen items (a compute
+    # budget: the search costs new items x this x d).
+    transfer_candidates: int = 50_000
     seed: int = 7
+
+
+@dataclass(frozen=True)
+class Histories:
+    """Every user's positive choices in the order first chosen (CSR: `indptr` over users,
+    `items` model columns, `weights` choice weights); columns ordered most chosen first."""
+
+    item_ids: list[str]
+    choosers: np.ndarray  # (n,) users who chose each item
+    indptr: np.ndarray  # (users + 1,) int64
+    items: np.ndarray  # (choices,) int32
+    weights: np.ndarray  # (choices,) float32
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def matrix(self) -> sparse.csr_matrix:
+        """users x items, the choice weights."""
+        matrix = sparse.csr_matrix((self.weights.copy(), self.items.copy(), self.indptr),
+                                   shape=(len(self.indptr) - 1, self.n_items))
+        matrix.sort_indices()  # in place: on copies, the histories keep their time order
+        return matrix
 
 
 def train(interactions: Iterable[Interaction], index: ItemIndex,
           config: TrainingConfig = TrainingConfig()) -> CollaborativeModel:
     """Every model on the interactions, with maps from `index`'s item vectors to their item side
     (an item the index lacks counts as a zero vector)."""
-    by_user: dict[str, list[Interaction]] = defaultdict(list)
-    for row in positive_choices(interactions):
-        by_user[row.user_id].append(row)
-    counts: dict[str, int] = defaultdict(int)
-    for rows in by_user.values():
-        for item_id in {r.item_id for r in rows}:
-            counts[item_id] += 1
-    item_ids = sorted(counts, key=lambda i: (-counts[i], i))[: config.max_items]
-    if not item_ids:
-        raise ValueError("collaborative: no interactions to train on")
-    column = {item_id: c for c, item_id in enumerate(item_ids)}
-    timelines = []  # each user's items in the order chosen, each once
-    for rows in by_user.values():
-        ordered = dict.fromkeys(column[r.item_id] for r in sorted(rows, key=lambda r: r.timestamp)
-                                if r.item_id in column)
-        if ordered:
-            timelines.append(np.fromiter(ordered, dtype=np.int64))
-    histories = [np.sort(timeline) for timeline in timelines]
-    vectors = np.zeros((len(item_ids), index.dim), dtype=np.float32)
-    for c, item_id in enumerate(item_ids):
-        vector = index.vector(item_id)
-        if vector is not None:
-            vectors[c] = vector
-    projection = np.linalg.inv(vectors.T.astype(np.float64) @ vectors
-                               + config.content_map_l2 * np.eye(index.dim)).astype(np.float32)
-    item_item = ease(histories, len(item_ids), projection, config)
-    log(f"item-item: {len(item_ids)} items, {config.neighbours} neighbours each")
-    in_sequence = sequence(timelines, len(item_ids), projection, config)
+    histories = read_histories(interactions)
+    n = histories.n_items
+    at = np.array([index.rows.get(item_id, -1) for item_id in histories.item_ids], dtype=np.int64)
+    gram, vector_sum = vector_moments(index, at)
+    projection = np.linalg.inv(gram + config.content_map_l2 * np.eye(index.dim)).astype(np.float32)
+    item_item = item_item_model(histories, projection, config)
+    log(f"item-item: {n} items ({min(n, config.ease_items)} by EASE), {item_item.rows.shape[1]} neighbours each")
+    forward = cooccurrence(histories, config.sequence_window, "sequence")
+    in_sequence = top_rows(cosine(forward + config.sequence_backward * forward.T), projection, config)
+    del forward
     log(f"sequence: window {config.sequence_window}")
-    factors, biases = als(histories, len(item_ids), config)
-    factor_map = ridge(vectors, np.hstack([factors, biases[:, None]]), config.content_map_l2)
-    choosers = np.log1p(np.array([counts[i] for i in item_ids], dtype=np.float64))
-    with_intercept = np.hstack([vectors, np.ones((len(item_ids), 1), np.float32)])
-    popularity_map = ridge(with_intercept, (choosers / choosers.max())[:, None], config.content_map_l2)[:, 0]
-    cold = [item_id for item_id in index.ids if item_id not in column]
-    nearest, weights = transfer_neighbours(vectors, index.vectors[[index.rows[i] for i in cold]])
-    log(f"transfer: {len(cold)} catalog items without evidence borrow from their nearest")
-    return CollaborativeModel(item_ids, item_item, in_sequence, factors, biases, config.als_regularization,
-                              config.als_alpha, factor_map, popularity_map,
-                              Transfer(cold, nearest.astype(np.int32), weights))
+    factors, biases = als(histories, config)
+    targets = np.hstack([factors, biases[:, None]])
+    factor_map = (projection.astype(np.float64) @ target_moment(index, at, targets)).astype(np.float32)
+    choosers = np.log1p(histories.choosers.astype(np.float64))
+    popularity = (choosers / choosers.max())[:, None]
+    with_intercept = np.block([[gram, vector_sum[:, None]], [vector_sum[None, :], np.array([[n]])]])
+    moment = np.vstack([target_moment(index, at, popularity), popularity.sum(0, keepdims=True)])
+    popularity_map = np.linalg.solve(with_intercept + config.content_map_l2 * np.eye(index.dim + 1),
+                                     moment)[:, 0].astype(np.float32)
+    transfer = new_item_transfer(index, histories, at, config)
+    log(f"transfer: {len(transfer.item_ids)} catalog items without evidence borrow from their nearest")
+    return CollaborativeModel(histories.item_ids, item_item, in_sequence, factors, biases, config.als_regularization,
+                              config.als_alpha, factor_map, popularity_map, transfer)
 
 
-def ridge(inputs: np.ndarray, targets: np.ndarray, l2: float) -> np.ndarray:
-    """W minimising |inputs W - targets|^2 + l2 |W|^2."""
-    x = inputs.astype(np.float64)
-    moment = (inputs.T @ targets).astype(np.float64)  # in the targets' precision: B is n x n
-    return np.linalg.solve(x.T @ x + l2 * np.eye(x.shape[1]), moment).astype(np.float32)
+def read_histories(interactions: Iterable[Interaction]) -> Histories:
+    """The positive choices as `Histories`; a user's item counts once, at its first choice."""
+    user_of: dict[str, int] = {}
+    item_of: dict[str, int] = {}
+    users, items, times, weights = [], [], [], []
+    for row, weight in weighted_choices(interactions):
+        users.append(user_of.setdefault(row.user_id, len(user_of)))
+        items.append(item_of.setdefault(row.item_id, len(item_of)))
+        times.append(row.timestamp)
+        weights.append(weight)
+    if not item_of:
+        raise ValueError("collaborative: no interactions to train on")
+    user = np.array(users, dtype=np.int64)
+    item = np.array(items, dtype=np.int64)
+    time = np.array(times, dtype=np.int64)
+    del users, items, times
+    order = np.lexsort((time, item, user))  # each (user, item) earliest first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (user[order][1:] != user[order][:-1]) | (item[order][1:] != item[order][:-1])
+    kept = order[first]
+    kept = kept[np.lexsort((time[kept], user[kept]))]  # each user's items in the order chosen
+    choosers = np.bincount(item[kept], minlength=len(item_of))
+    names = list(item_of)
+    ranked = sorted(range(len(names)), key=lambda i: (-choosers[i], names[i]))
+    column = np.empty(len(names), dtype=np.int32)
+    column[ranked] = np.arange(len(names), dtype=np.int32)
+    indptr = np.zeros(len(user_of) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(user[kept], minlength=len(user_of)), out=indptr[1:])
+    return Histories([names[i] for i in ranked], choosers[ranked], indptr, column[item[kept]],
+                     np.array(weights, dtype=np.float32)[kept])
 
 
-def ease(histories: list[np.ndarray], n_items: int, projection: np.ndarray, config: TrainingConfig) -> ItemRows:
-    """B = I - P / diag(P), P = (X'X + l2 I)^-1, zero diagonal (see `sparse_rows`)."""
-    gram = np.zeros((n_items, n_items), dtype=np.float64)
-    for start in range(0, len(histories), 1024):  # X'X, 1024 users at a time
-        chunk = np.zeros((len(histories[start:start + 1024]), n_items), dtype=np.float32)
-        for row, history in enumerate(histories[start:start + 1024]):
-            chunk[row, history] = 1.0
-        gram += chunk.T @ chunk
-    gram[np.diag_indices(n_items)] += config.ease_l2
+def vector_moments(index: ItemIndex, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """V'V and V'1 over the model's items' vectors (zero where the index lacks one)."""
+    gram = np.zeros((index.dim, index.dim))
+    total = np.zeros(index.dim)
+    for block in _vector_blocks(index, at):
+        gram += block.T.astype(np.float64) @ block
+        total += block.sum(0)
+    return gram, total
+
+
+def target_moment(index: ItemIndex, at: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """V' targets over the model's items' vectors, in float64."""
+    moment = np.zeros((index.dim, targets.shape[1]))
+    start = 0
+    for block in _vector_blocks(index, at):
+        moment += block.T.astype(np.float64) @ targets[start:start + len(block)]
+        start += len(block)
+    return moment
+
+
+def _vector_blocks(index: ItemIndex, at: np.ndarray) -> Iterator[np.ndarray]:
+    step = max(1, BLOCK // max(index.dim, 1))
+    for start in range(0, len(at), step):
+        rows = at[start:start + step]
+        block = np.zeros((len(rows), index.dim), dtype=np.float32)
+        present = rows >= 0
+        block[present] = index.vectors[rows[present]]
+        yield block
+
+
+def item_item_model(histories: Histories, projection: np.ndarray, config: TrainingConfig) -> ItemRows:
+    """EASE rows for the `ease_items` most chosen items (over those items), co-occurrence
+    cosine rows for the rest (over every item); see the module's docstring."""
+    n, m = histories.n_items, min(histories.n_items, config.ease_items)
+    if m == n:
+        return dense_top_rows(ease(histories, m, config), projection, config)
+    cosines = cosine(symmetric(cooccurrence(histories, config.item_window, "item-item")))
+    if m > 0:
+        ease_rows = dense_top_rows(ease(histories, m, config), projection, config)
+        tail = top_rows(cosines[m:], projection, config)
+        return ItemRows(*_stack(ease_rows, tail), projection)
+    return top_rows(cosines, projection, config)
+
+
+def _stack(head: ItemRows, tail: ItemRows) -> tuple[np.ndarray, np.ndarray]:
+    width = max(head.rows.shape[1], tail.rows.shape[1])
+    rows = np.full((len(head.rows) + len(tail.rows), width), -1, dtype=np.int32)
+    weights = np.zeros(rows.shape, dtype=np.float32)
+    for start, part in ((0, head), (len(head.rows), tail)):
+        rows[start:start + len(part.rows), :part.rows.shape[1]] = part.rows
+        weights[start:start + len(part.rows), :part.rows.shape[1]] = part.weights
+    return rows, weights
+
+
+def ease(histories: Histories, m: int, config: TrainingConfig) -> np.ndarray:
+    """B = I - P / diag(P), P = (X'X + l2 I)^-1 over the first m items (dense m x m)."""
+    x = histories.matrix()[:, :m]
+    gram = (x.T @ x).toarray().astype(np.float64)
+    gram[np.diag_indices(m)] += config.ease_l2
     precision = np.linalg.inv(gram)
     del gram
     weights = (precision / -np.diag(precision)).astype(np.float32)
     del precision
-    return sparse_rows(weights, projection, config)
+    return weights
 
 
-def sequence(timelines: list[np.ndarray], n_items: int, projection: np.ndarray, config: TrainingConfig) -> ItemRows:
-    """C[h, j] = how often j was chosen within `sequence_window` choices after h (and, weighted
-    `sequence_backward`, before it), over sqrt((t_h + 1)(t_j + 1)), t an item's row total: a
-    cosine of choosing close together in time (see `sparse_rows`)."""
-    together = np.zeros((n_items, n_items), dtype=np.float32)
-    for timeline in timelines:
-        for offset in range(1, min(config.sequence_window, len(timeline) - 1) + 1):
-            before, after = timeline[:-offset], timeline[offset:]
-            together[before, after] += 1.0  # a user's items are distinct: no pair repeats per offset
-            together[after, before] += config.sequence_backward
-    norm = 1.0 / np.sqrt(together.sum(1) + 1.0)
-    together *= norm[:, None]
-    together *= norm[None, :]
-    return sparse_rows(together, projection, config)
-
-
-def sparse_rows(matrix: np.ndarray, projection: np.ndarray, config: TrainingConfig) -> ItemRows:
-    """The strongest `neighbours` entries of each row of a dense item-item matrix (zero diagonal),
-    with the projection of the ridge fit of its columns on the item vectors V: for the kept
-    rows S, S ~ (S V projection) V', so a new item with vector v gets the column S V projection v
-    (see recsys/collaborative.py)."""
+def dense_top_rows(matrix: np.ndarray, projection: np.ndarray, config: TrainingConfig) -> ItemRows:
+    """`top_rows` of a dense item-item matrix (the diagonal ignored)."""
     n_items = len(matrix)
     np.fill_diagonal(matrix, 0.0)
-    keep = min(config.neighbours, n_items - 1) if n_items > 1 else 0
-    if keep == 0:
+    keep = min(config.neighbours, n_items - 1)
+    if keep <= 0:
         return ItemRows(np.full((n_items, 1), -1, dtype=np.int32), np.zeros((n_items, 1), dtype=np.float32),
                         projection)
     rows = np.zeros((n_items, keep), dtype=np.int32)
@@ -151,45 +234,150 @@ def sparse_rows(matrix: np.ndarray, projection: np.ndarray, config: TrainingConf
     return ItemRows(rows, np.take_along_axis(matrix, rows, 1), projection)
 
 
-def als(histories: list[np.ndarray], n_items: int, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Implicit ALS with biases: confidence 1 + alpha on chosen items, 1 elsewhere (preference 0).
+def cooccurrence(histories: Histories, window: int, name: str) -> sparse.csr_matrix:
+    """F[h, j] = sum over users of w_h w_j for j chosen within `window` choices after h:
+    O(choices x window), a block of pairs at a time."""
+    n = histories.n_items
+    lengths = np.diff(histories.indptr)
+    position = np.arange(len(histories.items)) - np.repeat(histories.indptr[:-1], lengths)
+    remaining = np.repeat(lengths, lengths) - position - 1  # choices after each one
+    total = sparse.csr_matrix((n, n), dtype=np.float32)
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    size = 0
+    for offset in progress(range(1, window + 1), f"collaborative: {name} pairs", unit="offset"):
+        at = np.flatnonzero(remaining >= offset)
+        if not len(at):
+            break
+        pending.append((histories.items[at], histories.items[at + offset],
+                        histories.weights[at] * histories.weights[at + offset]))
+        size += len(at)
+        if size >= 16 * BLOCK:
+            total = total + _summed(pending, n)
+            pending, size = [], 0
+    if pending:
+        total = total + _summed(pending, n)
+    return total.tocsr()
 
-    Biases ride along as an extra coordinate: users solve for (q_u, b_u) against [q_i, 1]
-    with target p - b_i, items for (q_i, b_i) against [q_u, 1] with target p - b_u.
-    """
+
+def _summed(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int) -> sparse.csr_matrix:
+    before, after, weight = (np.concatenate(part) for part in zip(*pairs, strict=True))
+    return sparse.coo_matrix((weight, (before, after)), shape=(n, n)).tocsr()
+
+
+def symmetric(forward: sparse.csr_matrix) -> sparse.csr_matrix:
+    return (forward + forward.T).tocsr()
+
+
+def cosine(together: sparse.csr_matrix) -> sparse.csr_matrix:
+    """C[h, j] / sqrt((t_h + 1)(t_j + 1)), t an item's row total, zero diagonal."""
+    together = together.tocsr()
+    together.setdiag(0.0)
+    together.eliminate_zeros()
+    norm = 1.0 / np.sqrt(np.asarray(together.sum(1)).ravel() + 1.0)
+    return sparse.diags(norm.astype(np.float32)) @ together @ sparse.diags(norm.astype(np.float32))
+
+
+def top_rows(matrix: sparse.csr_matrix, projection: np.ndarray, config: TrainingConfig) -> ItemRows:
+    """The strongest `neighbours` entries of each row of a sparse item-item matrix (-1 pads),
+    with the projection of the ridge fit of its columns on the item vectors V: for the kept
+    rows S, S ~ (S V projection) V', so a new item with vector v gets the column S V projection v
+    (see recsys/collaborative.py)."""
+    matrix = matrix.tocsr()
+    matrix.eliminate_zeros()
+    lengths = np.diff(matrix.indptr)
+    keep = max(1, min(config.neighbours, int(lengths.max(initial=0))))
+    rows = np.full((matrix.shape[0], keep), -1, dtype=np.int32)
+    weights = np.zeros((matrix.shape[0], keep), dtype=np.float32)
+    start = 0
+    while start < matrix.shape[0]:  # blocks of rows of about 16 BLOCK entries
+        end = int(np.searchsorted(matrix.indptr, matrix.indptr[start] + 16 * BLOCK, side="right"))
+        end = min(matrix.shape[0], max(end - 1, start + 1))
+        block = matrix[start:end]
+        row = np.repeat(np.arange(end - start), np.diff(block.indptr))
+        order = np.lexsort((-np.abs(block.data), row))
+        rank = np.arange(len(order)) - block.indptr[row[order]]
+        chosen = order[rank < keep]
+        rows[start + row[chosen], rank[rank < keep]] = block.indices[chosen]
+        weights[start + row[chosen], rank[rank < keep]] = block.data[chosen]
+        start = end
+    return ItemRows(rows, weights, projection)
+
+
+def als(histories: Histories, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Implicit ALS with biases: confidence 1 + alpha w on chosen items (w the choice weight),
+    1 elsewhere (preference 0). Biases ride along as an extra coordinate: users solve for
+    (q_u, b_u) against [q_i, 1] with target p - b_i, items for (q_i, b_i) against [q_u, 1]
+    with target p - b_u."""
     rng = np.random.default_rng(config.seed)
+    by_user = histories.matrix()
+    by_user.data = (config.als_alpha * by_user.data).astype(np.float32)  # confidence - 1
+    by_item = by_user.T.tocsr()
     k = config.factors
-    items = rng.normal(0, 0.01, (n_items, k))
-    item_bias = np.zeros(n_items)
-    users = np.zeros((len(histories), k))
-    user_bias = np.zeros(len(histories))
-    by_item: list[list[int]] = [[] for _ in range(n_items)]
-    for user, history in enumerate(histories):
-        for item in history:
-            by_item[item].append(user)
-    item_histories = [np.array(u, dtype=np.int64) for u in by_item]
+    items = np.hstack([rng.normal(0, 0.01, (histories.n_items, k)), np.zeros((histories.n_items, 1))])
+    users = np.zeros((by_user.shape[0], k + 1))
     for _ in progress(range(config.als_iterations), "collaborative: als", unit="iteration"):
-        _solve_side(histories, items, item_bias, users, user_bias, config)
-        _solve_side(item_histories, users, user_bias, items, item_bias, config)
-    return items.astype(np.float32), item_bias.astype(np.float32)
+        _solve_side(by_user, items, users, config)
+        _solve_side(by_item, users, items, config)
+    return items[:, :k].astype(np.float32), items[:, k].astype(np.float32)
 
 
-def _solve_side(chosen: list[np.ndarray], other: np.ndarray, other_bias: np.ndarray,
-                out: np.ndarray, out_bias: np.ndarray, config: TrainingConfig) -> None:
-    """One half-step of ALS: every row of `out` given the fixed `other` side."""
-    z = np.hstack([other, np.ones((len(other), 1))])
+def _solve_side(chosen: sparse.csr_matrix, other: np.ndarray, out: np.ndarray, config: TrainingConfig) -> None:
+    """One half-step of ALS: `out`'s rows [q, b] given the fixed `other` side [q, b], by
+    `als_cg_steps` conjugate-gradient steps from their current values, every row at once."""
+    z = other.copy()
+    z[:, -1] = 1.0
+    other_bias = other[:, -1]
     gram = z.T @ z + config.als_regularization * np.eye(z.shape[1])
-    bias_moment = z.T @ other_bias
-    confidence = 1.0 + config.als_alpha
-    for row, picked in enumerate(chosen):
-        if len(picked) == 0:
-            out[row], out_bias[row] = 0.0, 0.0
-            continue
-        zp, bias = z[picked], other_bias[picked]
-        matrix = gram + (confidence - 1.0) * (zp.T @ zp)
-        target = zp.T @ (confidence * (1.0 - bias) + bias) - bias_moment
-        solution = np.linalg.solve(matrix, target)
-        out[row], out_bias[row] = solution[:-1], solution[-1]
+    row_of = np.repeat(np.arange(chosen.shape[0]), np.diff(chosen.indptr))
+    extra = chosen.data.astype(np.float64)  # confidence - 1 per choice
+
+    def times(x: np.ndarray) -> np.ndarray:  # A x for every row: x G + sum_i (c_i - 1)(z_i . x) z_i
+        dots = np.empty(len(extra))
+        for start in range(0, len(extra), BLOCK):
+            end = start + BLOCK
+            dots[start:end] = np.einsum("ij,ij->i", z[chosen.indices[start:end]], x[row_of[start:end]])
+        return x @ gram + _with_data(chosen, extra * dots) @ z
+
+    bias = other_bias[chosen.indices]
+    target = _with_data(chosen, (1.0 + extra) * (1.0 - bias) + bias) @ z - z.T @ other_bias
+    residual = target - times(out)
+    direction = residual.copy()
+    norm = np.einsum("ij,ij->i", residual, residual)
+    for _ in range(config.als_cg_steps):
+        product = times(direction)
+        step = _ratio(norm, np.einsum("ij,ij->i", direction, product))
+        out += step[:, None] * direction
+        residual -= step[:, None] * product
+        new_norm = np.einsum("ij,ij->i", residual, residual)
+        direction = residual + _ratio(new_norm, norm)[:, None] * direction
+        norm = new_norm
+
+
+def _with_data(structure: sparse.csr_matrix, data: np.ndarray) -> sparse.csr_matrix:
+    return sparse.csr_matrix((data, structure.indices, structure.indptr), shape=structure.shape)
+
+
+def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    return np.divide(top, bottom, out=np.zeros_like(top), where=bottom > 0)
+
+
+def new_item_transfer(index: ItemIndex, histories: Histories, at: np.ndarray, config: TrainingConfig) -> Transfer:
+    """`Transfer` for every catalog item the model lacks: its nearest by vector among the
+    `transfer_candidates` most chosen items the index holds, a block of new items at a time."""
+    in_model = np.zeros(len(index), dtype=bool)
+    in_model[at[at >= 0]] = True
+    cold = np.flatnonzero(~in_model)
+    candidates = np.flatnonzero(at >= 0)[:config.transfer_candidates]  # model rows, most chosen first
+    known = index.vectors[at[candidates]]
+    rows = np.full((len(cold), TRANSFER_NEIGHBOURS), -1, dtype=np.int32)
+    weights = np.zeros(rows.shape, dtype=np.float32)
+    step = max(1, BLOCK // max(len(known), 1))
+    for start in progress(range(0, len(cold), 16 * step), "collaborative: transfer", unit="block"):
+        part = cold[start:start + 16 * step]
+        nearest, weight = transfer_neighbours(known, index.vectors[part], block=step)
+        rows[start:start + len(part)] = np.where(nearest >= 0, candidates[np.maximum(nearest, 0)], -1)
+        weights[start:start + len(part)] = weight
+    return Transfer([index.ids[r] for r in cold], rows, weights)
 
 
 def log(message: str) -> None:

@@ -9,10 +9,10 @@ items the API added survive a release. Interactions: `train.csv`
 `python -m ops export-events` (the same first four columns, then type, event_id,
 dwell_seconds, query; item events only are read, each with its type and dwell).
 
-The collaborative models train on positive choices only (`positive_choices`): each
+The collaborative models train on positive choices only (`weighted_choices`): each
 user's interactions folded as the events function folds them into a profile, keeping the
-items whose history weight comes out above 0 (recsys.profile): never a hide, a dislike, a
-bounce or a rating below the user's tolerance.
+items whose history weight comes out above 0 (recsys.profile), weighted by it: never a
+hide, a dislike, a bounce or a rating below the user's tolerance.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from recsys.catalog import MAX_LABEL_LENGTH, MAX_LABELS, MAX_TITLE, Item, parse_item
 from recsys.events import Event
-from recsys.profile import positive_items
+from recsys.profile import choice_weights
 
 NO_GENRES = "(no genres listed)"
 EXPORTED_ITEMS = "items.jsonl"
@@ -58,15 +58,21 @@ class Interaction:
 
 
 def positive_choices(interactions: Iterable[Interaction]) -> list[Interaction]:
-    """The interactions whose item is a positive choice of its user (`recsys.profile.positive_items`
-    over the user's events): what the collaborative models are trained on."""
+    """The interactions whose item is a positive choice of its user (`weighted_choices`)."""
+    return [row for row, _ in weighted_choices(interactions)]
+
+
+def weighted_choices(interactions: Iterable[Interaction]) -> list[tuple[Interaction, float]]:
+    """The interactions whose item is a positive choice of its user, each with the item's
+    choice weight for that user (`recsys.profile.choice_weights` over the user's events):
+    what the collaborative models are trained on."""
     by_user: dict[str, list[Interaction]] = defaultdict(list)
     for row in interactions:
         by_user[row.user_id].append(row)
     kept = []
     for rows in by_user.values():
-        positive = positive_items(row.as_event() for row in rows)
-        kept += [row for row in rows if row.item_id in positive]
+        weights = choice_weights(row.as_event() for row in rows)
+        kept += [(row, weights[row.item_id]) for row in rows if row.item_id in weights]
     return kept
 
 

@@ -16,7 +16,7 @@ add_to_cart < purchase; a rating by its distance from the user's mean); hide and
 veto the item (-inf). Only items whose weight is above 0 are positive choices, what the
 collaborative models read (recsys.collaborative.history_weights): a bounce, a rating
 below the user's tolerance, a hide or a dislike never is. The model_build stage trains on
-the same rule (`positive_items`).
+the same rule and weights (`choice_weights`).
 
 A profile is one DynamoDB item (at most 400 KB), so everything it keeps is bounded in
 bytes: the recent items, the history (oldest evicted first) and the consumed ids held
@@ -162,14 +162,20 @@ def apply_events(profile: Profile, events: Iterable[Event],
     return applied
 
 
-def positive_items(events: Iterable[Event], config: ProfileConfig = DEFAULT_CONFIG) -> set[str]:
-    """The items one user's events make positive choices (history weight above 0), folded as
-    a profile folds them but with no byte bound: what the build job trains the collaborative
-    models on."""
+def choice_weights(events: Iterable[Event], config: ProfileConfig = DEFAULT_CONFIG) -> dict[str, float]:
+    """The items one user's events make positive choices, each with its summed choice weight
+    (above 0), folded as a profile folds them but with no byte bound: what the build job
+    trains the collaborative models on (the same weights `history_weights` reads at request
+    time, before recency)."""
     profile = Profile(user_id="")
     unbounded = replace(config, history_bytes=sys.maxsize, consumed_bytes=sys.maxsize, remembered_events=0)
     apply_events(profile, events, lambda event: None, unbounded)
-    return {item_id for item_id, weight in profile.history.items() if weight > 0}
+    return {item_id: weight for item_id, weight in profile.history.items() if weight > 0}
+
+
+def positive_items(events: Iterable[Event], config: ProfileConfig = DEFAULT_CONFIG) -> set[str]:
+    """The items one user's events make positive choices (`choice_weights`)."""
+    return set(choice_weights(events, config))
 
 
 def event_fingerprint(event_id: str) -> int:
