@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 MODEL := layers/encoder/encoder_model/manifest.json
+# The multilingual encoder (issue #13): built beside the build outputs, for the cross-lingual tests.
+MULTILINGUAL := build/encoders/use-multilingual/manifest.json
 CATALOG := build/catalog/catalog.npz
 COLLABORATIVE := build/catalog/collaborative.npz
 DATA := data/ml-latest-small
@@ -25,6 +27,10 @@ $(MODEL): $(VENV)/.installed model_build/encoder.py model_build/export.py model_
 	$(PY) -m model_build encoder
 	@touch $@
 
+$(MULTILINGUAL): $(VENV)/.installed model_build/encoder.py model_build/use_multilingual.py model_build/export.py model_build/quantize.py model_build/fidelity.py
+	$(PY) -m model_build encoder --model use-multilingual
+	@touch $@
+
 $(CATALOG): $(MODEL) model_build/catalog.py $(wildcard $(DATA)/*.csv)
 	$(PY) -m model_build catalog --data $(DATA) --out $(CATALOG)
 
@@ -36,7 +42,7 @@ run: $(CATALOG) $(COLLABORATIVE)
 	exec $(PY) -m local_stack
 
 ## test: the whole test suite (unit, integration over moto server, end to end)
-test: $(CATALOG) $(COLLABORATIVE)
+test: $(CATALOG) $(COLLABORATIVE) $(MULTILINGUAL)
 	$(PY) -m pytest
 
 ## test-unit: the unit tests alone (no network, no built model; under a minute)

@@ -23,5 +23,12 @@ def pretrained_model() -> Path:
     return Path(str(importlib.resources.files(PRETRAINED_PACKAGE) / "model"))
 
 
+def encoder_model(name: str) -> Path:
+    """The artifact folder of an encoder by its `model_build encoder --model` name: the default
+    (minilm) is the layer's; another model builds beside the build outputs, and ships when
+    built with `--out` into the layer's folder."""
+    return ENCODER_MODEL if name == "minilm" else BUILD / "encoders" / name
+
+
 def eval_dir(split: Path) -> Path:
     return EVAL / split.resolve().name

@@ -13,8 +13,9 @@ from model_build.__main__ import build_parser
 
 def test_encoder_subcommand_defaults() -> None:
     args = build_parser().parse_args(["encoder"])
-    assert args.out == paths.ENCODER_MODEL
-    assert args.model_dir is None
+    assert (args.model, args.out, args.model_dir) == ("minilm", None, None)
+    assert paths.encoder_model(args.model) == paths.ENCODER_MODEL, "the default encoder builds into the layer"
+    assert paths.encoder_model("use-multilingual") != paths.ENCODER_MODEL
     assert args.force is False
     assert (args.min_cosine, args.min_overlap) == (0.99, 0.97)
     assert (args.keep_fp32, args.data, args.base_model) == (encoder.DEFAULT_KEEP_FP32, paths.DATA, None)
