@@ -46,12 +46,11 @@ class VectorLists:
     def build(cls, n: int, vectors_at: Callable[[np.ndarray], np.ndarray], seed: int = 0,
               lists: int | None = None) -> VectorLists:
         """k-means lists over the n item vectors (read through `vectors_at(rows)`)."""
-        lists = min(n, lists or list_count(n)) if n else 1
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(n, size=min(n, SAMPLE_PER_LIST * lists), replace=False)) if n else np.zeros(0, int)
-        points = vectors_at(sample) if n else np.zeros((0, 1), np.float32)
         if not n:
             return cls(np.zeros((1, 1), np.float32), np.zeros(0, np.int64), np.zeros(2, np.int64))
+        lists = min(n, lists or list_count(n))
+        rng = np.random.default_rng(seed)
+        points = vectors_at(np.sort(rng.choice(n, size=min(n, SAMPLE_PER_LIST * lists), replace=False)))
         centroids = points[rng.choice(len(points), size=lists, replace=False)].copy()
         for _ in range(ITERATIONS):
             nearest = _nearest(points, centroids)

@@ -312,12 +312,12 @@ class Collaborative:
         evidence the same predicted from their vectors; both scaled so the known scores peak at 1.
         Of every index row, or of the candidate `rows` only (in their order). `mapped_share` is
         the mapped estimate's share of the prediction (see `_placed`)."""
-        return self._row_scores(self.model.item_item, history, rows, mapped_share)
+        return self._row_scores("item_item", history, rows, mapped_share)
 
     def sequence(self, history: dict[str, float], rows: np.ndarray | None = None, mapped_share: float = 0.5,
                  ) -> tuple[np.ndarray, np.ndarray] | None:
         """The same as `item_item`, with the sequence model's rows."""
-        return self._row_scores(self.model.sequence, history, rows, mapped_share)
+        return self._row_scores("sequence", history, rows, mapped_share)
 
     def reached(self, history: dict[str, float], component: str) -> tuple[np.ndarray, np.ndarray]:
         """The index rows a row model scores for the history (those of the history rows' entries
@@ -339,9 +339,8 @@ class Collaborative:
                 found.append(self.model.factor_map @ np.append(folded[0], 1.0).astype(np.float32))
         return found
 
-    def _row_scores(self, model: ItemRows, history: dict[str, float], rows: np.ndarray | None,
+    def _row_scores(self, name: str, history: dict[str, float], rows: np.ndarray | None,
                     mapped_share: float) -> tuple[np.ndarray, np.ndarray] | None:
-        name = next(n for n in CollaborativeModel.ROW_MODELS if getattr(self.model, n) is model)
         if not self._history(history)[0].size:
             return None
         targets, sums, direction = self._reach(name, history)

@@ -188,8 +188,8 @@ def similar(index: ItemIndex, item_id: str, k: int, filters: Filters = NO_FILTER
     mask = selection.allowed(index, filters, rows=rows)
     mask &= (np.arange(len(index)) if rows is None else rows) != index.rows[item_id]
     best = selection.best(cosines, mask, k)
-    return [(index.ids[r], round(float(cosines[p]), 6))
-            for p, r in zip(best.tolist(), best.tolist() if rows is None else rows[best].tolist(), strict=True)]
+    listed = best if rows is None else rows[best]
+    return [(index.ids[r], round(float(c), 6)) for r, c in zip(listed.tolist(), cosines[best].tolist(), strict=True)]
 
 
 def trending(index: ItemIndex, k: int, category: str | None = None,
