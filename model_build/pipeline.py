@@ -27,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                "publish)", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=paths.DATA, help="dataset directory")
-    parser.add_argument("--finetune", action="store_true", help="fine-tune the encoder first")
+    parser.add_argument("--encoder", choices=paths.ENCODERS, default=paths.ENCODERS[0],
+                        help="the encoder built into the layer's folder (what `sam build` ships) and "
+                             "embedded with; the release records it")
+    parser.add_argument("--finetune", action="store_true", help="fine-tune the encoder first (minilm)")
     parser.add_argument("--steps", type=int, default=finetune.STEPS, help="fine-tuning steps")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--stack", help="publish to this CloudFormation stack")
@@ -45,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         if code:
             raise SystemExit(f"model_build all: stage {name} failed ({code})")
 
+    if args.finetune and args.encoder != paths.ENCODERS[0]:
+        raise SystemExit(f"model_build all: --finetune fine-tunes {paths.ENCODERS[0]}, not {args.encoder}")
     data, snapshot_at = args.data, None
     if args.stack or args.local:
         data, snapshot_at = live_catalog(args.data, args.local, args.stack)
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         stage("finetune", lambda: finetune.run(data, paths.pretrained_model(), paths.FINETUNED, args.steps))
         if json.loads((paths.FINETUNED / "finetune.json").read_text())["kept"]:
             model_dir = paths.FINETUNED
-    stage("encoder", lambda: encoder.run(data=data, model_dir=model_dir))
+    stage("encoder", lambda: encoder.run(model=args.encoder, out=paths.ENCODER_MODEL, data=data, model_dir=model_dir))
     stage("catalog", lambda: catalog.run(data, paths.ENCODER_MODEL, paths.CATALOG))
     stage("collaborative", lambda: collaborative.run(data, paths.COLLABORATIVE, paths.CATALOG, fit=True))
     if args.stack or args.local:

@@ -30,6 +30,9 @@ def main() -> int:
     items = sub.add_parser("export-items", help="write every item of the live catalog as JSON lines")
     items.add_argument("--out", type=Path, required=True, help="e.g. <dataset dir>/items.jsonl")
     sub.add_parser("release", help="build a release from the live catalog and the applied events, and publish it")
+    refold = sub.add_parser("refold-profiles", help="fold every profile's vectors again from its raw events in "
+                                                    "the functions' encoder's space (after an encoder change)")
+    refold.add_argument("--users", type=Path, help="a file of user ids, one per line (default: every profile)")
     erase = sub.add_parser("erase-user", help="delete a user's profile, raw events and impressions")
     erase.add_argument("user_id")
     batch = sub.add_parser("batch-recommendations", help="lists for every profiled user (or --users) as JSON lines, "
@@ -56,6 +59,9 @@ def main() -> int:
         result = commands.export_items(settings, args.out)
     elif args.command == "release":
         result = commands.release(settings)
+    elif args.command == "refold-profiles":
+        users = args.users.read_text(encoding="utf-8").split() if args.users else None
+        result = commands.refold_profiles(settings, users)
     elif args.command == "batch-recommendations":
         if not 1 <= args.k <= 100:
             sys.exit("ops: --k must be between 1 and 100")

@@ -177,13 +177,61 @@ def release(settings: Settings, work: Path = RELEASE_DATA) -> dict[str, Any]:
     items = export_items(settings, work / "items.jsonl")
     events = export_events(settings, work / "events.csv")
     catalog_npz, collaborative_npz = work / "catalog.npz", work / "collaborative.npz"
-    if catalog.run(work, paths.ENCODER_MODEL, catalog_npz) or \
+    model = settings.model_dir or paths.ENCODER_MODEL  # the functions' encoder: its release is the one they load
+    if catalog.run(work, model, catalog_npz) or \
             collaborative.run(work, collaborative_npz, catalog_npz, fit=True):
         raise RuntimeError("release: a build stage failed (see above)")
-    published = publish.publish(settings, work, catalog_npz, collaborative_npz, paths.ENCODER_MODEL,
+    published = publish.publish(settings, work, catalog_npz, collaborative_npz, model,
                                 snapshot_at=items["exported_at"])
     return {**published, "exported_items": items["items"], "events": events["events"],
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+def refold_profiles(settings: Settings, users: list[str] | None = None) -> dict[str, Any]:
+    """Every profile's vectors folded again from the user's raw events in the functions'
+    encoder's space (`recsys.profile.refold_vectors`): what a release that changes the
+    encoder needs. Until then a profile's vectors of the old encoder read as absent
+    (`recsys.profile.in_encoder`: the lists lean on the collaborative history, which is kept),
+    and its next event starts them afresh. Item events take the live catalog's vectors (an
+    item it no longer holds moves nothing); search queries are encoded again. Each profile is
+    written with the optimistic lock, its raw events re-read on a conflict (the events
+    function logs an event before it writes the profile), so running it while events flow,
+    or again, is safe. `users`: only these (default: every profile)."""
+    from model_build.progress import progress
+    from recsys.adapters.artifacts import S3Releases
+    from recsys.adapters.items import ItemRepository
+    from recsys.ingest import encode_each, update_profile
+    from recsys.live import LiveCatalog
+    from recsys.profile import refold_vectors
+    from recsys.wiring import encoder_for
+
+    settings.require("profiles_table", "items_table", "artifacts_bucket", "raw_events_bucket")
+    encoder = encoder_for(settings)
+    index = LiveCatalog(S3Releases(settings), ItemRepository(settings), encoder.version, encoder.dim,
+                        collaborative=False).index()
+    profiles, raw_events = ProfileRepository(settings), RawEventLog(settings)
+    counts = {"profiles": 0, "events": 0, "unencodable_queries": 0}
+    for user_id in progress(sorted(profiles.user_ids()) if users is None else users, "refold profiles",
+                            unit="profile"):
+        def refold(profile, user_id=user_id) -> bool:
+            events = list(raw_events.events(user_id))
+            queries = sorted({e.query for e in events if e.type == "search" and e.query})
+            encoded = dict(zip(queries, encode_each(encoder, queries), strict=True))
+            refused = {q for q, vector in encoded.items() if isinstance(vector, Exception)}
+
+            def vector_of(event):
+                if event.type == "search":
+                    return None if not event.query or event.query in refused else encoded[event.query]
+                return index.vector(event.item_id) if event.item_id else None
+
+            refold_vectors(profile, events, vector_of, encoder.version)
+            counts["events"] += len(events)
+            counts["unencodable_queries"] += len(refused)
+            return True
+
+        if profiles.get(user_id) is not None and update_profile(profiles, user_id, refold):
+            counts["profiles"] += 1
+    return {**counts, "encoder": encoder.version}
 
 
 def erase_user(settings: Settings, user_id: str) -> dict[str, int]:

@@ -2,9 +2,12 @@
 
 Single thread: p50 latency at batch 1 and items/s at batch 32 for both; fidelity as the
 build's gate measures it (mean cosine on the held-out catalog texts, top-10 retrieval
-overlap for 300 held-out queries), here against torch fp32. Prints one JSON line, then
-the same figures for people; takes a few minutes (torch embeds ~8,800 texts). Needs the
-built artifact (`python -m model_build encoder`) and torch; run from anywhere:
+overlap for 300 held-out queries), here against torch fp32. In the same run, the same
+latency and throughput figures for the multilingual int8 encoder (issue #13) when it is
+built (`python -m model_build encoder --model use-multilingual`; its fidelity is the
+build's gate against the package's numpy reference). Prints one JSON line, then the same
+figures for people; takes a few minutes (torch embeds ~8,800 texts). Needs the built
+artifact (`python -m model_build encoder`) and torch; run from anywhere:
 
     .venv/bin/python scripts/bench_encoder.py
 """
@@ -32,6 +35,8 @@ QUERY = "scary zombie movie"
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR, help="int8 artifact folder")
+    parser.add_argument("--multilingual-dir", type=Path, default=paths.encoder_model("use-multilingual"),
+                        help="the multilingual int8 artifact (measured beside the default when built)")
     parser.add_argument("--hf-dir", type=Path, default=None, help="Hugging Face folder (default: gt package)")
     parser.add_argument("--data", type=Path, default=paths.DATA, help="dataset with the catalog texts")
     parser.add_argument("--runs", type=int, default=300, help="timed single-query runs per engine")
@@ -100,6 +105,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
     _, held_out = build.split_texts(texts)
     figures = fidelity.check_fidelity(fp32, int8, held_out)
+    others = {}
+    if (args.multilingual_dir / "manifest.json").is_file():
+        multilingual = Encoder(args.multilingual_dir, threads=1)
+        multilingual_two = Encoder(args.multilingual_dir, threads=2)
+        others["use-multilingual"] = {
+            "model_version": multilingual.version, "dim": multilingual.dim,
+            "ort_int8": latencies_ms(lambda: multilingual.encode([QUERY]), args.runs),
+            "batch32_items_per_s": {
+                "int8_threads1": items_per_s(lambda batch: multilingual.encode(batch, batch_size=32), catalog),
+                "int8_threads2": items_per_s(lambda batch: multilingual_two.encode(batch, batch_size=32), catalog)},
+        }
     return {
         "model_version": int8.version,
         "query": QUERY,
@@ -112,6 +128,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "batch32_items_per_s": rates,
         "speedup_batch32": round(rates["int8_threads1"] / rates["torch_fp32_threads1"], 2),
         "int8_vs_torch_fp32": figures,
+        "other_encoders": others,
     }
 
 
@@ -129,6 +146,10 @@ def report(figures: dict[str, Any]) -> str:
             f"int8 vs torch fp32 on {f['held_out_texts']} held-out catalog texts: mean cosine {f['mean_cosine']}, "
             f"min {f['min_cosine']}; top-10 retrieval overlap {f['top10_overlap']} over {f['queries']} queries",
         ]
+        + [f"{name} {o['model_version']} ({o['dim']}-d): batch 1 p50 {o['ort_int8']['p50_ms']} ms "
+           f"p99 {o['ort_int8']['p99_ms']} ms | batch 32 {o['batch32_items_per_s']['int8_threads1']} items/s "
+           f"(1 thread), {o['batch32_items_per_s']['int8_threads2']} items/s (2 threads)"
+           for name, o in figures["other_encoders"].items()]
     )
 
 

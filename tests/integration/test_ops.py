@@ -176,3 +176,35 @@ def test_an_item_added_through_the_api_survives_a_release(stack, admin, api, tmp
     assert status == 200 and len(similar["items"]) == 5
     status, listed = api.get(f"/users/{item_id}-fan/recommendations", k=10, context="zombies holding a harbour town")
     assert status == 200 and item_id in [i["item_id"] for i in listed["items"]]
+
+
+def test_a_profile_of_another_encoder_is_served_then_refolded_from_its_raw_events(stack, api):
+    """After a release that changes the encoder (issue #13): a stored profile whose vectors
+    are another encoder's (another dimension here) still gets lists, from its item history;
+    `ops refold-profiles` folds its vectors again from the raw event log, in this encoder's
+    space, to what the events function had folded live."""
+    import numpy as np
+
+    from recsys.adapters.profiles import ProfileRepository
+
+    settings, user = settings_of(stack), "7"
+    profiles = ProfileRepository(settings)
+    live = profiles.get(user)
+    encoder_version = api.get("/health")[1]["model_version"]
+    assert live is not None and live.long_term is not None and live.encoder_version == encoder_version
+    folded_live = live.long_term.copy()
+    rng = np.random.default_rng(0)
+    live.long_term = (lambda v: v / np.linalg.norm(v))(rng.normal(size=512)).astype(np.float32)
+    live.encoder_version = "an-earlier-512-d-encoder"
+    profiles.save(live)
+
+    status, listed = api.get(f"/users/{user}/recommendations", k=10)
+    assert status == 200 and len(listed["items"]) == 10, listed
+
+    result = commands.refold_profiles(settings, [user])
+    assert result["profiles"] == 1 and result["encoder"] == encoder_version
+    assert result["events"] >= live.event_count
+    refolded = profiles.get(user)
+    assert refolded.encoder_version == encoder_version and refolded.long_term.shape == folded_live.shape
+    assert float(refolded.long_term @ folded_live) > 0.999
+    assert refolded.history == live.history and refolded.event_count == live.event_count

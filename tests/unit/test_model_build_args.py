@@ -167,9 +167,26 @@ def test_all_runs_each_stage_in_order_as_its_command_would(monkeypatch: pytest.M
     assert args.run(args) == 0
     assert calls == [
         ("finetune", (live, paths.pretrained_model(), tmp_path, 5), {}),
-        ("encoder", (), {"data": live, "model_dir": tmp_path}),
+        ("encoder", (), {"model": "minilm", "out": paths.ENCODER_MODEL, "data": live, "model_dir": tmp_path}),
         ("catalog", (live, paths.ENCODER_MODEL, paths.CATALOG), {}),
         ("collaborative", (live, paths.COLLABORATIVE, paths.CATALOG), {"fit": True}),
         ("publish", (live,), {"local": False, "stack": "s", "snapshot_at": 123.0}),
     ], "publishing to a stack, every stage reads the dataset with the live catalog's items"
     assert set(json.loads(capsys.readouterr().out)["seconds"]) == {name for name, _, _ in calls}
+
+
+def test_all_builds_another_encoder_into_the_layer_and_embeds_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_build import catalog, collaborative, encoder
+
+    calls: list[tuple[str, tuple, dict]] = []
+    for module in (encoder, catalog, collaborative):
+        name = module.__name__.rsplit(".", 1)[1]
+        monkeypatch.setattr(module, "run", lambda *a, _n=name, **k: calls.append((_n, a, k)) or 0)
+    args = build_parser().parse_args(["all", "--data", "data/x", "--encoder", "use-multilingual"])
+    assert args.run(args) == 0
+    assert calls[0] == ("encoder", (), {"model": "use-multilingual", "out": paths.ENCODER_MODEL,
+                                        "data": Path("data/x"), "model_dir": None})
+    assert calls[1] == ("catalog", (Path("data/x"), paths.ENCODER_MODEL, paths.CATALOG), {})
+    args = build_parser().parse_args(["all", "--encoder", "use-multilingual", "--finetune"])
+    with pytest.raises(SystemExit, match="fine-tunes minilm"):
+        args.run(args)

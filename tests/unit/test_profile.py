@@ -225,3 +225,54 @@ def test_a_late_event_inside_the_session_gap_joins_the_session() -> None:
     stale = fold(ev("click", "i0", T0 + 3 * 3600))
     apply_events(stale, [ev("click", "i1", T0)], vector_of)
     assert stale.session[1] == 0 and stale.long_term[1] > 0, "a late event from an old session stays out of this one"
+
+
+# ---- an encoder change (issue #13) -------------------------------------------
+
+def test_vectors_of_another_encoder_read_as_absent_and_the_item_history_stays() -> None:
+    from recsys.profile import in_encoder
+
+    profile = fold(ev("purchase", "i1"), ev("click", "i2", at=T0 + 10))
+    profile.encoder_version = "old"
+    read = in_encoder(profile, "new", DIM)
+    assert read is not None and read.long_term is None and read.session is None
+    assert read.history == profile.history and read.consumed == profile.consumed
+    assert profile.long_term is not None, "the stored profile is not changed by reading it"
+    profile.encoder_version = "new"
+    assert in_encoder(profile, "new", DIM) is profile
+
+
+def test_a_profile_from_before_encoder_versions_keeps_vectors_of_the_encoders_dimension() -> None:
+    from recsys.profile import in_encoder
+
+    profile = fold(ev("purchase", "i1"))
+    assert profile.encoder_version is None
+    assert in_encoder(profile, "any", DIM) is profile
+    assert in_encoder(profile, "any", DIM * 2).long_term is None
+
+
+def test_events_after_an_encoder_change_start_the_vectors_afresh_in_the_new_space() -> None:
+    from recsys.profile import adopt_encoder
+
+    profile = fold(ev("purchase", "i1"))
+    profile.encoder_version = "old"
+    adopt_encoder(profile, "new", DIM)
+    apply_events(profile, [ev("click", "i3", at=T0 + 60)], vector_of)
+    assert profile.encoder_version == "new"
+    assert np.argmax(profile.long_term) == 3 and profile.long_term[1] == 0.0, "nothing of the old space is mixed in"
+    assert "i1" in profile.history, "the old choice still counts for the collaborative models"
+
+
+def test_refolding_from_the_raw_events_gives_the_vectors_a_live_fold_gives() -> None:
+    from recsys.profile import refold_vectors
+
+    events = [ev("purchase", "i1"), ev("click", "i2", at=T0 + 100), ev("dislike", "i4", at=T0 + 200),
+              ev("search", None, at=T0 + 300, query="zombies")]
+    live = fold(*events)
+    stale = fold(*events)
+    stale.long_term, stale.session, stale.encoder_version = np.ones(DIM * 2, dtype=np.float32), None, "old"
+    history, count = dict(stale.history), stale.event_count
+    refold_vectors(stale, reversed(events), vector_of, "new")
+    assert stale.encoder_version == "new" and stale.history == history and stale.event_count == count
+    np.testing.assert_allclose(stale.long_term, live.long_term, atol=1e-6)
+    np.testing.assert_allclose(stale.session, live.session, atol=1e-6)

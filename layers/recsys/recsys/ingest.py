@@ -28,7 +28,7 @@ from recsys.ports import (
     RawEvents,
     TextEncoder,
 )
-from recsys.profile import Profile, apply_events, event_fingerprint
+from recsys.profile import Profile, adopt_encoder, apply_events, event_fingerprint
 
 log = logging.getLogger(__name__)
 # Event types attributed to the list they came from (their recommendation_id), by counter.
@@ -202,6 +202,7 @@ class EventIngestor:
 
         def change(current: Profile) -> list[Event] | None:
             written[:] = [current]
+            adopt_encoder(current, self.encoder.version, self.encoder.dim)
             return apply_events(current, events, vector_of) or None
 
         applied = update_profile(self.profiles, user_id, change, current=profile) or []

@@ -115,6 +115,9 @@ class Profile:
     # When the user was last erased: events stamped at or before it are dropped (they were in
     # flight, on the stream or in the dead-letter queue, when the erase ran).
     erased_at: float | None = None
+    # The encoder (its model_version) the vectors were folded in; None: folded before profiles
+    # kept it. Vectors of another encoder are not comparable with this one's: `in_encoder`.
+    encoder_version: str | None = None
     version: int | None = None
 
     def erased_before(self, event: Event) -> bool:
@@ -160,6 +163,45 @@ def apply_events(profile: Profile, events: Iterable[Event],
     profile.applied_events = (profile.applied_events + [event_fingerprint(e.event_id) for e in applied]
                               )[-config.remembered_events:]
     return applied
+
+
+def in_encoder(profile: Profile | None, encoder_version: str, dim: int) -> Profile | None:
+    """The profile as an encoder reads it: vectors folded in another encoder's space (a
+    release that changed the encoder) are no taste in this one's and read as absent, while
+    everything keyed by item id (history, consumed, recent items, ratings) stays. A profile
+    without `encoder_version` (written before profiles kept it) keeps vectors of the
+    encoder's dimension. `refold_vectors` (the ops refold-profiles command) brings the
+    vectors back, folded from the user's raw events in the new space."""
+    if profile is None or not _stale(profile, encoder_version, dim):
+        return profile
+    return replace(profile, long_term=None, session=None, session_started_at=None, encoder_version=encoder_version)
+
+
+def adopt_encoder(profile: Profile, encoder_version: str, dim: int) -> None:
+    """Before events are folded into a stored profile, in place: stale vectors (`in_encoder`)
+    are dropped so the new events start them afresh in this encoder's space, and the profile
+    records the encoder."""
+    if _stale(profile, encoder_version, dim):
+        profile.long_term = profile.session = profile.session_started_at = None
+    profile.encoder_version = encoder_version
+
+
+def refold_vectors(profile: Profile, events: Iterable[Event], vector_of: Callable[[Event], np.ndarray | None],
+                   encoder_version: str, config: ProfileConfig = DEFAULT_CONFIG) -> None:
+    """The profile's vectors folded afresh, in place, from the user's events (their raw log),
+    `vector_of` giving each event's vector in `encoder_version`'s space; nothing else of the
+    profile changes (its history, counts and applied events already hold these events)."""
+    fresh = Profile(user_id=profile.user_id, erased_at=profile.erased_at)
+    apply_events(fresh, events, vector_of, config)
+    profile.long_term, profile.session = fresh.long_term, fresh.session
+    profile.session_started_at = fresh.session_started_at
+    profile.encoder_version = encoder_version
+
+
+def _stale(profile: Profile, encoder_version: str, dim: int) -> bool:
+    if profile.encoder_version is not None:
+        return profile.encoder_version != encoder_version
+    return any(v is not None and v.shape != (dim,) for v in (profile.long_term, profile.session))
 
 
 def choice_weights(events: Iterable[Event], config: ProfileConfig = DEFAULT_CONFIG) -> dict[str, float]:

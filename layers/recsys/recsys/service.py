@@ -26,7 +26,7 @@ from recsys.events import (
 from recsys.experiments import CONTROL, Variant, assign
 from recsys.live import LiveCatalog, Unavailable
 from recsys.ports import EventStream, Impression, Impressions, Items, Metrics, Profiles, RawEvents, TextEncoder
-from recsys.profile import Profile
+from recsys.profile import Profile, in_encoder
 from recsys.ranking import NO_FILTERS
 from recsys.selection import Filters
 
@@ -206,10 +206,12 @@ class Recommender:
                                diversity=diversity, explore=explore)
 
     def _state(self, user_id: str, variant: Variant) -> tuple[Any, Profile | None, Any, Any]:
-        """The index, the user's profile, the collaborative model and the variant's weights."""
+        """The index, the user's profile (as this encoder reads it: `in_encoder`), the
+        collaborative model and the variant's weights."""
         index = self.catalog.index()
         collaborative, fitted = self.catalog.scorer()
-        return index, self.profiles.get(user_id), collaborative, variant.blend(fitted)
+        profile = in_encoder(self.profiles.get(user_id), self.encoder.version, self.encoder.dim)
+        return index, profile, collaborative, variant.blend(fitted)
 
     def _record(self, impression: Impression) -> None:
         """Every list served is an impression: stored for attribution, counted for its variant,

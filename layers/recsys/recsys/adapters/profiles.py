@@ -53,6 +53,7 @@ def profile_model(settings: Settings) -> type[Model]:
         applied_events = BinaryAttribute(null=True, legacy_encoding=False)  # uint64 fingerprints
         expires_at = NumberAttribute(null=True)
         erased_at = NumberAttribute(null=True)  # set on a tombstone, and kept by the profile after it
+        encoder_version = UnicodeAttribute(null=True)  # the encoder the vectors are in (Profile.encoder_version)
         version = VersionAttribute()
 
     return ProfileRecord
@@ -81,7 +82,7 @@ class ProfileRepository:
             event_count=int(record.event_count or 0), rating_sum=float(record.rating_sum or 0),
             rating_count=int(record.rating_count or 0),
             applied_events=np.frombuffer(record.applied_events or b"", dtype="<u8").tolist(),
-            erased_at=record.erased_at, version=record.version)
+            erased_at=record.erased_at, encoder_version=record.encoder_version, version=record.version)
 
     def save(self, profile: Profile) -> None:
         """Write if nobody wrote the profile since it was read; raises ConcurrentUpdate otherwise."""
@@ -117,7 +118,8 @@ class ProfileRepository:
             consumed_filter=profile.consumed_filter.to_bytes() if profile.consumed_filter is not None else None,
             event_count=profile.event_count, rating_sum=profile.rating_sum, rating_count=profile.rating_count,
             applied_events=np.array(profile.applied_events, dtype="<u8").tobytes() or None,
-            erased_at=profile.erased_at, expires_at=int(time.time()) + PROFILE_TTL_SECONDS)
+            erased_at=profile.erased_at, encoder_version=profile.encoder_version,
+            expires_at=int(time.time()) + PROFILE_TTL_SECONDS)
 
     def erase(self, user_id: str, erased_at: float, keep_seconds: float) -> int:
         """Puts the tombstone over the profile. Its version is the erase time in milliseconds:
