@@ -67,10 +67,11 @@ test: $(CATALOG) $(COLLABORATIVE) $(MULTILINGUAL)
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit
 
-## eval: top-50 lists for every test user of a split (SPLIT=dir from shared/eval/split.py, OUT=file.jsonl)
+## eval: top-50 lists for every test user of a split (SPLIT=dir from shared/eval/split.py, OUT=file.jsonl;
+## FINETUNE=1: fine-tune the encoder too, kept if the blend improves on validation)
 eval: $(MODEL)
 	@test -n "$(SPLIT)" -a -n "$(OUT)" || (echo "usage: make eval SPLIT=<split dir> OUT=<file.jsonl>" >&2; exit 2)
-	$(PY) -m model_build eval --split $(SPLIT) --out $(OUT)
+	$(PY) -m model_build eval --split $(SPLIT) --out $(OUT) $(if $(FINETUNE),--finetune)
 
 ## replay: real-time vs frozen profiles on a split's test events, through the local stack (SPLIT=dir [USERS=100])
 replay: $(MODEL)

@@ -139,30 +139,47 @@ def preferred(figures: dict[str, float], floor: float, than: dict[str, float], t
     return figures[metric] > than[metric] + 1e-5
 
 
-def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingConfig = TrainingConfig(),
-        start: scoring.BlendWeights = scoring.DEFAULT_WEIGHTS,
-        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
-        search: dict[str, Sequence[float]] | None = None) -> FitResult:
-    """The best weights found on the validation carve by the fit's rule (module docstring),
-    searching `search` (default `SEARCH`)."""
-    search = SEARCH if search is None else search
-    validation = carve(interactions)
-    if not validation.held_out:
-        raise ValueError("blend fit: the validation carve holds out nobody (every user has one interaction)")
-    model = train(validation.train, index, config)
-    index = _validation_catalog(index, interactions, validation.train)
-    collaborative = Collaborative(model, index)
-    profiles = profiles_from(validation.train, index)
+def chosen_over(figures: dict[str, float], floor: float, than: dict[str, float], than_floor: float) -> bool:
+    """The fit's whole rule between two finished blends (each held to its own floor), as the
+    two ascents apply it: one meeting its floor beats one that does not (two that do not: more
+    cold_recall@20); of two that do, the one with more cold_recall@20 wins when both are
+    within one standard error of the better ndcg@10, else the better ndcg@10 does. What
+    `make eval FINETUNE=1` chooses an encoder by (model_build/encoder_choice.py)."""
+    feasible, was_feasible = figures["cold_recall@20"] >= floor, than["cold_recall@20"] >= than_floor
+    if feasible != was_feasible or not feasible:
+        return preferred(figures, floor, than, than_floor)
+    top = figures if figures["ndcg@10"] > than["ndcg@10"] else than
+    within = top["ndcg@10"] - top["ndcg@10_se"]
+    if figures["ndcg@10"] >= within and than["ndcg@10"] >= within:
+        return figures["cold_recall@20"] > than["cold_recall@20"] + 1e-5
+    return figures is top
 
-    cache: OrderedDict[tuple[float, float], dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]] = \
-        OrderedDict()
-    floors: dict[tuple[float, float], dict[str, dict[str, float]]] = {}
 
-    def components(weights: scoring.BlendWeights, user: str) -> dict[str, np.ndarray]:
+class Validation:
+    """The carve of `interactions`, the collaborative models trained on its training side with
+    `index`'s vectors, the profiles folded from it, and the validation figures of any weighting
+    (`score`), of each signal alone (`alone`) and the floor they set (`floor`), all by the
+    recommendations route's code."""
+
+    def __init__(self, interactions: Sequence[Interaction], index: ItemIndex,
+                 config: TrainingConfig = TrainingConfig()) -> None:
+        self.carve = carve(interactions)
+        if not self.carve.held_out:
+            raise ValueError("blend fit: the validation carve holds out nobody (every user has one interaction)")
+        model = train(self.carve.train, index, config)
+        self.index = _validation_catalog(index, interactions, self.carve.train)
+        self.collaborative = Collaborative(model, self.index)
+        self.profiles = profiles_from(self.carve.train, self.index)
+        self._components: OrderedDict[tuple[float, float], dict[str, tuple[dict[str, np.ndarray],
+                                                                           dict[str, np.ndarray]]]] = OrderedDict()
+        self._alone: dict[tuple[float, float], dict[str, dict[str, float]]] = {}
+
+    def components(self, weights: scoring.BlendWeights, user: str) -> dict[str, np.ndarray]:
         """The user's components under `weights`. They depend on the weights only through the
         history's recency and the new-item mix, and linearly on the mix: per recency setting
         they are scored once with the borrowed estimate alone and once with the mapped one
         alone (`cold_mapped_share` 0 and 1), and any mix is the mix of the two."""
+        cache = self._components
         key = (weights.recency_half_life, weights.recency_floor)
         if key in cache:
             cache.move_to_end(key)
@@ -173,38 +190,51 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
             while cache and len(cache) >= max(2, CACHE_BYTES // _nbytes(next(iter(cache.values())))):
                 cache.popitem(last=False)
             cache[key] = {}
-            for held in validation.held_out:
-                profile, now = profiles.get(held), _now(profiles.get(held))
-                borrowed = ranking.score(index, profile, None, now, replace(weights, cold_mapped_share=0.0),
-                                         collaborative, every=True).components
-                mapped = ranking.score(index, profile, None, now, replace(weights, cold_mapped_share=1.0),
-                                       collaborative, every=True).components
+            for held in self.carve.held_out:
+                profile, now = self.profiles.get(held), _now(self.profiles.get(held))
+                borrowed = ranking.score(self.index, profile, None, now, replace(weights, cold_mapped_share=0.0),
+                                         self.collaborative, every=True).components
+                mapped = ranking.score(self.index, profile, None, now, replace(weights, cold_mapped_share=1.0),
+                                       self.collaborative, every=True).components
                 cache[key][held] = borrowed, {n: v for n, v in mapped.items() if n.endswith("_cold")}
         borrowed, mapped = cache[key][user]
         share = weights.cold_mapped_share
         return {**borrowed, **{n: share * v + (1.0 - share) * borrowed[n] for n, v in mapped.items()}}
 
-    def score(weights: scoring.BlendWeights) -> dict[str, float]:
+    def score(self, weights: scoring.BlendWeights) -> dict[str, float]:
         """The recommendations route's ranking (recsys.ranking.rank) under `weights`, each
         user's components passed in (`components`)."""
         lists = {}
-        for user in validation.held_out:
-            profile = profiles.get(user)
-            ranked = ranking.rank(index, profile, ranking.Request(LIST_LENGTH, now=_now(profile)), weights,
-                                  collaborative, reasons=False, components=components(weights, user))
+        for user in self.carve.held_out:
+            profile = self.profiles.get(user)
+            ranked = ranking.rank(self.index, profile, ranking.Request(LIST_LENGTH, now=_now(profile)), weights,
+                                  self.collaborative, reasons=False, components=self.components(weights, user))
             lists[user] = [item.item_id for item in ranked]
-        return metrics(lists, validation.held_out, validation.cold_items)
+        return metrics(lists, self.carve.held_out, self.carve.cold_items)
 
-    def alone(weights: scoring.BlendWeights) -> dict[str, dict[str, float]]:
+    def alone(self, weights: scoring.BlendWeights) -> dict[str, dict[str, float]]:
         """Each signal alone under the weights' history recency."""
         key = (weights.recency_half_life, weights.recency_floor)
-        if key not in floors:
-            floors[key] = {name: score(replace(weights, **only)) for name, only in ALONE.items()}
-        return floors[key]
+        if key not in self._alone:
+            self._alone[key] = {name: self.score(replace(weights, **only)) for name, only in ALONE.items()}
+        return self._alone[key]
 
-    def floor(weights: scoring.BlendWeights) -> tuple[float, str]:
-        name = max(alone(weights), key=lambda n: (alone(weights)[n]["cold_recall@20"], n == CONTENT_ONLY))
-        return alone(weights)[name]["cold_recall@20"], name
+    def floor(self, weights: scoring.BlendWeights) -> tuple[float, str]:
+        """The largest cold_recall@20 of a signal alone, and that signal's name."""
+        alone = self.alone(weights)
+        name = max(alone, key=lambda n: (alone[n]["cold_recall@20"], n == CONTENT_ONLY))
+        return alone[name]["cold_recall@20"], name
+
+
+def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingConfig = TrainingConfig(),
+        start: scoring.BlendWeights = scoring.DEFAULT_WEIGHTS,
+        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+        search: dict[str, Sequence[float]] | None = None) -> FitResult:
+    """The best weights found on the validation carve by the fit's rule (module docstring),
+    searching `search` (default `SEARCH`)."""
+    search = SEARCH if search is None else search
+    validation = Validation(interactions, index, config)
+    score, alone, floor = validation.score, validation.alone, validation.floor
 
     Rule = Callable[[dict[str, float], float, dict[str, float], float], bool]
 

@@ -21,8 +21,9 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from model_build import blend, paths
+from model_build import blend, encoder_choice, finetune, paths
 from model_build import catalog as catalog_stage
 from model_build.collaborative_training import train
 from model_build.data import read_interactions
@@ -44,7 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", type=Path, required=True, help="directory made by shared/eval/split.py")
     parser.add_argument("--out", type=Path, required=True, help="output JSONL, one line per test user")
     parser.add_argument("--model", type=Path, default=paths.ENCODER_MODEL, help="encoder artifact")
-    parser.set_defaults(run=lambda args: run(args.split, args.out, args.model))
+    parser.add_argument("--finetune", action="store_true",
+                        help="fine-tune MiniLM on the train interactions too; kept if the blend is better "
+                             "on validation")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"fine-tuning steps (default {finetune.STEPS} on a GPU, {finetune.CPU_STEPS} on CPU)")
+    parser.set_defaults(run=lambda args: run(args.split, args.out, args.model, args.finetune, args.steps))
 
 
 def test_users(split: Path) -> list[str]:
@@ -52,7 +58,10 @@ def test_users(split: Path) -> list[str]:
         return list(dict.fromkeys(row["user_id"] for row in csv.DictReader(f)))
 
 
-def run(split: Path, out: Path, model: Path) -> int:
+def run(split: Path, out: Path, model: Path, tune: bool = False, steps: int | None = None) -> int:
+    """The lists and the report; with `tune`, the encoder fine-tuned too (`steps`, default
+    the device's: model_build/finetune.py), whose item vectors serve the lists if it wins
+    on validation (`finetuned`)."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -71,6 +80,12 @@ def run(split: Path, out: Path, model: Path) -> int:
     fitted = blend.fit(interactions, index)
     weights = fitted.weights
     lap("blend fit (validation)")
+    tuned: dict[str, Any] | None = None
+    if tune:
+        tuned = encoder_choice.finetuned(split, interactions, fitted.weights, fitted.validation["blend"],
+                                         fitted.floor, paths.eval_dir(split) / "finetune", steps, lap)
+        if tuned["kept"]:
+            index = tuned.pop("index")
     collaborative = Collaborative(train(interactions, index), index)
     lap("collaborative training")
     profiles = blend.profiles_from(interactions, index)
@@ -89,6 +104,8 @@ def run(split: Path, out: Path, model: Path) -> int:
               "cold_floor": {"cold_recall@20": fitted.floor, "set_by": fitted.floor_from, "met": fitted.floor_met},
               "baseline_lists": {name: str(baseline_path(out, suffix)) for suffix, name in BASELINES.items()},
               "seconds": timings, "users": len(users), "train_profiles": len(profiles), "items": len(index)}
+    if tuned is not None:
+        report["finetune"] = {k: v for k, v in tuned.items() if k != "index"}
     Path(f"{out}.report.json").write_text(json.dumps(report, indent=2) + "\n")
     Path(f"{out}.report.html").write_text(render(report), encoding="utf-8")
     print(f"eval: {len(users)} users -> {out} (report: {out}.report.json) in {sum(timings.values()):.0f} s",

@@ -1,10 +1,11 @@
 """Stage `all`: the whole build job in order, each stage skipping work whose output is current.
 
-    python -m model_build all --data DIR [--finetune] [--stack NAME | --local]
+    python -m model_build all --data DIR [--encoder NAME] [--finetune] [--stack NAME | --local]
 
-finetune (with --finetune; its encoder is used only if it beat the pre-trained one) ->
 encoder (export, int8, fidelity gate) -> catalog (embed) -> collaborative (train, fit
-the blend on validation) -> publish (with --stack or --local). Prints the seconds each
+the blend on validation) -> finetune (with --finetune: MiniLM fine-tuned on the data,
+kept in the layer only if the whole blend is better on validation, then the collaborative
+stage again: model_build/encoder_choice.py) -> publish (with --stack or --local). Prints the seconds each
 stage took. Publishing to a stack, the live catalog is read first (`ops export-items`
 into build/live-data/, beside links to the dataset's files): the release holds every item
 the API added, and its snapshot time is the export's.
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from model_build import catalog, collaborative, encoder, finetune, paths, publish
+from model_build import catalog, collaborative, encoder, encoder_choice, finetune, paths, publish
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the encoder built into the layer's folder (what `sam build` ships) and "
                              "embedded with; the release records it")
     parser.add_argument("--finetune", action="store_true", help="fine-tune the encoder first (minilm)")
-    parser.add_argument("--steps", type=int, default=finetune.STEPS, help="fine-tuning steps")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"fine-tuning steps (default {finetune.STEPS} on a GPU, {finetune.CPU_STEPS} on CPU)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--stack", help="publish to this CloudFormation stack")
     where.add_argument("--local", action="store_true", help="publish to the stack `make run` started")
@@ -53,14 +55,12 @@ def run(args: argparse.Namespace) -> int:
     data, snapshot_at = args.data, None
     if args.stack or args.local:
         data, snapshot_at = live_catalog(args.data, args.local, args.stack)
-    model_dir = None
-    if args.finetune:
-        stage("finetune", lambda: finetune.run(data, paths.pretrained_model(), paths.FINETUNED, args.steps))
-        if json.loads((paths.FINETUNED / "finetune.json").read_text())["kept"]:
-            model_dir = paths.FINETUNED
-    stage("encoder", lambda: encoder.run(model=args.encoder, out=paths.ENCODER_MODEL, data=data, model_dir=model_dir))
+    stage("encoder", lambda: encoder.run(model=args.encoder, out=paths.ENCODER_MODEL, data=data))
     stage("catalog", lambda: catalog.run(data, paths.ENCODER_MODEL, paths.CATALOG))
     stage("collaborative", lambda: collaborative.run(data, paths.COLLABORATIVE, paths.CATALOG, fit=True))
+    if args.finetune:
+        stage("finetune", lambda: encoder_choice.adopt(data, args.steps, lambda step: print(
+            f"model_build all: finetune: {step} done", file=sys.stderr, flush=True)))
     if args.stack or args.local:
         stage("publish", lambda: publish.run(data, local=args.local, stack=args.stack, snapshot_at=snapshot_at))
     print(json.dumps({"seconds": seconds, "total": round(sum(seconds.values()), 1)}))

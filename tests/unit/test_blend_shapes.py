@@ -85,6 +85,20 @@ def test_the_rule_prefers_meeting_the_floor_then_ndcg() -> None:
     assert blend.preferred(high, 0.1, low, 0.1)  # neither does: the closer climbs
 
 
+def test_between_finished_blends_ndcg_within_one_error_yields_to_new_items() -> None:
+    """`chosen_over`, what an encoder is chosen by (make eval FINETUNE=1): the pre-trained
+    blend and the fine-tuned one as measured on ml-latest-small's validation carve."""
+    pretrained = {"ndcg@10": 0.15452, "ndcg@10_se": 0.00708, "cold_recall@20": 0.04498}
+    finetuned = {"ndcg@10": 0.14924, "ndcg@10_se": 0.00717, "cold_recall@20": 0.07388}
+    assert blend.chosen_over(finetuned, 0.04406, pretrained, 0.01132)
+    assert not blend.chosen_over(pretrained, 0.01132, finetuned, 0.04406)
+    worse = {**finetuned, "ndcg@10": 0.14}  # beyond one standard error of 0.15452: ndcg decides
+    assert not blend.chosen_over(worse, 0.04406, pretrained, 0.01132)
+    assert blend.chosen_over(pretrained, 0.01132, worse, 0.04406)
+    below = {**finetuned, "cold_recall@20": 0.03}  # under its own floor: the feasible one wins
+    assert not blend.chosen_over(below, 0.04406, pretrained, 0.01132)
+
+
 def test_the_new_item_mix_is_linear_in_its_share() -> None:
     """The fit scores components at shares 0 and 1 and mixes them for any other share."""
     rows, index = generated(100, 300, 10)

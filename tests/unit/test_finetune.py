@@ -55,3 +55,17 @@ def test_finetune_keeps_the_model_only_when_validation_improves(tiny_model: Path
     if report["kept"]:
         assert (out / "tokenizer.json").exists()
         transformers.AutoModel.from_pretrained(str(out), local_files_only=True)
+
+
+def test_finetune_judged_by_its_caller_always_writes_the_model(tiny_model: Path, dataset: Path,
+                                                               tmp_path: Path) -> None:
+    """`make eval FINETUNE=1` judges the fine-tuned encoder by the whole blend on validation
+    (model_build/evaluate.py `finetuned`): the stage skips its content-only figures and
+    always writes the model."""
+    out = tmp_path / "finetuned"
+    assert finetune.run(dataset, tiny_model, out, steps=4, batch=8, lr=1e-3, seed=1, judge=False) == 0
+    report = json.loads((out / "finetune.json").read_text())
+    assert report["kept"] and report["pretrained"] is None and report["finetuned"] is None
+    assert report["frozen_layers"] == (0 if report["device"] == "cuda" else 1), "on CPU the lower half stays frozen"
+    assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
+    transformers.AutoModel.from_pretrained(str(out), local_files_only=True)

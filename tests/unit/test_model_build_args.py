@@ -145,33 +145,33 @@ def test_up_to_date_needs_same_weights_and_intact_files(tmp_path: Path) -> None:
 
 def test_all_runs_each_stage_in_order_as_its_command_would(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    from model_build import catalog, collaborative, finetune, publish
+    from model_build import catalog, collaborative, encoder_choice, publish
 
     calls: list[tuple[str, tuple, dict]] = []
 
     def stage(name: str):
         def run(*args, **kwargs) -> int:
             calls.append((name, args, kwargs))
-            if name == "finetune":
-                (args[2] / "finetune.json").write_text(json.dumps({"kept": True}))
             return 0
         return run
 
-    for module in (finetune, encoder, catalog, collaborative, publish):
+    for module in (encoder, catalog, collaborative, publish):
         monkeypatch.setattr(module, "run", stage(module.__name__.rsplit(".", 1)[1]))
-    monkeypatch.setattr(paths, "FINETUNED", tmp_path)
+    monkeypatch.setattr(encoder_choice, "adopt", lambda data, steps, lap: calls.append(
+        ("finetune", (data, steps), {})) or 0)
     from model_build import pipeline
     live = Path("build/live-data")
     monkeypatch.setattr(pipeline, "live_catalog", lambda data, local, stack: (live, 123.0))
     args = build_parser().parse_args(["all", "--data", "data/x", "--finetune", "--steps", "5", "--stack", "s"])
     assert args.run(args) == 0
     assert calls == [
-        ("finetune", (live, paths.pretrained_model(), tmp_path, 5), {}),
-        ("encoder", (), {"model": "minilm", "out": paths.ENCODER_MODEL, "data": live, "model_dir": tmp_path}),
+        ("encoder", (), {"model": "minilm", "out": paths.ENCODER_MODEL, "data": live}),
         ("catalog", (live, paths.ENCODER_MODEL, paths.CATALOG), {}),
         ("collaborative", (live, paths.COLLABORATIVE, paths.CATALOG), {"fit": True}),
+        ("finetune", (live, 5), {}),
         ("publish", (live,), {"local": False, "stack": "s", "snapshot_at": 123.0}),
-    ], "publishing to a stack, every stage reads the dataset with the live catalog's items"
+    ], "publishing to a stack, every stage reads the dataset with the live catalog's items; the fine-tuned " \
+       "encoder is judged against the fitted blend"
     assert set(json.loads(capsys.readouterr().out)["seconds"]) == {name for name, _, _ in calls}
 
 
@@ -185,7 +185,7 @@ def test_all_builds_another_encoder_into_the_layer_and_embeds_with_it(monkeypatc
     args = build_parser().parse_args(["all", "--data", "data/x", "--encoder", "use-multilingual"])
     assert args.run(args) == 0
     assert calls[0] == ("encoder", (), {"model": "use-multilingual", "out": paths.ENCODER_MODEL,
-                                        "data": Path("data/x"), "model_dir": None})
+                                        "data": Path("data/x")})
     assert calls[1] == ("catalog", (Path("data/x"), paths.ENCODER_MODEL, paths.CATALOG), {})
     args = build_parser().parse_args(["all", "--encoder", "use-multilingual", "--finetune"])
     with pytest.raises(SystemExit, match="fine-tunes minilm"):
