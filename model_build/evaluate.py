@@ -84,8 +84,8 @@ def run(split: Path, out: Path, model: Path, tune: bool = False, steps: int | No
     if tune:
         tuned = encoder_choice.finetuned(split, interactions, fitted.weights, fitted.validation["blend"],
                                          fitted.floor, paths.eval_dir(split) / "finetune", steps, lap)
-        if tuned["kept"]:
-            index = tuned.pop("index")
+        if tuned["kept"]:  # its item vectors serve every list, new items' too
+            index, _ = ItemIndex.from_npz(Path(tuned["catalog"]).read_bytes())
     collaborative = Collaborative(train(interactions, index), index)
     lap("collaborative training")
     profiles = blend.profiles_from(interactions, index)
@@ -105,7 +105,7 @@ def run(split: Path, out: Path, model: Path, tune: bool = False, steps: int | No
               "baseline_lists": {name: str(baseline_path(out, suffix)) for suffix, name in BASELINES.items()},
               "seconds": timings, "users": len(users), "train_profiles": len(profiles), "items": len(index)}
     if tuned is not None:
-        report["finetune"] = {k: v for k, v in tuned.items() if k != "index"}
+        report["finetune"] = tuned
     Path(f"{out}.report.json").write_text(json.dumps(report, indent=2) + "\n")
     Path(f"{out}.report.html").write_text(render(report), encoding="utf-8")
     print(f"eval: {len(users)} users -> {out} (report: {out}.report.json) in {sum(timings.values()):.0f} s",
