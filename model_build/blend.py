@@ -191,7 +191,8 @@ class Validation:
                 cache.popitem(last=False)
             cache[key] = {}
             for held in self.carve.held_out:
-                profile, now = self.profiles.get(held), _now(self.profiles.get(held))
+                profile = self.profiles.get(held)
+                now = _now(profile)
                 borrowed = ranking.score(self.index, profile, None, now, replace(weights, cold_mapped_share=0.0),
                                          self.collaborative, every=True).components
                 mapped = ranking.score(self.index, profile, None, now, replace(weights, cold_mapped_share=1.0),

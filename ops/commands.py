@@ -229,7 +229,8 @@ def refold_profiles(settings: Settings, users: list[str] | None = None) -> dict[
             counts["unencodable_queries"] += len(refused)
             return True
 
-        if profiles.get(user_id) is not None and update_profile(profiles, user_id, refold):
+        stored = profiles.get(user_id)
+        if stored is not None and update_profile(profiles, user_id, refold, current=stored):
             counts["profiles"] += 1
     return {**counts, "encoder": encoder.version}
 
