@@ -78,7 +78,7 @@ replay: $(MODEL)
 	@test -n "$(SPLIT)" || (echo "usage: make replay SPLIT=<split dir> [USERS=100]" >&2; exit 2)
 	$(PY) scripts/replay.py --split $(SPLIT) $(if $(USERS),--users $(USERS))
 
-## model: the whole build job on DATA=dir ([FINETUNE=1] fine-tunes first, [STACK=name] publishes to that stack,
+## model: the whole build job on DATA=dir ([FINETUNE=1] tries a fine-tuned encoder after the fit, [STACK=name] publishes,
 ## [ENCODER=use-multilingual] builds that encoder into the layer)
 model: $(VENV)/.installed
 	$(PY) -m model_build all --data $(DATA) --encoder $(ENCODER) $(if $(FINETUNE),--finetune) $(if $(STACK),--stack $(STACK))
