@@ -30,13 +30,14 @@ from scipy import sparse
 from model_build.data import Interaction, weighted_choices
 from model_build.progress import progress
 from recsys.collaborative import TRANSFER_NEIGHBOURS, CollaborativeModel, ItemRows, Transfer, transfer_neighbours
-from recsys.index import ItemIndex
+from recsys.index import ItemIndex, quantized
 
 # What the training reads of the interactions; a change retrains outputs that look current.
 # 2: positive choices only (negative feedback never trains a model).
 # 3: weighted by the profile's choice weights; every chosen item covered.
 TRAINING_RULES = 3
 BLOCK = 1 << 20  # entries (choices, pairs, vector rows) handled at a time
+TopRows = tuple[np.ndarray, np.ndarray]  # (n, N) int32 neighbour columns (-1 pads), (n, N) float32 weights
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,13 @@ def train(interactions: Iterable[Interaction], index: ItemIndex,
     at = np.array([index.rows.get(item_id, -1) for item_id in histories.item_ids], dtype=np.int64)
     gram, vector_sum = vector_moments(index, at)
     projection = np.linalg.inv(gram + config.content_map_l2 * np.eye(index.dim)).astype(np.float32)
-    item_item = item_item_model(histories, projection, config)
+    vectors = np.vstack(list(_vector_blocks(index, at)))  # the model items' vectors, zero where the index lacks one
+    item_item = row_model(*item_item_model(histories, config), projection, vectors)
     log(f"item-item: {n} items ({min(n, config.ease_items)} by EASE), {item_item.rows.shape[1]} neighbours each")
     forward = cooccurrence(histories, config.sequence_window, "sequence")
-    in_sequence = top_rows(cosine(forward + config.sequence_backward * forward.T), projection, config)
-    del forward
+    in_sequence = row_model(*top_rows(cosine(forward + config.sequence_backward * forward.T), config), projection,
+                            vectors)
+    del forward, vectors
     log(f"sequence: window {config.sequence_window}")
     factors, biases = als(histories, config)
     targets = np.hstack([factors, biases[:, None]])
@@ -179,31 +182,46 @@ def _vector_blocks(index: ItemIndex, at: np.ndarray) -> Iterator[np.ndarray]:
         rows = at[start:start + step]
         block = np.zeros((len(rows), index.dim), dtype=np.float32)
         present = rows >= 0
-        block[present] = index.vectors[rows[present]]
+        block[present] = index.vectors_at(rows[present])
         yield block
 
 
-def item_item_model(histories: Histories, projection: np.ndarray, config: TrainingConfig) -> ItemRows:
+def item_item_model(histories: Histories, config: TrainingConfig) -> TopRows:
     """EASE rows for the `ease_items` most chosen items (over those items), co-occurrence
     cosine rows for the rest (over every item); see the module's docstring."""
     n, m = histories.n_items, min(histories.n_items, config.ease_items)
     if m == n:
-        return dense_top_rows(ease(histories, m, config), projection, config)
+        return dense_top_rows(ease(histories, m, config), config)
     cosines = cosine(symmetric(cooccurrence(histories, config.item_window, "item-item")))
     if m > 0:
-        ease_rows = dense_top_rows(ease(histories, m, config), projection, config)
-        tail = top_rows(cosines[m:], projection, config)
-        return ItemRows(*_stack(ease_rows, tail), projection)
-    return top_rows(cosines, projection, config)
+        return _stack(dense_top_rows(ease(histories, m, config), config), top_rows(cosines[m:], config))
+    return top_rows(cosines, config)
 
 
-def _stack(head: ItemRows, tail: ItemRows) -> tuple[np.ndarray, np.ndarray]:
-    width = max(head.rows.shape[1], tail.rows.shape[1])
-    rows = np.full((len(head.rows) + len(tail.rows), width), -1, dtype=np.int32)
+def row_model(rows: np.ndarray, weights: np.ndarray, projection: np.ndarray, vectors: np.ndarray) -> ItemRows:
+    """`ItemRows` of the top rows, with each row's direction for new items: D_h = (sum_k
+    weights[h, k] vectors[rows[h, k]]) @ projection, as int8 codes and scales (`vectors`: the
+    model items' vectors, (n, d)); a sparse product, a block of rows at a time."""
+    rows, weights = np.asarray(rows, dtype=np.int32), np.asarray(weights, dtype=np.float32)
+    valid = rows >= 0
+    indptr = np.concatenate([[0], np.cumsum(valid.sum(1))])
+    spread = sparse.csr_matrix((weights[valid], rows[valid], indptr), shape=(len(rows), len(vectors)))
+    codes = np.zeros((len(rows), projection.shape[0]), dtype=np.int8)
+    scales = np.zeros(len(rows), dtype=np.float32)
+    step = max(1, BLOCK // max(projection.shape[0], 1))
+    for start in progress(range(0, len(rows), step), "collaborative: row directions", unit="block"):
+        summed = spread[start:start + step] @ vectors
+        codes[start:start + step], scales[start:start + step] = quantized(summed @ projection)
+    return ItemRows(rows, weights, projection, codes, scales)
+
+
+def _stack(head: TopRows, tail: TopRows) -> TopRows:
+    width = max(head[0].shape[1], tail[0].shape[1])
+    rows = np.full((len(head[0]) + len(tail[0]), width), -1, dtype=np.int32)
     weights = np.zeros(rows.shape, dtype=np.float32)
-    for start, part in ((0, head), (len(head.rows), tail)):
-        rows[start:start + len(part.rows), :part.rows.shape[1]] = part.rows
-        weights[start:start + len(part.rows), :part.rows.shape[1]] = part.weights
+    for start, (part_rows, part_weights) in ((0, head), (len(head[0]), tail)):
+        rows[start:start + len(part_rows), :part_rows.shape[1]] = part_rows
+        weights[start:start + len(part_rows), :part_rows.shape[1]] = part_weights
     return rows, weights
 
 
@@ -219,19 +237,18 @@ def ease(histories: Histories, m: int, config: TrainingConfig) -> np.ndarray:
     return weights
 
 
-def dense_top_rows(matrix: np.ndarray, projection: np.ndarray, config: TrainingConfig) -> ItemRows:
+def dense_top_rows(matrix: np.ndarray, config: TrainingConfig) -> TopRows:
     """`top_rows` of a dense item-item matrix (the diagonal ignored)."""
     n_items = len(matrix)
     np.fill_diagonal(matrix, 0.0)
     keep = min(config.neighbours, n_items - 1)
     if keep <= 0:
-        return ItemRows(np.full((n_items, 1), -1, dtype=np.int32), np.zeros((n_items, 1), dtype=np.float32),
-                        projection)
+        return np.full((n_items, 1), -1, dtype=np.int32), np.zeros((n_items, 1), dtype=np.float32)
     rows = np.zeros((n_items, keep), dtype=np.int32)
     for start in range(0, n_items, 2048):  # a block of rows at a time: argpartition's output is int64
         block = matrix[start:start + 2048]
         rows[start:start + len(block)] = np.argpartition(-np.abs(block), keep - 1, axis=1)[:, :keep]
-    return ItemRows(rows, np.take_along_axis(matrix, rows, 1), projection)
+    return rows, np.take_along_axis(matrix, rows, 1)
 
 
 def cooccurrence(histories: Histories, window: int, name: str) -> sparse.csr_matrix:
@@ -277,11 +294,11 @@ def cosine(together: sparse.csr_matrix) -> sparse.csr_matrix:
     return sparse.diags(norm.astype(np.float32)) @ together @ sparse.diags(norm.astype(np.float32))
 
 
-def top_rows(matrix: sparse.csr_matrix, projection: np.ndarray, config: TrainingConfig) -> ItemRows:
-    """The strongest `neighbours` entries of each row of a sparse item-item matrix (-1 pads),
-    with the projection of the ridge fit of its columns on the item vectors V: for the kept
-    rows S, S ~ (S V projection) V', so a new item with vector v gets the column S V projection v
-    (see recsys/collaborative.py)."""
+def top_rows(matrix: sparse.csr_matrix, config: TrainingConfig) -> TopRows:
+    """The strongest `neighbours` entries of each row of a sparse item-item matrix (-1 pads):
+    the rows and weights of an `ItemRows`, which adds the projection of the ridge fit of its
+    columns on the item vectors V (for the kept rows S, S ~ (S V projection) V', so a new item
+    with vector v gets the column S V projection v; see recsys/collaborative.py)."""
     matrix = matrix.tocsr()
     matrix.eliminate_zeros()
     lengths = np.diff(matrix.indptr)
@@ -300,7 +317,7 @@ def top_rows(matrix: sparse.csr_matrix, projection: np.ndarray, config: Training
         rows[start + row[chosen], rank[rank < keep]] = block.indices[chosen]
         weights[start + row[chosen], rank[rank < keep]] = block.data[chosen]
         start = end
-    return ItemRows(rows, weights, projection)
+    return rows, weights
 
 
 def als(histories: Histories, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -368,13 +385,13 @@ def new_item_transfer(index: ItemIndex, histories: Histories, at: np.ndarray, co
     in_model[at[at >= 0]] = True
     cold = np.flatnonzero(~in_model)
     candidates = np.flatnonzero(at >= 0)[:config.transfer_candidates]  # model rows, most chosen first
-    known = index.vectors[at[candidates]]
+    known = index.vectors_at(at[candidates])
     rows = np.full((len(cold), TRANSFER_NEIGHBOURS), -1, dtype=np.int32)
     weights = np.zeros(rows.shape, dtype=np.float32)
     step = max(1, BLOCK // max(len(known), 1))
     for start in progress(range(0, len(cold), 16 * step), "collaborative: transfer", unit="block"):
         part = cold[start:start + 16 * step]
-        nearest, weight = transfer_neighbours(known, index.vectors[part], block=step)
+        nearest, weight = transfer_neighbours(known, index.vectors_at(part), block=step)
         rows[start:start + len(part)] = np.where(nearest >= 0, candidates[np.maximum(nearest, 0)], -1)
         weights[start:start + len(part)] = weight
     return Transfer([index.ids[r] for r in cold], rows, weights)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from model_build import paths
-from model_build.collaborative_training import TrainingConfig
+from model_build.collaborative_training import TrainingConfig, row_model
 from recsys.collaborative import TRANSFER_NEIGHBOURS, CollaborativeModel, ItemRows, Transfer
 from recsys.index import ItemIndex, quantized
 
@@ -42,7 +42,7 @@ DIM = 384
 ITEMS_PER_CLUSTER = 200
 COVERED = 0.6  # share of items with collaborative evidence (the rest are new items)
 BENCH = paths.BUILD / "bench-scale"
-FORMAT = 2  # of the synthetic release: a change rebuilds the cached ones
+FORMAT = 3  # of the synthetic release: a change rebuilds the cached ones
 
 
 def build(n: int, folder: Path, seed: int = 11) -> None:
@@ -80,6 +80,7 @@ def synthetic_model(index: ItemIndex, covered: np.ndarray, cluster: np.ndarray,
     often), random factors, ridge-like maps, and for each item without evidence twenty covered
     items of its cluster to borrow from."""
     neighbours = TrainingConfig().neighbours
+    covered_vectors = index.vectors_at(covered)
     by_cluster: dict[int, np.ndarray] = {}
     order = np.argsort(cluster[covered], kind="stable")
     bounds = np.searchsorted(cluster[covered][order], np.arange(cluster.max() + 2))
@@ -95,7 +96,7 @@ def synthetic_model(index: ItemIndex, covered: np.ndarray, cluster: np.ndarray,
                 rows[model_row, :local] = rng.choice(members, size=local, replace=False)
         weights = np.sort(rng.exponential(size=rows.shape).astype(np.float32), axis=1)[:, ::-1] / neighbours
         projection = (np.eye(DIM) * 0.05).astype(np.float32)
-        return ItemRows(rows.astype(np.int32), np.ascontiguousarray(weights), projection)
+        return row_model(rows, np.ascontiguousarray(weights), projection, covered_vectors)
 
     factors = TrainingConfig().factors
     cold = np.setdiff1d(np.arange(len(index)), covered)

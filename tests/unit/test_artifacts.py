@@ -110,7 +110,7 @@ def test_each_artifact_names_its_kind_and_refuses_the_others() -> None:
         assert np.load(io.BytesIO(data), allow_pickle=False)["format"].item() == name
     with pytest.raises(ArtifactFormatError, match="expected item_index/4, found popularity_counters/1"):
         ItemIndex.from_npz(files["popularity_counters/1"])
-    with pytest.raises(ArtifactFormatError, match="expected collaborative/3, found item_index/4"):
+    with pytest.raises(ArtifactFormatError, match="expected collaborative/4, found item_index/4"):
         CollaborativeModel.from_npz(files["item_index/4"])
     with pytest.raises(ArtifactFormatError, match="expected popularity_counters/1, found item_index/4"):
         PopularityCounters.from_npz(files["item_index/4"])

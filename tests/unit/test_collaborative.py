@@ -178,15 +178,32 @@ def test_artifact_round_trips_with_its_blend(model: CollaborativeModel) -> None:
 def test_mismatched_artifacts_are_refused(model: CollaborativeModel) -> None:
     with pytest.raises(ArtifactMismatch, match="item ids but item_item arrays"):
         replace(model, item_ids=model.item_ids[:-1])
-    shifted = replace(model.sequence, rows=model.sequence.rows + 100)
+    with pytest.raises(ArtifactMismatch, match="sequence directions shaped"):
+        replace(model, sequence=replace(model.sequence, directions=model.sequence.directions[:, :-1]))
+    # Rows out of range are found when a request reads them: checking every row at load would
+    # page in the whole (memory-mapped) model, what a large catalog's cold start avoids.
+    shifted = replace(model, sequence=replace(model.sequence, rows=model.sequence.rows + 100))
     with pytest.raises(ArtifactMismatch, match="sequence rows out of range"):
-        replace(model, sequence=shifted)
+        Collaborative(shifted, index_with(GROUPS["a"] + GROUPS["b"])).sequence({"a0": 1.0})
     with pytest.raises(ArtifactMismatch, match="factor map shaped"):
         replace(model, factor_map=model.factor_map[:, :-1])
     with pytest.raises(ArtifactMismatch, match="popularity map shaped"):
         replace(model, popularity_map=model.popularity_map[:-1])
     with pytest.raises(ValueError, match="keys among"):
         BlendWeights.from_json('{"popularity": 1, "magic": 2}')
+
+
+def test_a_history_direction_is_the_sum_of_its_rows_directions(collaborative: Collaborative) -> None:
+    """The stored per-row directions give what summing the reached items' vectors gives:
+    (sums x V) @ projection, up to their int8 rounding."""
+    history = {"a0": 1.0, "b1": 0.5, "a3": 0.25}
+    index, model = collaborative.index, collaborative.model
+    for name in CollaborativeModel.ROW_MODELS:
+        targets, sums, direction = collaborative._reach(name, history)
+        vectors = index.vectors_at(np.array([index.rows[model.item_ids[t]] for t in targets]))
+        expected = (sums.astype(np.float32) @ vectors) @ getattr(model, name).projection
+        assert np.abs(expected).max() > 0
+        np.testing.assert_allclose(direction, expected, atol=0.02 * np.abs(expected).max())
 
 
 def test_training_needs_interactions() -> None:

@@ -67,13 +67,28 @@ class ArtifactMismatch(ValueError):
 class ItemRows:
     """A sparse item-to-item model: row h lists the items that having chosen h raises
     (`rows`, -1 pads) and by how much (`weights`); `projection` maps the rows' weighted item
-    vectors to a direction for items without evidence (see the module's docstring)."""
+    vectors to a direction for items without evidence (see the module's docstring).
+
+    `directions` holds that direction of each row alone, D_h = (sum_k weights[h, k]
+    v(rows[h, k])) @ projection, as int8 codes and one scale per row (`direction_scales`,
+    as recsys.index stores item vectors): a history's direction is linear in its rows,
+    sum_h w_h D_h, so a request reads one row per history item instead of the vectors of
+    every item its rows reach (the build job computes them from the catalog's vectors:
+    model_build.collaborative_training.row_directions)."""
 
     rows: np.ndarray  # (n, N) int32
     weights: np.ndarray  # (n, N) float32
     projection: np.ndarray  # (d, d) float32
+    directions: np.ndarray  # (n, d) int8
+    direction_scales: np.ndarray  # (n,) float32
 
-    FIELDS = ("rows", "weights", "projection")
+    FIELDS = ("rows", "weights", "projection", "directions", "direction_scales")
+
+    def direction(self, history_rows: np.ndarray, history_weights: np.ndarray) -> np.ndarray:
+        """sum_h w_h D_h over the history's model rows: the direction whose dot product with an
+        item vector is the item's mapped score (in model units)."""
+        scaled = history_weights.astype(np.float32) * self.direction_scales[history_rows]
+        return (scaled @ self.directions[history_rows].astype(np.float32)).astype(np.float32)
 
     def check(self, name: str, n: int) -> None:
         if self.rows.shape != self.weights.shape or self.rows.shape[0] != n:
@@ -81,8 +96,9 @@ class ItemRows:
                                    f"{self.rows.shape}, {self.weights.shape}")
         if self.projection.ndim != 2 or self.projection.shape[0] != self.projection.shape[1]:
             raise ArtifactMismatch(f"collaborative model: {name} projection shaped {self.projection.shape}")
-        if self.rows.size and (self.rows.max() >= n or self.rows.min() < -1):
-            raise ArtifactMismatch(f"collaborative model: {name} rows out of range")
+        if self.directions.shape != (n, self.projection.shape[0]) or self.direction_scales.shape != (n,):
+            raise ArtifactMismatch(f"collaborative model: {name} directions shaped {self.directions.shape}, "
+                                   f"{self.direction_scales.shape}")
 
 
 @dataclass(frozen=True)
@@ -116,19 +132,29 @@ def transfer_neighbours(known: np.ndarray, cold: np.ndarray, eligible: np.ndarra
     neighbour is similar at all). A block of `block` cold vectors at a time: memory block x n."""
     rows = np.full((len(cold), TRANSFER_NEIGHBOURS), -1, dtype=np.int64)
     weights = np.zeros((len(cold), TRANSFER_NEIGHBOURS), dtype=np.float32)
-    candidates = len(known) if eligible is None else int(np.count_nonzero(eligible))
-    k = min(TRANSFER_NEIGHBOURS, candidates)
-    for start in range(0, len(cold) if k else 0, block):
+    for start in range(0, len(cold), block):
         similarity = np.asarray(cold[start:start + block], np.float32) @ np.asarray(known, np.float32).T
-        if eligible is not None:
-            similarity[:, ~eligible] = -np.inf
-        best = np.argpartition(-similarity, k - 1, axis=1)[:, :k] if k < len(known) else \
-            np.broadcast_to(np.arange(k), similarity.shape)
-        strength = np.maximum(np.take_along_axis(similarity, best, 1), 0.0) ** TRANSFER_SHARPNESS
-        total = strength.sum(1, keepdims=True)
-        rows[start:start + len(similarity), :k] = best
-        weights[start:start + len(similarity), :k] = np.divide(strength, total, out=np.zeros_like(strength),
-                                                               where=total > 0)
+        rows[start:start + len(similarity)], weights[start:start + len(similarity)] = nearest_of(similarity, eligible)
+    return rows, weights
+
+
+def nearest_of(similarity: np.ndarray, eligible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`transfer_neighbours` of a block's similarities (m, n) to the known items: each row's
+    TRANSFER_NEIGHBOURS most similar eligible columns (-1 pads) and their weights."""
+    rows = np.full((len(similarity), TRANSFER_NEIGHBOURS), -1, dtype=np.int64)
+    weights = np.zeros((len(similarity), TRANSFER_NEIGHBOURS), dtype=np.float32)
+    n = similarity.shape[1]
+    k = min(TRANSFER_NEIGHBOURS, n if eligible is None else int(np.count_nonzero(eligible)))
+    if not k or not len(similarity):
+        return rows, weights
+    if eligible is not None:
+        similarity = np.where(eligible[None, :], similarity, -np.inf)
+    best = np.argpartition(-similarity, k - 1, axis=1)[:, :k] if k < n else \
+        np.broadcast_to(np.arange(k), similarity.shape)
+    strength = np.maximum(np.take_along_axis(similarity, best, 1), 0.0) ** TRANSFER_SHARPNESS
+    total = strength.sum(1, keepdims=True)
+    rows[:, :k] = best
+    weights[:, :k] = np.divide(strength, total, out=np.zeros_like(strength), where=total > 0)
     return rows, weights
 
 
@@ -147,8 +173,9 @@ class CollaborativeModel:
 
     KIND = "collaborative"
     # 2 added the sequence model and the content maps (new items scored from their vectors);
-    # 3 replaced the (n, d) content maps by (d, d) projections and stores the new-item transfer.
-    FORMAT = 3
+    # 3 replaced the (n, d) content maps by (d, d) projections and stores the new-item transfer;
+    # 4 stores each row model's per-row directions (`ItemRows.directions`).
+    FORMAT = 4
     ROW_MODELS = ("item_item", "sequence")
 
     def __post_init__(self) -> None:
@@ -201,7 +228,9 @@ class CollaborativeModel:
         arrays = artifact.arrays
         row_models = {name: ItemRows(np.asarray(arrays[f"{name}_rows"], dtype=np.int32),
                                      np.asarray(arrays[f"{name}_weights"], dtype=np.float32),
-                                     np.asarray(arrays[f"{name}_projection"], dtype=np.float32))
+                                     np.asarray(arrays[f"{name}_projection"], dtype=np.float32),
+                                     np.asarray(arrays[f"{name}_directions"], dtype=np.int8),
+                                     np.asarray(arrays[f"{name}_direction_scales"], dtype=np.float32))
                       for name in cls.ROW_MODELS}
         f32 = {name: np.asarray(arrays[name], dtype=np.float32)
                for name in ("factors", "biases", "factor_map", "popularity_map", "transfer_weights")}
@@ -283,20 +312,26 @@ class Collaborative:
 
     def revise(self, rows: list[int]) -> None:
         """Index rows whose vectors changed: the items among them the model has no evidence for
-        borrow from the neighbours of their new vectors (and no kept direction reads the old ones)."""
+        borrow from the neighbours of their new vectors. (The rows' `ItemRows.directions` keep the
+        build's vectors until the next build: a changed item moves its own scores at once, its
+        share in other items' directions then.)"""
         self.sync()
         self._reached.clear()
         where = np.flatnonzero(np.isin(self._cold_rows, np.asarray(rows, dtype=np.int64)))
         if len(where):
             self._transfer_rows[where], self._transfer_weights[where] = self._transfer(self._cold_rows[where])
 
-    def _transfer(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _transfer(self, rows: np.ndarray, block: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """`transfer_neighbours` for index rows added after the build: their nearest items with
-        evidence among the index's, as model rows."""
-        if not len(rows):
-            return np.zeros((0, TRANSFER_NEIGHBOURS), np.int64), np.zeros((0, TRANSFER_NEIGHBOURS), np.float32)
-        nearest, weights = transfer_neighbours(self.index.vectors, self.index.vectors[rows],
-                                               eligible=self._model_row_at >= 0)
+        evidence among the index's, as model rows; a block of rows per scan of the index
+        (memory block x n floats, no float copy of the catalog)."""
+        nearest = np.full((len(rows), TRANSFER_NEIGHBOURS), -1, dtype=np.int64)
+        weights = np.zeros((len(rows), TRANSFER_NEIGHBOURS), dtype=np.float32)
+        eligible = self._model_row_at >= 0
+        for start in range(0, len(rows), block):
+            part = rows[start:start + block]
+            similarity = self.index.dot(self.index.vectors_at(part).T).T
+            nearest[start:start + len(part)], weights[start:start + len(part)] = nearest_of(similarity, eligible)
         return np.where(nearest >= 0, self._model_row_at[nearest], -1), weights
 
     def _history(self, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -352,26 +387,25 @@ class Collaborative:
     def _reach(self, name: str, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A row model's scores of the history, sparse (the model rows reached, sorted, and their
         weighted sums), and the direction whose dot product with an item vector is the
-        ridge-mapped score: (sums x the reached items' vectors) @ projection (model items the
-        index lacks count as zero vectors, as in training). The last history's are kept: a
-        request asks for them for its candidates and again for its scores."""
+        ridge-mapped score: (sums x the reached items' vectors) @ projection, which is the
+        history's weighted sum of its rows' `ItemRows.directions` (the build's vectors; model
+        items the catalog lacked count as zero vectors, as in training). The last history's
+        are kept: a request asks for them for its candidates and again for its scores."""
         key = (name, tuple(history.items()))
         held = self._reached.get(name)
         if held is not None and held[0] == key:
             return held[1]
+        self.sync()
         model: ItemRows = getattr(self.model, name)
         history_rows, weights = self._history(history)
         neighbours = model.rows[history_rows]
         contribution = weights[:, None] * model.weights[history_rows]
         valid = neighbours >= 0
         targets, inverse = np.unique(neighbours[valid], return_inverse=True)
+        if len(targets) and targets[-1] >= len(self.model.item_ids):
+            raise ArtifactMismatch(f"collaborative model: {name} rows out of range")
         sums = np.bincount(inverse, weights=contribution[valid], minlength=len(targets))
-        self.sync()
-        at = self._index_row[targets]
-        present = at >= 0
-        direction = (sums[present].astype(np.float32) @ self.index.vectors_at(at[present])) @ model.projection \
-            if present.any() else np.zeros(model.projection.shape[0], dtype=np.float32)
-        found = (targets, sums, direction.astype(np.float32))
+        found = (targets, sums, model.direction(history_rows, weights))
         self._reached[name] = (key, found)
         return found
 
