@@ -364,15 +364,31 @@ class Collaborative:
         at = self._index_row[targets]
         return at[at >= 0], sums[at >= 0]
 
-    def cold_directions(self, history: dict[str, float], weights: BlendWeights) -> list[np.ndarray]:
-        """For each collaborative model the weights use, the direction in vector space along which
-        its mapped score of an item without evidence grows (candidates for new items)."""
-        found = [self._reach(name, history)[2] for name in CollaborativeModel.ROW_MODELS if getattr(weights, name)]
-        if weights.factors:
+    def new_item_direction(self, history: dict[str, float], weights: BlendWeights) -> np.ndarray:
+        """The direction in vector space along which an item without evidence gains in the
+        blend from its predicted collaborative scores: each row model's mapped score as the
+        blend weighs it (its direction over the model's scale, x its weight, `cold_transfer` and
+        the mapped share; see `_placed`), the factors' likewise (scaled by the history's items'
+        largest score), and predicted popularity. (The borrowed estimate is not linear in the
+        vector: a new item near the items a history reaches has a vector near them too.)"""
+        share = weights.cold_transfer * weights.cold_mapped_share
+        total = weights.new_item_popularity * self.model.popularity_map[:-1]
+        for name in CollaborativeModel.ROW_MODELS:
+            if getattr(weights, name) and share:
+                _, sums, direction = self._reach(name, history)
+                top = float(np.abs(sums).max()) if len(sums) else 0.0
+                if top > 0:
+                    total = total + getattr(weights, name) * share / top * direction
+        if weights.factors and share:
             folded = self.fold_in(history)
             if folded is not None:
-                found.append(self.model.factor_map @ np.append(folded[0], 1.0).astype(np.float32))
-        return found
+                user, user_bias = folded
+                rows = self._history(history)[0]
+                top = float(np.abs(self.model.factors[rows] @ user + self.model.biases[rows] + user_bias).max())
+                if top > 0:
+                    total = total + weights.factors * share / top * (self.model.factor_map[:, :-1] @ user
+                                                                      + self.model.factor_map[:, -1])
+        return np.asarray(total, dtype=np.float32)
 
     def _row_scores(self, name: str, history: dict[str, float], rows: np.ndarray | None,
                     mapped_share: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -380,6 +396,7 @@ class Collaborative:
             return None
         targets, sums, direction = self._reach(name, history)
         top = float(np.abs(sums).max()) if len(sums) else 0.0
+
         dense = np.zeros(len(self.model.item_ids), dtype=np.float32)  # the model's scores in model rows
         dense[targets] = sums
         return self._placed(dense.__getitem__, top, direction, 0.0, rows, mapped_share)
@@ -440,7 +457,7 @@ class Collaborative:
             return predicted
         predicted = np.zeros(len(rows), dtype=np.float32)
         cold = self._cold_at[rows] >= 0
-        predicted[cold] = np.clip(self.index.dot(weights, rows[cold]) + intercept, 0.0, 1.0)
+        predicted[cold] = np.clip(self.index.dot(weights, rows)[cold] + intercept, 0.0, 1.0)
         return predicted
 
     def new_item_popular(self, n: int) -> np.ndarray:
@@ -518,7 +535,7 @@ class Collaborative:
         else:
             positions = self._cold_at[rows]
             cold, at = np.flatnonzero(positions >= 0), positions[positions >= 0]
-            mapped = self.index.dot(direction, rows[cold])
+            mapped = self.index.dot(direction, rows)[cold]  # every candidate's: their vectors are read once a request
         neighbours = self._transfer_rows[at]
         valid = neighbours >= 0
         borrowed = np.zeros(neighbours.shape, dtype=np.float32)

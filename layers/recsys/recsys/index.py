@@ -60,6 +60,9 @@ class ItemIndex:
         # While the catalog is scored whole (`exhaustive`), the dequantized vectors too: at most
         # EXACT_MAX x 1.5 KB, read by every request's full-catalog products.
         self._dense: np.ndarray | None = None
+        # Else the last candidate rows read and their float32 vectors: a request's components all
+        # read the same rows (`dot` of several directions), and this dequantizes them once.
+        self._gathered: tuple[np.ndarray, np.ndarray] | None = None
         self._counts = np.zeros(capacity, dtype=np.float32)
         self._recent = np.zeros(capacity, dtype=np.float32)
         self._impressions = np.zeros(capacity, dtype=np.float32)
@@ -154,6 +157,15 @@ class ItemIndex:
             return dense[rows]
         return self._codes[rows].astype(np.float32) * self._scales[rows][:, None]
 
+    def _candidate_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """`vectors_at(rows)`, kept for the next call with the same rows array (by identity)."""
+        held = self._gathered
+        if held is not None and held[0] is rows:
+            return held[1]
+        vectors = self.vectors_at(rows)
+        self._gathered = (rows, vectors)
+        return vectors
+
     def _dequantized(self) -> np.ndarray | None:
         """The float32 vectors while the catalog is scored whole (built on first use), else None."""
         if not self.exhaustive():
@@ -172,7 +184,7 @@ class ItemIndex:
         if dense is not None:
             return dense @ direction if rows is None else dense[rows] @ direction
         if rows is not None:
-            return _scaled_rows(self._codes[rows].astype(np.float32) @ direction, self._scales[rows])
+            return self._candidate_vectors(rows) @ direction
         n = len(self.ids)
         found = np.empty((n, *direction.shape[1:]), dtype=np.float32)
         for start in range(0, n, DOT_BLOCK):
@@ -213,6 +225,7 @@ class ItemIndex:
             self._columns.clear()
             self._names = None
         codes, scale = quantized(vector[None, :])
+        self._gathered = None
         changed = new or not (np.array_equal(self._codes[row], codes[0]) and self._scales[row] == scale[0])
         moved = row in self._neighbours and changed
         self._codes[row], self._scales[row] = codes[0], scale[0]
@@ -363,8 +376,8 @@ class ItemIndex:
         index.rows = {item_id: row for row, item_id in enumerate(index.ids)}
         index._codes[:n], index._scales[:n] = codes, scales
         index._counts[:n] = arrays["counts"]
-        none: tuple[str, ...] = ()
-        index.categories = [tuple(c for c in labels.split("|") if c) if labels else none
+        labelled: dict[str, tuple[str, ...]] = {"": ()}  # one tuple per distinct set of labels, shared
+        index.categories = [labelled.get(labels) or labelled.setdefault(labels, tuple(c for c in labels.split("|") if c))
                             for labels in arrays["categories"].tolist()]
         empty: Mapping[str, Any] = {}
         index.attributes = [json.loads(a) if a != "{}" else empty for a in arrays["attributes"].tolist()]

@@ -37,7 +37,8 @@ NO_FILTERS = Filters()
 # each row model contributes, and the most popular (known, and predicted for new items).
 # Cost knobs, not fitted to data: `make bench-scale` measures the recall of the exact top 50
 # they give at 10k, 100k and 1M items.
-PROBE = 8
+PROBE = 16  # for the request's taste direction (long-term, session and context vectors)
+PROBE_NEW = 8  # for the direction new items gain along (that, plus their predicted collaborative scores)
 CF_CANDIDATES = 1_000
 POPULAR = 200
 
@@ -98,9 +99,10 @@ def candidates(index: ItemIndex, profile: Profile | None, request: Request, weig
     score contributes its best items, and `rank` scores them exactly.
     - the items a row model (item-item, sequence) reaches from the history, its CF_CANDIDATES
       strongest;
-    - the items of the vector lists (recsys.candidates) nearest the request's blended taste
-      direction (long-term, session and context vectors under their weights), and nearest each
-      collaborative model's direction for items without evidence (see recsys.collaborative);
+    - the items of the PROBE vector lists (recsys.candidates) nearest the request's blended
+      taste direction (long-term, session and context vectors under their weights), and of the
+      PROBE_NEW lists nearest the direction items without evidence gain along in the blend
+      (that taste plus their predicted collaborative scores: `Collaborative.new_item_direction`);
     - the POPULAR most popular items, and the POPULAR items without evidence predicted most
       popular;
     - the history's own items and the excluded ones are not needed: filters leave them out."""
@@ -108,7 +110,9 @@ def candidates(index: ItemIndex, profile: Profile | None, request: Request, weig
     tastes = scoring.taste_vectors(profile, request.context, request.now)
     combined = sum((getattr(weights, name) * vector for name, vector in tastes.items()),
                    np.zeros(index.dim, np.float32))
-    directions = [combined] if np.any(combined) else []
+    lists = index.candidate_lists()
+    if np.any(combined):
+        found.append(lists.probe(combined[None, :], PROBE))
     if collaborative is not None:
         found.append(collaborative.new_item_popular(POPULAR))
         history = history_weights(profile, weights.recency_half_life, weights.recency_floor) if profile else {}
@@ -116,11 +120,12 @@ def candidates(index: ItemIndex, profile: Profile | None, request: Request, weig
             for name in CollaborativeModel.ROW_MODELS:
                 if getattr(weights, name):
                     reached, strength = collaborative.reached(history, name)
-                    found.append(reached[np.argsort(-strength, kind="stable")[:CF_CANDIDATES]])
-            if weights.cold_transfer:
-                directions += [d for d in collaborative.cold_directions(history, weights) if np.any(d)]
-    if directions:
-        found.append(index.candidate_lists().probe(np.stack(directions).astype(np.float32), PROBE))
+                    strongest = min(CF_CANDIDATES, len(reached))
+                    if strongest:
+                        found.append(reached[np.argpartition(-strength, strongest - 1)[:strongest]])
+            new_items = combined + collaborative.new_item_direction(history, weights)
+            if np.any(new_items != combined):
+                found.append(lists.probe(new_items[None, :], PROBE_NEW))
     return np.unique(np.concatenate(found).astype(np.int64))
 
 
