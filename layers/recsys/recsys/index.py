@@ -377,7 +377,7 @@ class ItemIndex:
         index._codes[:n], index._scales[:n] = codes, scales
         index._counts[:n] = arrays["counts"]
         labelled: dict[str, tuple[str, ...]] = {"": ()}  # one tuple per distinct set of labels, shared
-        index.categories = [labelled.get(labels) or labelled.setdefault(labels, tuple(c for c in labels.split("|") if c))
+        index.categories = [labelled.get(labels) or labelled.setdefault(labels, tuple(filter(None, labels.split("|"))))
                             for labels in arrays["categories"].tolist()]
         empty: Mapping[str, Any] = {}
         index.attributes = [json.loads(a) if a != "{}" else empty for a in arrays["attributes"].tolist()]
