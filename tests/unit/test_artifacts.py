@@ -152,3 +152,30 @@ def test_a_file_on_disk_is_read_memory_mapped(tmp_path) -> None:
     path.write_bytes(b"not a zip")
     with pytest.raises(ArtifactFormatError, match="no .npz archive"):
         read_npz(path, "thing", 2, ("big",))
+
+
+def test_an_item_index_read_from_a_file_serves_from_the_map_until_an_upsert(tmp_path) -> None:
+    """A release's item vectors are not copied at load: the codes stay a view of the file (a
+    large catalog's cold start and memory); the first upsert copies them, and the file is
+    never written."""
+    from pathlib import Path
+
+    rng = np.random.default_rng(3)  # codes over the 64 KiB below which a member is read, not mapped
+    vectors = rng.normal(size=(3000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    written = ItemIndex(32)
+    written.extend([f"i{r}" for r in range(3000)], vectors, np.ones(3000))
+    path = Path(tmp_path) / "items.npz"
+    path.write_bytes(written.to_npz(model_version="m"))
+    before = path.read_bytes()
+    for change in ("update", "append"):
+        index, _ = ItemIndex.from_npz(path)
+        assert isinstance(index._codes, np.memmap) and not index._codes.flags.writeable
+        np.testing.assert_allclose(index.vectors_at(np.arange(3000)), written.vectors_at(np.arange(3000)))
+        item_id = "i7" if change == "update" else "new"
+        index.upsert(item_id, vectors[0], count=1.0)
+        assert not isinstance(index._codes, np.memmap) and index._codes.flags.writeable
+        np.testing.assert_allclose(index.vector(item_id), vectors[0], atol=0.01)
+        np.testing.assert_allclose(index.vector("i8"), vectors[8], atol=0.01)
+        assert len(index) == 3000 + (change == "append")
+    assert path.read_bytes() == before

@@ -54,7 +54,8 @@ class ItemIndex:
         self._labelled: dict[str, list[int]] | None = None  # category -> rows
         # Each vector as int8 codes and one scale: v ~ codes x scale (the largest |component| / 127),
         # a quarter of float32's memory; every read of vectors goes through `vector`, `vectors_at`
-        # or `dot`.
+        # or `dot`. An index read from a file keeps the file's codes memory-mapped (paged in as
+        # requests read them, never a second copy) until an upsert writes one.
         self._codes = np.zeros((capacity, dim), dtype=np.int8)
         self._scales = np.zeros(capacity, dtype=np.float32)
         # While the catalog is scored whole (`exhaustive`), the dequantized vectors too: at most
@@ -226,6 +227,8 @@ class ItemIndex:
             self._names = None
         codes, scale = quantized(vector[None, :])
         self._gathered = None
+        if not self._codes.flags.writeable:  # still the release's memory map: copied now (see from_npz)
+            self._codes = _resized(self._codes, (max(len(self._scales), row + 1), self.dim))
         changed = new or not (np.array_equal(self._codes[row], codes[0]) and self._scales[row] == scale[0])
         moved = row in self._neighbours and changed
         self._codes[row], self._scales[row] = codes[0], scale[0]
@@ -372,9 +375,13 @@ class ItemIndex:
                                                            arrays["attributes"])) or codes.ndim != 2:
             raise ValueError("item index: ids repeat, or the arrays' shapes differ")
         index = cls(codes.shape[1], capacity=max(1024, int(n * 1.25)))
-        index.ids = [str(i) for i in ids]
+        index.ids = ids
         index.rows = {item_id: row for row, item_id in enumerate(index.ids)}
-        index._codes[:n], index._scales[:n] = codes, scales
+        if isinstance(codes, np.memmap):  # read from a file: served from the map until the first write
+            index._codes = codes
+        else:
+            index._codes[:n] = codes
+        index._scales[:n] = scales
         index._counts[:n] = arrays["counts"]
         labelled: dict[str, tuple[str, ...]] = {"": ()}  # one tuple per distinct set of labels, shared
         index.categories = [labelled.get(labels) or labelled.setdefault(labels, tuple(filter(None, labels.split("|"))))
