@@ -13,6 +13,7 @@ import itertools
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -164,6 +165,12 @@ class MemoryReleases:
 
     def read(self, version: str, name: str) -> bytes:
         return self.files[version][name]
+
+    def fetch(self, version: str, name: str, folder: Path) -> Path:
+        target = folder / version / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(self.files[version][name])
+        return target
 
     def publish(self, version: str, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
         self.files[version] = dict(files)

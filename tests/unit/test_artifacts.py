@@ -170,11 +170,11 @@ def test_an_item_index_read_from_a_file_serves_from_the_map_until_an_upsert(tmp_
     before = path.read_bytes()
     for change in ("update", "append"):
         index, _ = ItemIndex.from_npz(path)
-        assert isinstance(index._codes, np.memmap) and not index._codes.flags.writeable
+        assert isinstance(index._codes.base, np.memmap) and not index._codes.flags.writeable
         np.testing.assert_allclose(index.vectors_at(np.arange(3000)), written.vectors_at(np.arange(3000)))
         item_id = "i7" if change == "update" else "new"
         index.upsert(item_id, vectors[0], count=1.0)
-        assert not isinstance(index._codes, np.memmap) and index._codes.flags.writeable
+        assert index._codes.base is None and index._codes.flags.writeable
         np.testing.assert_allclose(index.vector(item_id), vectors[0], atol=0.01)
         np.testing.assert_allclose(index.vector("i8"), vectors[8], atol=0.01)
         assert len(index) == 3000 + (change == "append")

@@ -122,9 +122,17 @@ class Clock:
         return self.now
 
 
-def test_a_warm_catalog_follows_the_pointer_and_refuses_a_broken_release(aws: Settings) -> None:
+@pytest.mark.parametrize("to_files", [False, True], ids=["in-memory", "downloaded-and-mapped"])
+def test_a_warm_catalog_follows_the_pointer_and_refuses_a_broken_release(aws: Settings, tmp_path,
+                                                                         to_files: bool) -> None:
+    """Either way a release is read (its bytes, or its files downloaded to a folder and
+    memory-mapped, as the functions do), the same releases are served and refused."""
     releases, clock = Releases(aws), Clock()
-    catalog = LiveCatalog(releases, ItemRepository(aws), ENCODER, DIM, clock=clock, release_seconds=30.0)
+    catalog = LiveCatalog(releases, ItemRepository(aws), ENCODER, DIM, clock=clock, release_seconds=30.0,
+                          release_dir=tmp_path if to_files else None)
+
+    def downloaded() -> set[str]:
+        return {p.name for p in catalog.release_dir.iterdir()} if catalog.release_dir else set()
     assert len(catalog.index()) == 0 and catalog.scorer()[0] is None
 
     first = release_files(n_items=12)
@@ -140,6 +148,7 @@ def test_a_warm_catalog_follows_the_pointer_and_refuses_a_broken_release(aws: Se
     clock.now += 21
     assert len(catalog.index()) == 20 and catalog.release.version == "v2"
     assert catalog.scorer()[1] == BlendWeights(item_item=3.0) and catalog.release_error is None
+    assert downloaded() == ({"v2"} if to_files else set()), "the files of the release served before are removed"
 
     third = release_files(n_items=25)
     manifest = build_manifest("v3", third, created_at=3.0)
@@ -151,6 +160,9 @@ def test_a_warm_catalog_follows_the_pointer_and_refuses_a_broken_release(aws: Se
     releases.point_to("v1")  # a rollback
     clock.now += 31
     assert len(catalog.index()) == 12 and catalog.release.version == "v1" and catalog.release_error is None
+    assert downloaded() == ({"v1"} if to_files else set())
+    if to_files:
+        assert {p.name for p in (catalog.release_dir / "v1").iterdir()} == {ITEM_VECTORS, COLLABORATIVE}
 
 
 def test_a_poisoned_store_leaves_the_last_good_state_serving_and_is_retried_with_backoff(aws: Settings) -> None:

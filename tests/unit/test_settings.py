@@ -35,3 +35,11 @@ def test_the_template_sets_only_variables_the_table_knows_and_ops_maps_the_outpu
         unknown = {v for v in function.environment if v not in known and not v.startswith("POWERTOOLS_")}
         assert not unknown, (name, unknown)
     assert set(OUTPUTS.values()) <= set(ENVIRONMENT.values())
+
+
+def test_releases_are_downloaded_to_the_temporary_folder_unless_told_otherwise(tmp_path) -> None:
+    import tempfile
+
+    assert Settings.from_env({}).release_dir == Path(tempfile.gettempdir()) / "recsys-releases"
+    assert Settings.from_env({"RECSYS_RELEASE_DIR": str(tmp_path)}).release_dir == tmp_path
+    assert Settings.from_env({"RECSYS_RELEASE_DIR": "memory"}).release_dir is None

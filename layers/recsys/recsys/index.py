@@ -378,7 +378,7 @@ class ItemIndex:
         index.ids = ids
         index.rows = {item_id: row for row, item_id in enumerate(index.ids)}
         if isinstance(codes, np.memmap):  # read from a file: served from the map until the first write
-            index._codes = codes
+            index._codes = np.asarray(codes)  # a plain view of the map (np.memmap's indexing costs per call)
         else:
             index._codes[:n] = codes
         index._scales[:n] = scales

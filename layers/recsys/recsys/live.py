@@ -2,9 +2,13 @@
 the live item index (vectors, categories and popularity)."""
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from recsys.collaborative import Collaborative
 from recsys.index import ItemIndex
@@ -29,6 +33,14 @@ RELEASE_CHECK_SECONDS = 30.0
 # back) is tried again after this long, doubling on each failure in a row up to the cap.
 RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
+
+
+def _own_folder(parent: Path) -> Path:
+    """A new folder under `parent` for one catalog's release files, removed when the process exits."""
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="release-", dir=parent))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 class Unavailable(RuntimeError):
@@ -65,8 +77,12 @@ class LiveCatalog:
                  refresh_seconds: float = ITEMS_REFRESH_SECONDS, clock: Callable[[], float] = time.time,
                  popularity: PopularityShards | None = None,
                  popularity_seconds: float = POPULARITY_REFRESH_SECONDS,
-                 release_seconds: float = RELEASE_CHECK_SECONDS, collaborative: bool = True) -> None:
+                 release_seconds: float = RELEASE_CHECK_SECONDS, collaborative: bool = True,
+                 release_dir: Path | None = None) -> None:
         self.releases, self.items, self.encoder_version, self.dim = releases, items, encoder_version, dim
+        # Where the release's files are downloaded and memory-mapped from (a folder of this
+        # catalog's own under it, removed at exit); None: read into memory.
+        self.release_dir = _own_folder(release_dir) if release_dir is not None else None
         self.with_collaborative = collaborative
         self.refresh_seconds, self.clock = refresh_seconds, clock
         self.popularity, self.popularity_seconds = popularity, popularity_seconds
@@ -199,9 +215,14 @@ class LiveCatalog:
         if version is None:
             self._index = ItemIndex(self.dim)
             return
+        folder = self.release_dir
+
+        def read(name: str) -> bytes | Path:
+            return self.releases.read(version, name) if folder is None else self.releases.fetch(version, name, folder)
+
         try:
-            release = open_release(self.releases.manifest(version), lambda name: self.releases.read(version, name),
-                                   self.encoder_version, self.dim, self.with_collaborative)
+            release = open_release(self.releases.manifest(version), read, self.encoder_version, self.dim,
+                                   self.with_collaborative)
         except (ReleaseError, ValueError, KeyError) as error:
             self.release_error = f"release {version} refused: {error}"
             log.error(self.release_error)
@@ -210,6 +231,10 @@ class LiveCatalog:
             return
         self.release, self.release_error = release, None
         self._index, self._watermark = release.index, release.updated_at
+        if folder is not None:  # the releases served before: their maps stay valid until dropped
+            for other in folder.iterdir():
+                if other.name != version:
+                    shutil.rmtree(other, ignore_errors=True)
         self._collaborative = None
         self._refreshed_at = float("-inf")  # read the items written since this release's snapshot
         if self._live is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -142,6 +143,10 @@ class Releases(Protocol):
     def manifest(self, version: str) -> dict[str, Any]: ...
 
     def read(self, version: str, name: str) -> bytes: ...
+
+    def fetch(self, version: str, name: str, folder: Path) -> Path:
+        """The file downloaded into `folder` (streamed to disk, never held in memory): a
+        reader memory-maps it and pages in what requests read."""
 
     def publish(self, version: str, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
         """Files, then the manifest, then the pointer: a reader never sees a partial release."""

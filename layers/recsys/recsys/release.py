@@ -20,6 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from recsys.artifacts import ArtifactFormatError
@@ -32,15 +33,24 @@ ITEM_VECTORS = "item_vectors.npz"
 COLLABORATIVE = "collaborative.npz"
 ENCODER_FILES = ("model.onnx", "tokenizer.json", "encoder.json")
 SERVED_FILES = (ITEM_VECTORS, COLLABORATIVE)
+HASH_BLOCK = 1 << 22  # bytes of a file on disk hashed at a time
 T = TypeVar("T")
+B = TypeVar("B", bytes, Path)
 
 
 class ReleaseError(ValueError):
     """A release that cannot be served; the message says which file or dimension and why."""
 
 
-def file_entry(data: bytes) -> dict[str, Any]:
-    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+def file_entry(data: bytes | Path) -> dict[str, Any]:
+    """sha256 and size of a file's bytes, or of a file on disk (read a block at a time)."""
+    if isinstance(data, bytes):
+        return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    digest = hashlib.sha256()
+    with open(data, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return {"sha256": digest.hexdigest(), "bytes": data.stat().st_size}
 
 
 def build_manifest(version: str, files: dict[str, bytes], created_at: float,
@@ -71,7 +81,7 @@ def build_manifest(version: str, files: dict[str, bytes], created_at: float,
     }
 
 
-def _read(version: str, name: str, reader: Callable[[bytes], T], data: bytes) -> T:
+def _read(version: str, name: str, reader: Callable[[bytes | Path], T], data: bytes | Path) -> T:
     """A served file read by its class; one of another format (an older build job's) is refused."""
     try:
         return reader(data)
@@ -86,8 +96,8 @@ def _check_maps(version: str, model: CollaborativeModel, index: ItemIndex) -> No
                            f"the item vectors are {index.dim}-d")
 
 
-def verified(manifest: dict[str, Any], name: str, data: bytes) -> bytes:
-    """The file's bytes, if they are the ones the manifest names."""
+def verified(manifest: dict[str, Any], name: str, data: B) -> B:
+    """The file's bytes (or the file), if they are the ones the manifest names."""
     expected = manifest.get("files", {}).get(name)
     if expected is None:
         raise ReleaseError(f"release {manifest.get('version')}: the manifest lists no {name}")
@@ -111,7 +121,8 @@ class Release:
 
 def open_release(manifest: dict[str, Any], read: Any, encoder_version: str, encoder_dim: int,
                  collaborative: bool = True) -> Release:
-    """Reads and checks a release's served files (`read(name) -> bytes`) for a function
+    """Reads and checks a release's served files (`read(name)`: the bytes, or the path of a
+    local copy, which is then read memory-mapped: recsys.artifacts) for a function
     running the encoder `encoder_version` of `encoder_dim` dimensions; without
     `collaborative` (the events function folds profiles from item vectors alone) the
     collaborative model is neither read nor checked."""

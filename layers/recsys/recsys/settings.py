@@ -6,6 +6,7 @@ passes the same names plus AWS_ENDPOINT_URL (which botocore reads by itself).
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -45,6 +46,9 @@ class Settings:
     region: str = "us-east-1"
     endpoint_url: str | None = None
     model_dir: Path | None = None
+    # Where functions download a release's files to memory-map them (RECSYS_RELEASE_DIR; Lambda's
+    # /tmp by default: the template sizes its ephemeral storage); "memory" reads them into memory.
+    release_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -56,6 +60,8 @@ class Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             model_dir=Path(model_dir) if model_dir else None,
+            release_dir=None if env.get("RECSYS_RELEASE_DIR") == "memory" else
+            Path(env.get("RECSYS_RELEASE_DIR") or Path(tempfile.gettempdir()) / "recsys-releases"),
         )
 
     def require(self, *names: str) -> None:

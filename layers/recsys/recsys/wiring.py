@@ -44,7 +44,7 @@ def recommender(settings: Settings) -> Recommender:
     text_encoder = encoder_for(settings)
     items = ItemRepository(settings)
     catalog = LiveCatalog(S3Releases(settings), items, text_encoder.version, text_encoder.dim,
-                          popularity=PopularityStore(settings))
+                          popularity=PopularityStore(settings), release_dir=settings.release_dir)
     return Recommender(text_encoder, catalog, items, ProfileRepository(settings), KinesisEventStream(settings),
                        RawEventLog(settings), ImpressionStore(settings), MetricsStore(settings),
                        parse_variants(settings.variants))
@@ -64,7 +64,8 @@ def event_ingestor(settings: Settings) -> EventIngestor:
     settings.require("profiles_table", "items_table", "artifacts_bucket", "raw_events_bucket")
     text_encoder = encoder_for(settings)
     catalog = LiveCatalog(S3Releases(settings), ItemRepository(settings), text_encoder.version, text_encoder.dim,
-                          refresh_seconds=EVENTS_CATALOG_REFRESH_SECONDS, collaborative=False)
+                          refresh_seconds=EVENTS_CATALOG_REFRESH_SECONDS, collaborative=False,
+                          release_dir=settings.release_dir)
     attributing = bool(settings.impressions_table and settings.metrics_table)
     return EventIngestor(text_encoder, catalog, ProfileRepository(settings), RawEventLog(settings),
                          DeadLetterQueue(settings) if settings.events_dead_letter_queue else None,

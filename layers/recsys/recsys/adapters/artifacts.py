@@ -3,7 +3,10 @@ each stream shard's popularity counters."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -43,6 +46,21 @@ class S3Releases:
 
     def read(self, version: str, name: str) -> bytes:
         return self.s3.get_object(Bucket=self.bucket, Key=f"{RELEASES_PREFIX}{version}/{name}")["Body"].read()
+
+    def fetch(self, version: str, name: str, folder: Path) -> Path:
+        """Downloaded (boto3's managed transfer: ranged parts in parallel) to a temporary name,
+        then renamed, so a file under its own name is always whole."""
+        target = folder / version / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.")
+        os.close(handle)
+        try:
+            self.s3.download_file(self.bucket, f"{RELEASES_PREFIX}{version}/{name}", partial)
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+        return target
 
     def publish(self, version: str, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
         """Files, then the manifest, then the pointer: a reader never sees a partial release."""
