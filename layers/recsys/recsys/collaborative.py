@@ -263,14 +263,7 @@ class Collaborative:
         self._index_row = np.full(len(model.item_ids), -1, dtype=np.int64)  # model row -> index row
         self._model_row_at = np.zeros(0, dtype=np.int64)  # index row -> model row, -1 without evidence
         self._built_transfer = {item_id: row for row, item_id in enumerate(model.transfer.item_ids)}
-        k = model.dim
-        self._gram = model.regularization * np.eye(k + 1)
-        self._bias_moment = np.zeros(k + 1)
-        for start in range(0, len(model.biases), 65_536):  # Z'Z and Z'b of Z = [q_i, 1], a block at a time
-            z = np.hstack([model.factors[start:start + 65_536],
-                           np.ones((len(model.biases[start:start + 65_536]), 1), np.float32)]).astype(np.float64)
-            self._gram += z.T @ z
-            self._bias_moment += z.T @ model.biases[start:start + 65_536].astype(np.float64)
+        self._moments: tuple[np.ndarray, np.ndarray] | None = None  # fold-in's sums over every item, on first use
         self._cold_rows = np.zeros(0, dtype=np.int64)  # index rows the model has no evidence for
         self._cold_at = np.zeros(0, dtype=np.int64)  # index row -> its place in _cold_rows, -1 with evidence
         self._popular_new: tuple[tuple[int, int], np.ndarray] | None = None
@@ -479,6 +472,20 @@ class Collaborative:
             return self.index.dot(direction, self._cold_rows)
         return self.index.dot(direction)[self._cold_rows]
 
+    def _factor_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """l2 I + Z'Z and Z'b over every item, Z = [q_i, 1]: summed a block at a time on first use
+        (a container whose blend weighs no factors never reads them)."""
+        if self._moments is None:
+            k, model = self.model.dim, self.model
+            gram, bias_moment = model.regularization * np.eye(k + 1), np.zeros(k + 1)
+            for start in range(0, len(model.biases), 65_536):
+                z = np.hstack([model.factors[start:start + 65_536],
+                               np.ones((len(model.biases[start:start + 65_536]), 1), np.float32)]).astype(np.float64)
+                gram += z.T @ z
+                bias_moment += z.T @ model.biases[start:start + 65_536].astype(np.float64)
+            self._moments = (gram, bias_moment)
+        return self._moments
+
     def fold_in(self, history: dict[str, float]) -> tuple[np.ndarray, float] | None:
         """The user's (q_u, b_u) that ALS would solve for, given the item factors."""
         rows, weights = self._history(history)
@@ -487,8 +494,9 @@ class Collaborative:
         z = np.hstack([self.model.factors[rows], np.ones((len(rows), 1), np.float32)]).astype(np.float64)
         confidence = 1.0 + self.model.alpha * weights.astype(np.float64)
         bias = self.model.biases[rows].astype(np.float64)
-        matrix = self._gram + (z.T * (confidence - 1.0)) @ z
-        target = z.T @ (confidence * (1.0 - bias) + bias) - self._bias_moment
+        gram, bias_moment = self._factor_moments()
+        matrix = gram + (z.T * (confidence - 1.0)) @ z
+        target = z.T @ (confidence * (1.0 - bias) + bias) - bias_moment
         solution = np.linalg.solve(matrix, target)
         return solution[:-1].astype(np.float32), float(solution[-1])
 
