@@ -32,6 +32,7 @@ that sets the floor: it meets it by definition, and the fit never returns a blen
 """
 from __future__ import annotations
 
+import math
 import sys
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
@@ -61,6 +62,7 @@ CACHE_BYTES = 2 * 1024 ** 3
 SEARCH: dict[str, Sequence[float]] = {
     "cold_transfer": (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0),
     "cold_mapped_share": (0.0, 0.25, 0.5, 0.75, 1.0),
+    "evidence_prior": (0.0, 1.0, 3.0, 10.0, 30.0, 100.0),  # in users who chose the item: off to most items
     "new_item_popularity": (0.0, 0.1, 0.2, 0.35, 0.5),
     "item_item": (0.0, 0.5, 1.0, 2.0, 4.0),
     "sequence": (0.0, 0.5, 1.0, 2.0, 4.0),
@@ -77,8 +79,9 @@ _SILENT = dict(item_item=0.0, sequence=0.0, factors=0.0, long_term=0.0, session=
                new_item_popularity=0.0)
 # A collaborative model alone ranks every item by its own score, a new item's predicted one
 # at face value: its own prediction, counted once (cold_transfer 1), the two estimates
-# level (cold_mapped_share 0.5), whatever weights the blend is trying.
-_FACE_VALUE = dict(cold_transfer=1.0, cold_mapped_share=0.5)
+# level (cold_mapped_share 0.5), its own score for every item it knows (no evidence prior),
+# whatever weights the blend is trying.
+_FACE_VALUE = dict(cold_transfer=1.0, cold_mapped_share=0.5, evidence_prior=0.0)
 CONTENT_ONLY = "long-term content alone"
 ALONE: dict[str, dict[str, float]] = {  # each signal alone, history recency as the candidate's
     "popularity alone": {**_SILENT, "popularity": 1.0},
@@ -173,12 +176,15 @@ class Validation:
         self._components: OrderedDict[tuple[float, float], dict[str, tuple[dict[str, np.ndarray],
                                                                            dict[str, np.ndarray]]]] = OrderedDict()
         self._alone: dict[tuple[float, float], dict[str, dict[str, float]]] = {}
+        self._share_cache: dict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = {}
 
     def components(self, weights: scoring.BlendWeights, user: str) -> dict[str, np.ndarray]:
         """The user's components under `weights`. They depend on the weights only through the
-        history's recency and the new-item mix, and linearly on the mix: per recency setting
-        they are scored once with the borrowed estimate alone and once with the mapped one
-        alone (`cold_mapped_share` 0 and 1), and any mix is the mix of the two."""
+        history's recency, the new-item mix and the evidence prior, and per item linearly on
+        the mix and on the prior's share c / (c + k): per recency setting they are scored once
+        with the borrowed estimate alone and no prior (`cold_mapped_share` 0, `evidence_prior`
+        0: the models' own scores) and once with the mapped one alone and an infinite prior
+        (every item at its mapped score), and any mix and prior is a mix of the two."""
         cache = self._components
         key = (weights.recency_half_life, weights.recency_floor)
         if key in cache:
@@ -195,12 +201,29 @@ class Validation:
                 now = _now(profile)
                 borrowed = ranking.score(self.index, profile, None, now, replace(weights, cold_mapped_share=0.0),
                                          self.collaborative, every=True).components
-                mapped = ranking.score(self.index, profile, None, now, replace(weights, cold_mapped_share=1.0),
+                mapped = ranking.score(self.index, profile, None, now,
+                                       replace(weights, cold_mapped_share=1.0, evidence_prior=math.inf),
                                        self.collaborative, every=True).components
                 cache[key][held] = borrowed, {n: v for n, v in mapped.items() if n.endswith("_cold")}
         borrowed, mapped = cache[key][user]
-        share = weights.cold_mapped_share
-        return {**borrowed, **{n: share * v + (1.0 - share) * borrowed[n] for n, v in mapped.items()}}
+        model_share, mapped_share = self._shares(weights)
+        found = dict(borrowed)
+        for cold, v in mapped.items():
+            name = cold.removesuffix("_cold")
+            found[name] = model_share * borrowed[name]
+            found[cold] = mapped_share * v + (1.0 - weights.cold_mapped_share) * borrowed[cold]
+        return found
+
+    def _shares(self, weights: scoring.BlendWeights) -> tuple[np.ndarray, np.ndarray]:
+        """Per item, the model score's share c / (c + k) (0 for items without evidence), and the
+        mapped estimate's: k / (c + k) for items with evidence, `cold_mapped_share` without."""
+        key = (weights.evidence_prior, weights.cold_mapped_share)
+        if key not in self._share_cache:
+            model = self.collaborative.evidence_share(weights.evidence_prior)
+            known = self.collaborative.evidence_share(0.0) > 0
+            self._share_cache[key] = (model.astype(np.float32),
+                                      np.where(known, 1.0 - model, weights.cold_mapped_share).astype(np.float32))
+        return self._share_cache[key]
 
     def score(self, weights: scoring.BlendWeights) -> dict[str, float]:
         """The recommendations route's ranking (recsys.ranking.rank) under `weights`, each

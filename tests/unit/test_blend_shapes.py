@@ -108,3 +108,25 @@ def test_the_new_item_mix_is_linear_in_its_share() -> None:
         borrowed, mapped, mixed = (model(history, mapped_share=share)[1] for share in (0.0, 1.0, 0.3))
         assert not np.allclose(borrowed, mapped)
         np.testing.assert_allclose(mixed, 0.3 * mapped + 0.7 * borrowed, rtol=1e-5, atol=1e-6)
+
+
+def test_the_fit_mixes_any_evidence_prior_as_ranking_scores_it() -> None:
+    """The fit's components (two scoring passes mixed per item by c / (c + k)) are the ones
+    the recommendations route scores under the same weights, for any prior and new-item mix."""
+    from dataclasses import replace
+
+    from recsys import ranking
+    from recsys.scoring import DEFAULT_WEIGHTS
+
+    rows, index = generated(120, 300, 12)
+    validation = blend.Validation(rows, index, FAST)
+    user = next(iter(validation.carve.held_out))
+    profile = validation.profiles[user]
+    for prior, share in ((0.0, 0.5), (3.0, 0.25), (30.0, 1.0)):
+        weights = replace(DEFAULT_WEIGHTS, evidence_prior=prior, cold_mapped_share=share)
+        mixed = validation.components(weights, user)
+        direct = ranking.score(validation.index, profile, None, blend._now(profile), weights,
+                               validation.collaborative, every=True).components
+        assert set(mixed) == set(direct)
+        for name, values in direct.items():
+            np.testing.assert_allclose(mixed[name], values, rtol=1e-4, atol=1e-6, err_msg=f"{name} at k {prior}")
