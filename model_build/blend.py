@@ -37,6 +37,7 @@ import sys
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +75,23 @@ SEARCH: dict[str, Sequence[float]] = {
     "recency_floor": (0.1, 0.2, 0.5, 1.0),
 }
 
+# Training settings (issue #11 item 1), chosen on the carve of the data at hand. Each value
+# retrains the carve's models and scores every user again (a minute on ml-latest-small's
+# carve), so they are searched in the second ascent only, one geometric step of
+# TRAINING_STEP either way from the setting at hand, and only a setting that shapes a
+# component the fitted weights use: the sequence window if the sequence model is weighted,
+# EASE's penalty if item-item is, the ridge maps' penalty if new items (or, under the
+# evidence prior, items with little evidence) are scored from their mapped estimate, the ALS
+# penalty if matrix factorisation is weighted.
+TRAINING_STEP = 3.0
+TRAINING_SEARCH: dict[str, Callable[[scoring.BlendWeights], bool]] = {
+    "sequence_window": lambda w: w.sequence > 0,
+    "ease_l2": lambda w: w.item_item > 0,
+    "content_map_l2": lambda w: w.cold_transfer > 0 and (w.cold_mapped_share > 0 or w.evidence_prior > 0),
+    "als_regularization": lambda w: w.factors > 0,
+}
+RECENCY = ("recency_half_life", "recency_floor")  # the weights whose change scores every user again
+
 
 _SILENT = dict(item_item=0.0, sequence=0.0, factors=0.0, long_term=0.0, session=0.0, popularity=0.0,
                new_item_popularity=0.0)
@@ -104,6 +122,7 @@ class FitResult:
     floor: float
     floor_from: str
     floor_met: bool
+    config: TrainingConfig = TrainingConfig()  # the training settings chosen with the weights
 
 
 def profiles_from(interactions: Sequence[Interaction], index: ItemIndex) -> dict[str, Profile]:
@@ -236,6 +255,17 @@ class Validation:
             lists[user] = [item.item_id for item in ranked]
         return metrics(lists, self.carve.held_out, self.carve.cold_items)
 
+    def score_once(self, weights: scoring.BlendWeights) -> dict[str, float]:
+        """`score` in one scoring pass of the weighted components only, nothing kept: what a
+        trial of training settings costs (about half a `score` at a recency not seen yet)."""
+        lists = {}
+        for user in self.carve.held_out:
+            profile = self.profiles.get(user)
+            ranked = ranking.rank(self.index, profile, ranking.Request(LIST_LENGTH, now=_now(profile)), weights,
+                                  self.collaborative, reasons=False)
+            lists[user] = [item.item_id for item in ranked]
+        return metrics(lists, self.carve.held_out, self.carve.cold_items)
+
     def alone(self, weights: scoring.BlendWeights) -> dict[str, dict[str, float]]:
         """Each signal alone under the weights' history recency."""
         key = (weights.recency_half_life, weights.recency_floor)
@@ -257,16 +287,25 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
     """The best weights found on the validation carve by the fit's rule (module docstring),
     searching `search` (default `SEARCH`)."""
     search = SEARCH if search is None else search
-    validation = Validation(interactions, index, config)
-    score, alone, floor = validation.score, validation.alone, validation.floor
+    validations = [Validation(interactions, index, config)]  # the carve trained with the chosen settings, last
+
+    def score(weights: scoring.BlendWeights) -> dict[str, float]:
+        return validations[-1].score(weights)
+
+    def alone(weights: scoring.BlendWeights) -> dict[str, dict[str, float]]:
+        return validations[-1].alone(weights)
+
+    def floor(weights: scoring.BlendWeights) -> tuple[float, str]:
+        return validations[-1].floor(weights)
 
     Rule = Callable[[dict[str, float], float, dict[str, float], float], bool]
 
-    def ascent(best: scoring.BlendWeights, better: Rule, phase: str) -> tuple[scoring.BlendWeights, dict[str, float]]:
+    def ascent(best: scoring.BlendWeights, better: Rule, phase: str,
+               over: dict[str, Sequence[float]] = search) -> tuple[scoring.BlendWeights, dict[str, float]]:
         best_figures, best_floor = score(best), floor(best)[0]
         for sweep in range(SWEEPS):
             improved = False
-            candidates = [(name, value) for name, values in search.items() for value in values]
+            candidates = [(name, value) for name, values in over.items() for value in values]
             for name, value in progress(candidates, f"blend: {phase}, sweep {sweep + 1}", unit="weighting"):
                 if value == getattr(best, name):
                     continue
@@ -289,6 +328,27 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
                     and figures["cold_recall@20"] > than["cold_recall@20"] + 1e-5)
 
         best, best_figures = ascent(best, more_new_items, f"new items at ndcg@10 >= {within:.5f}")
+        chosen = config
+        for name, used in TRAINING_SEARCH.items():
+            if not used(best):
+                continue
+            for value in training_steps(getattr(chosen, name)):
+                trial_config = replace(chosen, **{name: value})
+                trial = Validation(interactions, index, trial_config)
+                figures = trial.score_once(best)
+                log(f"blend: training {name}={value}: {figures}")
+                cold_gain = figures["cold_recall@20"] - best_figures["cold_recall@20"]
+                ndcg_gain = figures["ndcg@10"] - best_figures["ndcg@10"]
+                if figures["ndcg@10"] >= within and (cold_gain > 1e-5 or (cold_gain > -1e-5 and ndcg_gain > 1e-5)) \
+                        and figures["cold_recall@20"] >= trial.floor(best)[0]:  # the floor only when it decides
+                    validations[:] = [trial]
+                    chosen, best_figures = trial_config, figures
+                    log(f"blend: training settings now {name}={value}")
+                del trial
+        if chosen != config:  # the weights again under the chosen settings (recency kept: it rescores every user)
+            config = chosen
+            best, best_figures = ascent(best, more_new_items, f"new items at ndcg@10 >= {within:.5f}, chosen training",
+                                        {n: v for n, v in search.items() if n not in RECENCY})
     floor_value, floor_from = floor(best)
     met = best_figures["cold_recall@20"] >= floor_value
     if not met:
@@ -296,7 +356,16 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
             f"the best reached {best_figures['cold_recall@20']}. Returning {floor_from}'s own weighting")
         best = replace(best, **ALONE[floor_from])
         best_figures = alone(best)[floor_from]
-    return FitResult(with_context(best), {"blend": best_figures, **alone(best)}, floor_value, floor_from, met)
+    return FitResult(with_context(best), {"blend": best_figures, **alone(best)}, floor_value, floor_from, met, config)
+
+
+def training_steps(value: Any) -> list[Any]:
+    """The values one geometric step (TRAINING_STEP) either way from a training setting (a
+    whole number stays whole, at least 1)."""
+    steps = [value / TRAINING_STEP, value * TRAINING_STEP]
+    if isinstance(value, int):
+        return [v for v in dict.fromkeys(max(1, round(s)) for s in steps) if v != value]
+    return steps
 
 
 def _nbytes(scored: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]) -> int:
