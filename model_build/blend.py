@@ -218,7 +218,8 @@ class Validation:
             for held in self.carve.held_out:
                 profile = self.profiles.get(held)
                 now = _now(profile)
-                borrowed = ranking.score(self.index, profile, None, now, replace(weights, cold_mapped_share=0.0),
+                borrowed = ranking.score(self.index, profile, None, now,
+                                         replace(weights, cold_mapped_share=0.0, evidence_prior=0.0),
                                          self.collaborative, every=True).components
                 mapped = ranking.score(self.index, profile, None, now,
                                        replace(weights, cold_mapped_share=1.0, evidence_prior=math.inf),
