@@ -32,10 +32,12 @@ that sets the floor: it meets it by definition, and the fit never returns a blen
 """
 from __future__ import annotations
 
+import math
 import sys
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +63,7 @@ CACHE_BYTES = 2 * 1024 ** 3
 SEARCH: dict[str, Sequence[float]] = {
     "cold_transfer": (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0),
     "cold_mapped_share": (0.0, 0.25, 0.5, 0.75, 1.0),
+    "evidence_prior": (0.0, 1.0, 3.0, 10.0, 30.0, 100.0),  # in users who chose the item: off to most items
     "new_item_popularity": (0.0, 0.1, 0.2, 0.35, 0.5),
     "item_item": (0.0, 0.5, 1.0, 2.0, 4.0),
     "sequence": (0.0, 0.5, 1.0, 2.0, 4.0),
@@ -72,13 +75,31 @@ SEARCH: dict[str, Sequence[float]] = {
     "recency_floor": (0.1, 0.2, 0.5, 1.0),
 }
 
+# Training settings (issue #11 item 1), chosen on the carve of the data at hand. Each value
+# retrains the carve's models and scores every user again (a minute on ml-latest-small's
+# carve), so they are searched in the second ascent only, one geometric step of
+# TRAINING_STEP either way from the setting at hand, and only a setting that shapes a
+# component the fitted weights use: the sequence window if the sequence model is weighted,
+# EASE's penalty if item-item is, the ridge maps' penalty if new items (or, under the
+# evidence prior, items with little evidence) are scored from their mapped estimate, the ALS
+# penalty if matrix factorisation is weighted.
+TRAINING_STEP = 3.0
+TRAINING_SEARCH: dict[str, Callable[[scoring.BlendWeights], bool]] = {
+    "sequence_window": lambda w: w.sequence > 0,
+    "ease_l2": lambda w: w.item_item > 0,
+    "content_map_l2": lambda w: w.cold_transfer > 0 and (w.cold_mapped_share > 0 or w.evidence_prior > 0),
+    "als_regularization": lambda w: w.factors > 0,
+}
+RECENCY = ("recency_half_life", "recency_floor")  # the weights whose change scores every user again
+
 
 _SILENT = dict(item_item=0.0, sequence=0.0, factors=0.0, long_term=0.0, session=0.0, popularity=0.0,
                new_item_popularity=0.0)
 # A collaborative model alone ranks every item by its own score, a new item's predicted one
 # at face value: its own prediction, counted once (cold_transfer 1), the two estimates
-# level (cold_mapped_share 0.5), whatever weights the blend is trying.
-_FACE_VALUE = dict(cold_transfer=1.0, cold_mapped_share=0.5)
+# level (cold_mapped_share 0.5), its own score for every item it knows (no evidence prior),
+# whatever weights the blend is trying.
+_FACE_VALUE = dict(cold_transfer=1.0, cold_mapped_share=0.5, evidence_prior=0.0)
 CONTENT_ONLY = "long-term content alone"
 ALONE: dict[str, dict[str, float]] = {  # each signal alone, history recency as the candidate's
     "popularity alone": {**_SILENT, "popularity": 1.0},
@@ -101,6 +122,7 @@ class FitResult:
     floor: float
     floor_from: str
     floor_met: bool
+    config: TrainingConfig = TrainingConfig()  # the training settings chosen with the weights
 
 
 def profiles_from(interactions: Sequence[Interaction], index: ItemIndex) -> dict[str, Profile]:
@@ -173,12 +195,15 @@ class Validation:
         self._components: OrderedDict[tuple[float, float], dict[str, tuple[dict[str, np.ndarray],
                                                                            dict[str, np.ndarray]]]] = OrderedDict()
         self._alone: dict[tuple[float, float], dict[str, dict[str, float]]] = {}
+        self._share_cache: dict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = {}
 
     def components(self, weights: scoring.BlendWeights, user: str) -> dict[str, np.ndarray]:
         """The user's components under `weights`. They depend on the weights only through the
-        history's recency and the new-item mix, and linearly on the mix: per recency setting
-        they are scored once with the borrowed estimate alone and once with the mapped one
-        alone (`cold_mapped_share` 0 and 1), and any mix is the mix of the two."""
+        history's recency, the new-item mix and the evidence prior, and per item linearly on
+        the mix and on the prior's share c / (c + k): per recency setting they are scored once
+        with the borrowed estimate alone and no prior (`cold_mapped_share` 0, `evidence_prior`
+        0: the models' own scores) and once with the mapped one alone and an infinite prior
+        (every item at its mapped score), and any mix and prior is a mix of the two."""
         cache = self._components
         key = (weights.recency_half_life, weights.recency_floor)
         if key in cache:
@@ -193,14 +218,32 @@ class Validation:
             for held in self.carve.held_out:
                 profile = self.profiles.get(held)
                 now = _now(profile)
-                borrowed = ranking.score(self.index, profile, None, now, replace(weights, cold_mapped_share=0.0),
+                borrowed = ranking.score(self.index, profile, None, now,
+                                         replace(weights, cold_mapped_share=0.0, evidence_prior=0.0),
                                          self.collaborative, every=True).components
-                mapped = ranking.score(self.index, profile, None, now, replace(weights, cold_mapped_share=1.0),
+                mapped = ranking.score(self.index, profile, None, now,
+                                       replace(weights, cold_mapped_share=1.0, evidence_prior=math.inf),
                                        self.collaborative, every=True).components
                 cache[key][held] = borrowed, {n: v for n, v in mapped.items() if n.endswith("_cold")}
         borrowed, mapped = cache[key][user]
-        share = weights.cold_mapped_share
-        return {**borrowed, **{n: share * v + (1.0 - share) * borrowed[n] for n, v in mapped.items()}}
+        model_share, mapped_share = self._shares(weights)
+        found = dict(borrowed)
+        for cold, v in mapped.items():
+            name = cold.removesuffix("_cold")
+            found[name] = model_share * borrowed[name]
+            found[cold] = mapped_share * v + (1.0 - weights.cold_mapped_share) * borrowed[cold]
+        return found
+
+    def _shares(self, weights: scoring.BlendWeights) -> tuple[np.ndarray, np.ndarray]:
+        """Per item, the model score's share c / (c + k) (0 for items without evidence), and the
+        mapped estimate's: k / (c + k) for items with evidence, `cold_mapped_share` without."""
+        key = (weights.evidence_prior, weights.cold_mapped_share)
+        if key not in self._share_cache:
+            model = self.collaborative.evidence_share(weights.evidence_prior)
+            known = self.collaborative.evidence_share(0.0) > 0
+            self._share_cache[key] = (model.astype(np.float32),
+                                      np.where(known, 1.0 - model, weights.cold_mapped_share).astype(np.float32))
+        return self._share_cache[key]
 
     def score(self, weights: scoring.BlendWeights) -> dict[str, float]:
         """The recommendations route's ranking (recsys.ranking.rank) under `weights`, each
@@ -210,6 +253,17 @@ class Validation:
             profile = self.profiles.get(user)
             ranked = ranking.rank(self.index, profile, ranking.Request(LIST_LENGTH, now=_now(profile)), weights,
                                   self.collaborative, reasons=False, components=self.components(weights, user))
+            lists[user] = [item.item_id for item in ranked]
+        return metrics(lists, self.carve.held_out, self.carve.cold_items)
+
+    def score_once(self, weights: scoring.BlendWeights) -> dict[str, float]:
+        """`score` in one scoring pass of the weighted components only, nothing kept: what a
+        trial of training settings costs (about half a `score` at a recency not seen yet)."""
+        lists = {}
+        for user in self.carve.held_out:
+            profile = self.profiles.get(user)
+            ranked = ranking.rank(self.index, profile, ranking.Request(LIST_LENGTH, now=_now(profile)), weights,
+                                  self.collaborative, reasons=False)
             lists[user] = [item.item_id for item in ranked]
         return metrics(lists, self.carve.held_out, self.carve.cold_items)
 
@@ -234,16 +288,25 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
     """The best weights found on the validation carve by the fit's rule (module docstring),
     searching `search` (default `SEARCH`)."""
     search = SEARCH if search is None else search
-    validation = Validation(interactions, index, config)
-    score, alone, floor = validation.score, validation.alone, validation.floor
+    validations = [Validation(interactions, index, config)]  # the carve trained with the chosen settings, last
+
+    def score(weights: scoring.BlendWeights) -> dict[str, float]:
+        return validations[-1].score(weights)
+
+    def alone(weights: scoring.BlendWeights) -> dict[str, dict[str, float]]:
+        return validations[-1].alone(weights)
+
+    def floor(weights: scoring.BlendWeights) -> tuple[float, str]:
+        return validations[-1].floor(weights)
 
     Rule = Callable[[dict[str, float], float, dict[str, float], float], bool]
 
-    def ascent(best: scoring.BlendWeights, better: Rule, phase: str) -> tuple[scoring.BlendWeights, dict[str, float]]:
+    def ascent(best: scoring.BlendWeights, better: Rule, phase: str,
+               over: dict[str, Sequence[float]] = search) -> tuple[scoring.BlendWeights, dict[str, float]]:
         best_figures, best_floor = score(best), floor(best)[0]
         for sweep in range(SWEEPS):
             improved = False
-            candidates = [(name, value) for name, values in search.items() for value in values]
+            candidates = [(name, value) for name, values in over.items() for value in values]
             for name, value in progress(candidates, f"blend: {phase}, sweep {sweep + 1}", unit="weighting"):
                 if value == getattr(best, name):
                     continue
@@ -266,6 +329,27 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
                     and figures["cold_recall@20"] > than["cold_recall@20"] + 1e-5)
 
         best, best_figures = ascent(best, more_new_items, f"new items at ndcg@10 >= {within:.5f}")
+        chosen = config
+        for name, used in TRAINING_SEARCH.items():
+            if not used(best):
+                continue
+            for value in training_steps(getattr(chosen, name)):
+                trial_config = replace(chosen, **{name: value})
+                trial = Validation(interactions, index, trial_config)
+                figures = trial.score_once(best)
+                log(f"blend: training {name}={value}: {figures}")
+                cold_gain = figures["cold_recall@20"] - best_figures["cold_recall@20"]
+                ndcg_gain = figures["ndcg@10"] - best_figures["ndcg@10"]
+                if figures["ndcg@10"] >= within and (cold_gain > 1e-5 or (cold_gain > -1e-5 and ndcg_gain > 1e-5)) \
+                        and figures["cold_recall@20"] >= trial.floor(best)[0]:  # the floor only when it decides
+                    validations[:] = [trial]
+                    chosen, best_figures = trial_config, figures
+                    log(f"blend: training settings now {name}={value}")
+                del trial
+        if chosen != config:  # the weights again under the chosen settings (recency kept: it rescores every user)
+            config = chosen
+            best, best_figures = ascent(best, more_new_items, f"new items at ndcg@10 >= {within:.5f}, chosen training",
+                                        {n: v for n, v in search.items() if n not in RECENCY})
     floor_value, floor_from = floor(best)
     met = best_figures["cold_recall@20"] >= floor_value
     if not met:
@@ -273,7 +357,16 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
             f"the best reached {best_figures['cold_recall@20']}. Returning {floor_from}'s own weighting")
         best = replace(best, **ALONE[floor_from])
         best_figures = alone(best)[floor_from]
-    return FitResult(with_context(best), {"blend": best_figures, **alone(best)}, floor_value, floor_from, met)
+    return FitResult(with_context(best), {"blend": best_figures, **alone(best)}, floor_value, floor_from, met, config)
+
+
+def training_steps(value: Any) -> list[Any]:
+    """The values one geometric step (TRAINING_STEP) either way from a training setting (a
+    whole number stays whole, at least 1)."""
+    steps = [value / TRAINING_STEP, value * TRAINING_STEP]
+    if isinstance(value, int):
+        return [v for v in dict.fromkeys(max(1, round(s)) for s in steps) if v != value]
+    return steps
 
 
 def _nbytes(scored: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]) -> int:

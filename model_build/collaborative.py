@@ -10,8 +10,10 @@ file; without --fit, the functions use the defaults (recsys.scoring.BlendWeights
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from model_build import blend, paths
@@ -50,12 +52,15 @@ def run(data: Path, out: Path, catalog: Path = paths.CATALOG, fit: bool = False)
             return 0
     interactions = list(read_interactions(data))
     meta = {"source": source, "item_vectors": str(catalog_meta.get("source"))}
+    config = TrainingConfig()
     if fit:
         fitted = blend.fit(interactions, index)
         log(f"blend fitted on validation: {fitted.validation['blend']}, floor {fitted.floor} ({fitted.floor_from})"
             + ("" if fitted.floor_met else ": NOT MET, serving the floor's own weighting"))
         meta["blend"] = fitted.weights.to_json()
-    model = train(interactions, index)
+        config = fitted.config
+        meta["training"] = json.dumps(asdict(config), sort_keys=True)
+    model = train(interactions, index, config)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(model.to_npz(**meta))
     print(f"collaborative: {len(model.item_ids)} items, {model.dim} factors -> {out} "

@@ -35,7 +35,8 @@ from recsys.index import ItemIndex, quantized
 # What the training reads of the interactions; a change retrains outputs that look current.
 # 2: positive choices only (negative feedback never trains a model).
 # 3: weighted by the profile's choice weights; every chosen item covered.
-TRAINING_RULES = 3
+# 4: the model keeps each item's evidence (users who chose it) for the evidence prior.
+TRAINING_RULES = 4
 BLOCK = 1 << 20  # entries (choices, pairs, vector rows) handled at a time
 TopRows = tuple[np.ndarray, np.ndarray]  # (n, N) int32 neighbour columns (-1 pads), (n, N) float32 weights
 
@@ -121,7 +122,8 @@ def train(interactions: Iterable[Interaction], index: ItemIndex,
     transfer = new_item_transfer(index, histories, at, config)
     log(f"transfer: {len(transfer.item_ids)} catalog items without evidence borrow from their nearest")
     return CollaborativeModel(histories.item_ids, item_item, in_sequence, factors, biases, config.als_regularization,
-                              config.als_alpha, factor_map, popularity_map, transfer)
+                              config.als_alpha, factor_map, popularity_map, transfer,
+                              histories.choosers.astype(np.float32))
 
 
 def read_histories(interactions: Iterable[Interaction]) -> Histories:

@@ -22,6 +22,7 @@ from typing import Any
 
 from model_build import blend, collaborative, encoder, finetune, paths
 from model_build import catalog as catalog_stage
+from model_build.collaborative_training import TrainingConfig
 from model_build.data import Interaction, read_interactions
 from recsys.collaborative import CollaborativeModel
 from recsys.index import ItemIndex
@@ -31,9 +32,11 @@ ENCODER_FILES = ("model.onnx", "tokenizer.json", "manifest.json")
 
 
 def finetuned(data: Path, interactions: Sequence[Interaction], weights: BlendWeights, than: dict[str, float],
-              than_floor: float, work: Path, steps: int | None, lap: Callable[[str], None]) -> dict[str, Any]:
+              than_floor: float, work: Path, steps: int | None, lap: Callable[[str], None],
+              config: TrainingConfig = TrainingConfig()) -> dict[str, Any]:
     """The fine-tuned encoder against the blend figures `than` (held to `than_floor`) of the
-    pre-trained one under `weights`: "kept", the training report, both validation figures,
+    pre-trained one under `weights` and the training settings `config`: "kept", the training
+    report, both validation figures,
     "encoder" (its int8 folder) and "catalog" (its item vectors' .npz) in `work`."""
     hf_dir, encoder_dir, catalog_npz = work / "model", work / "int8", work / "catalog.npz"
     if finetune.run(data, paths.pretrained_model(), hf_dir, steps, judge=False):
@@ -46,7 +49,7 @@ def finetuned(data: Path, interactions: Sequence[Interaction], weights: BlendWei
     lap("fine-tuned encoder: int8 export")
     catalog_stage.run(data, encoder_dir, catalog_npz, cache=work / "vector_cache.npz")
     index, _ = ItemIndex.from_npz(catalog_npz.read_bytes())
-    validation = blend.Validation(interactions, index)
+    validation = blend.Validation(interactions, index, config)
     figures, (floor, floor_from) = validation.score(weights), validation.floor(weights)
     kept = blend.chosen_over(figures, floor, than, than_floor)
     lap("fine-tuned encoder: blend on validation")
@@ -67,10 +70,11 @@ def adopt(data: Path, steps: int | None, lap: Callable[[str], None]) -> int:
     index, _ = ItemIndex.from_npz(paths.CATALOG.read_bytes())
     _, meta = CollaborativeModel.from_npz(paths.COLLABORATIVE.read_bytes())
     weights = BlendWeights.from_json(str(meta["blend"]))
-    validation = blend.Validation(interactions, index)
+    config = TrainingConfig(**json.loads(str(meta["training"]))) if "training" in meta else TrainingConfig()
+    validation = blend.Validation(interactions, index, config)
     figures, (floor, _) = validation.score(weights), validation.floor(weights)
     lap("pre-trained encoder: blend on validation")
-    tuned = finetuned(data, interactions, weights, figures, floor, paths.FINETUNED, steps, lap)
+    tuned = finetuned(data, interactions, weights, figures, floor, paths.FINETUNED, steps, lap, config)
     (paths.FINETUNED / "choice.json").write_text(json.dumps(tuned, indent=2) + "\n")
     if not tuned["kept"]:
         return 0

@@ -19,7 +19,7 @@ import csv
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +83,10 @@ def run(split: Path, out: Path, model: Path, tune: bool = False, steps: int | No
     tuned: dict[str, Any] | None = None
     if tune:
         tuned = encoder_choice.finetuned(split, interactions, fitted.weights, fitted.validation["blend"],
-                                         fitted.floor, paths.eval_dir(split) / "finetune", steps, lap)
+                                         fitted.floor, paths.eval_dir(split) / "finetune", steps, lap, fitted.config)
         if tuned["kept"]:  # its item vectors serve every list, new items' too
             index, _ = ItemIndex.from_npz(Path(tuned["catalog"]).read_bytes())
-    collaborative = Collaborative(train(interactions, index), index)
+    collaborative = Collaborative(train(interactions, index, fitted.config), index)
     lap("collaborative training")
     profiles = blend.profiles_from(interactions, index)
     users = test_users(split)
@@ -100,7 +100,8 @@ def run(split: Path, out: Path, model: Path, tune: bool = False, steps: int | No
                 items = blend.rank(index, profiles.get(user), ranked_by, collaborative)
                 f.write(json.dumps({"user_id": user, "items": items}) + "\n")
     lap("ranking")
-    report = {"weights": json.loads(weights.to_json()), "validation": fitted.validation,
+    report = {"weights": json.loads(weights.to_json()), "training": asdict(fitted.config),
+              "validation": fitted.validation,
               "cold_floor": {"cold_recall@20": fitted.floor, "set_by": fitted.floor_from, "met": fitted.floor_met},
               "baseline_lists": {name: str(baseline_path(out, suffix)) for suffix, name in BASELINES.items()},
               "seconds": timings, "users": len(users), "train_profiles": len(profiles), "items": len(index)}

@@ -108,3 +108,63 @@ def test_the_new_item_mix_is_linear_in_its_share() -> None:
         borrowed, mapped, mixed = (model(history, mapped_share=share)[1] for share in (0.0, 1.0, 0.3))
         assert not np.allclose(borrowed, mapped)
         np.testing.assert_allclose(mixed, 0.3 * mapped + 0.7 * borrowed, rtol=1e-5, atol=1e-6)
+
+
+def test_the_fit_mixes_any_evidence_prior_as_ranking_scores_it() -> None:
+    """The fit's components (two scoring passes mixed per item by c / (c + k)) are the ones
+    the recommendations route scores under the same weights, for any prior and new-item mix."""
+    from dataclasses import replace
+
+    from recsys import ranking
+    from recsys.scoring import DEFAULT_WEIGHTS
+
+    rows, index = generated(120, 300, 12)
+    validation = blend.Validation(rows, index, FAST)
+    user = next(iter(validation.carve.held_out))
+    profile = validation.profiles[user]
+    for prior, share in ((3.0, 0.25), (0.0, 0.5), (30.0, 1.0)):  # the first weighting scored fills the cache
+        weights = replace(DEFAULT_WEIGHTS, evidence_prior=prior, cold_mapped_share=share)
+        mixed = validation.components(weights, user)
+        direct = ranking.score(validation.index, profile, None, blend._now(profile), weights,
+                               validation.collaborative, every=True).components
+        assert set(mixed) == set(direct)
+        for name, values in direct.items():
+            np.testing.assert_allclose(mixed[name], values, rtol=1e-4, atol=1e-6, err_msg=f"{name} at k {prior}")
+
+
+def test_training_settings_step_geometrically_either_way() -> None:
+    assert blend.training_steps(30) == [10, 90]
+    assert blend.training_steps(1) == [3]  # a window stays a whole number, at least 1
+    assert blend.training_steps(300.0) == pytest.approx([100.0, 900.0])
+
+
+def test_the_fit_searches_the_training_settings_of_the_components_it_weights() -> None:
+    """Only settings that shape a weighted component are tried (matrix factorisation is
+    weighted 0 here: its penalty is not), each one step either way; the blend's figures are
+    those of the carve trained with the settings returned, which the final training uses."""
+    rows, index = generated(150, 400, 12)
+    messages: list[str] = []
+    result = blend.fit(rows, index, FAST, log=messages.append, search=SMALL_SEARCH)
+    tried = {m.split()[2].split("=")[0] for m in messages if m.startswith("blend: training ") and "=" in m}
+    used = {name for name, uses in blend.TRAINING_SEARCH.items() if uses(result.weights)}
+    assert "als_regularization" not in tried and result.weights.factors == 0
+    assert tried <= set(blend.TRAINING_SEARCH) and tried >= used - {"content_map_l2"}
+    for name in blend.TRAINING_SEARCH:
+        value = getattr(result.config, name)
+        assert value == getattr(FAST, name) or value in blend.training_steps(getattr(FAST, name))
+    figures = blend.Validation(rows, index, result.config).score(result.weights)
+    assert figures == result.validation["blend"]
+
+
+def test_one_scoring_pass_gives_the_figures_of_the_mixed_components() -> None:
+    """A trial of training settings scores the weighted components once (`score_once`); the
+    ascent mixes cached passes (`score`): the same lists, so the same figures."""
+    from dataclasses import replace
+
+    from recsys.scoring import DEFAULT_WEIGHTS
+
+    rows, index = generated(120, 300, 12)
+    validation = blend.Validation(rows, index, FAST)
+    for weights in (DEFAULT_WEIGHTS, replace(DEFAULT_WEIGHTS, evidence_prior=3.0, cold_mapped_share=0.25, factors=0.5)):
+        once, mixed = validation.score_once(weights), validation.score(weights)
+        assert once == pytest.approx(mixed, abs=1e-4)

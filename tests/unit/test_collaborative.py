@@ -240,3 +240,41 @@ def test_a_model_read_from_disk_scores_alike(model: CollaborativeModel, tmp_path
     for got, want in zip(Collaborative(mapped, index).item_item(history) or (),
                          Collaborative(model, index).item_item(history) or (), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("component", ["item_item", "sequence", "factors"])
+def test_items_with_little_evidence_move_from_their_mapped_score_to_the_models(component: str) -> None:
+    """a4 is chosen by 3 users, the other items by many: under an evidence prior k, a4 keeps
+    3 / (3 + k) of its model score and takes k / (3 + k) of its mapped one, a well-chosen item
+    stays near its model score, and k 0 leaves every score as the model gives it."""
+    rows = [row for row in interactions() if row.item_id != "a4" or row.user_id in {"a0", "a1", "a2"}]
+    index = index_with(GROUPS["a"] + GROUPS["b"])
+    model = train(rows, index, SMALL)
+    assert model.evidence is not None and model.evidence[model.item_ids.index("a4")] == 3
+    collaborative = Collaborative(model, index)
+    score = getattr(collaborative, component)
+    history = {"a0": 1.0, "a1": 1.0}
+    plain, plain_predicted = score(history)
+    assert not plain_predicted.any()  # every item has evidence: nothing is predicted without a prior
+    at_zero = score(history, evidence_prior=0.0)
+    np.testing.assert_array_equal(at_zero[0], plain)
+    _, mapped = score(history, evidence_prior=np.inf)  # every item at its mapped score alone
+    few, many = index.rows["a4"], index.rows["a2"]
+    for k in (1.0, 10.0):
+        known, predicted = score(history, evidence_prior=k)
+        assert known[few] == pytest.approx(3 / (3 + k) * plain[few], rel=1e-5, abs=1e-7)
+        assert predicted[few] == pytest.approx(k / (3 + k) * mapped[few], rel=1e-5, abs=1e-7)
+        c = model.evidence[model.item_ids.index("a2")]
+        assert known[many] == pytest.approx(c / (c + k) * plain[many], rel=1e-5, abs=1e-7)
+    np.testing.assert_allclose(collaborative.evidence_share(3.0)[[few, many]], [0.5, c / (c + 3.0)], rtol=1e-6)
+
+
+def test_the_evidence_counts_round_trip_and_an_older_model_keeps_the_prior_off(model: CollaborativeModel) -> None:
+    read, _ = CollaborativeModel.from_npz(model.to_npz())
+    np.testing.assert_array_equal(read.evidence, model.evidence)
+    older, _ = CollaborativeModel.from_npz(replace(model, evidence=None).to_npz())
+    assert older.evidence is None
+    collaborative = Collaborative(older, index_with(GROUPS["a"] + GROUPS["b"]))
+    known = collaborative.item_item({"a0": 1.0}, evidence_prior=10.0)
+    np.testing.assert_array_equal(known[0], collaborative.item_item({"a0": 1.0})[0])
+    assert collaborative.evidence_share(10.0).tolist() == [1.0] * 10

@@ -38,6 +38,14 @@ On validation the two were level (the mapped one ranks new items among themselve
 better, recall@20 0.175 vs 0.089, but calibrates worse against known items), which is
 why the mix is fitted rather than set. A new item's popularity is predicted from its
 vector too (`popularity_map`, the ridge fit of log-popularity).
+
+Items with little evidence move smoothly from that path to the model's own score: with an
+evidence prior k (`BlendWeights.evidence_prior`, fitted per dataset by the blend fit) an item
+chosen by c users in training scores c / (c + k) x its model score + k / (c + k) x its mapped
+score (the borrowed one needs neighbours the build computes for items without evidence
+only), so an item with no evidence is scored by its vector alone, one with a few
+interactions mostly so, and a well-chosen item by the model (k 0: the model's score as is).
+The model keeps each item's c (`CollaborativeModel.evidence`).
 """
 from __future__ import annotations
 
@@ -170,6 +178,9 @@ class CollaborativeModel:
     factor_map: np.ndarray  # (d, k + 1) float32: an item vector -> its predicted (q_i, b_i)
     popularity_map: np.ndarray  # (d + 1,) float32: [item vector, 1] -> log1p(choosers) / log1p(most choosers)
     transfer: Transfer  # the build's catalog items without evidence, and whom they borrow from
+    # (n,) float32: the users who chose each item in training (the evidence prior's c); None in
+    # artifacts written before it was kept: the prior is then off.
+    evidence: np.ndarray | None = None
 
     KIND = "collaborative"
     # 2 added the sequence model and the content maps (new items scored from their vectors);
@@ -196,6 +207,8 @@ class CollaborativeModel:
             raise ArtifactMismatch(f"collaborative model: popularity map shaped {self.popularity_map.shape}, "
                                    f"expected {(d + 1,)}")
         self.transfer.check(n)
+        if self.evidence is not None and self.evidence.shape != (n,):
+            raise ArtifactMismatch(f"collaborative model: {n} item ids but evidence shaped {self.evidence.shape}")
 
     @property
     def dim(self) -> int:
@@ -215,7 +228,8 @@ class CollaborativeModel:
             "regularization": np.array(self.regularization), "alpha": np.array(self.alpha),
             "factor_map": self.factor_map, "popularity_map": self.popularity_map,
             "transfer_item_ids": np.array(self.transfer.item_ids, dtype=str),
-            "transfer_rows": self.transfer.rows, "transfer_weights": self.transfer.weights}, meta)
+            "transfer_rows": self.transfer.rows, "transfer_weights": self.transfer.weights,
+            **({} if self.evidence is None else {"evidence": self.evidence})}, meta)
 
     @classmethod
     def from_npz(cls, data: bytes | Path) -> tuple[CollaborativeModel, dict[str, str | float]]:
@@ -224,7 +238,7 @@ class CollaborativeModel:
         fields = ["item_ids", "factors", "biases", "regularization", "alpha", "factor_map", "popularity_map",
                   "transfer_item_ids", "transfer_rows", "transfer_weights",
                   *(f"{name}_{field}" for name in cls.ROW_MODELS for field in ItemRows.FIELDS)]
-        artifact = read_npz(data, cls.KIND, cls.FORMAT, fields)
+        artifact = read_npz(data, cls.KIND, cls.FORMAT, fields, optional=("evidence",))
         arrays = artifact.arrays
         row_models = {name: ItemRows(np.asarray(arrays[f"{name}_rows"], dtype=np.int32),
                                      np.asarray(arrays[f"{name}_weights"], dtype=np.float32),
@@ -238,7 +252,8 @@ class CollaborativeModel:
                     f32["factors"], f32["biases"], float(arrays["regularization"]), float(arrays["alpha"]),
                     f32["factor_map"], f32["popularity_map"],
                     Transfer(arrays["transfer_item_ids"].tolist(), np.asarray(arrays["transfer_rows"], dtype=np.int32),
-                             f32["transfer_weights"]))
+                             f32["transfer_weights"]),
+                    np.asarray(arrays["evidence"], dtype=np.float32) if "evidence" in arrays else None)
         return model, artifact.meta
 
 
@@ -335,17 +350,33 @@ class Collaborative:
         return np.array(rows, dtype=np.int64), np.array(weights, dtype=np.float32)
 
     def item_item(self, history: dict[str, float], rows: np.ndarray | None = None, mapped_share: float = 0.5,
-                  ) -> tuple[np.ndarray, np.ndarray] | None:
+                  evidence_prior: float = 0.0) -> tuple[np.ndarray, np.ndarray] | None:
         """The weighted sum of the history's rows of the item-item model, and for items without
         evidence the same predicted from their vectors; both scaled so the known scores peak at 1.
         Of every index row, or of the candidate `rows` only (in their order). `mapped_share` is
-        the mapped estimate's share of the prediction (see `_placed`)."""
-        return self._row_scores("item_item", history, rows, mapped_share)
+        the mapped estimate's share of the prediction, `evidence_prior` the prior that moves items
+        with little evidence towards it (see `_placed`)."""
+        return self._row_scores("item_item", history, rows, mapped_share, evidence_prior)
 
     def sequence(self, history: dict[str, float], rows: np.ndarray | None = None, mapped_share: float = 0.5,
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
+                 evidence_prior: float = 0.0) -> tuple[np.ndarray, np.ndarray] | None:
         """The same as `item_item`, with the sequence model's rows."""
-        return self._row_scores("sequence", history, rows, mapped_share)
+        return self._row_scores("sequence", history, rows, mapped_share, evidence_prior)
+
+    def evidence_share(self, evidence_prior: float, rows: np.ndarray | None = None) -> np.ndarray:
+        """c / (c + evidence_prior) for each index row (or each of `rows`): the model score's share
+        of an item chosen by c users in training; 0 for items without evidence, 1 with no prior
+        (or a model without its evidence counts)."""
+        self.sync()
+        model_rows = self._model_row_at if rows is None else self._model_row_at[rows]
+        share = np.zeros(len(model_rows), dtype=np.float64)
+        known = model_rows >= 0
+        if evidence_prior <= 0 or self.model.evidence is None:
+            share[known] = 1.0
+        else:
+            chosen = self.model.evidence[model_rows[known]].astype(np.float64)
+            share[known] = chosen / (chosen + evidence_prior)
+        return share
 
     def reached(self, history: dict[str, float], component: str) -> tuple[np.ndarray, np.ndarray]:
         """The index rows a row model scores for the history (those of the history rows' entries
@@ -384,7 +415,7 @@ class Collaborative:
         return np.asarray(total, dtype=np.float32)
 
     def _row_scores(self, name: str, history: dict[str, float], rows: np.ndarray | None,
-                    mapped_share: float) -> tuple[np.ndarray, np.ndarray] | None:
+                    mapped_share: float, evidence_prior: float = 0.0) -> tuple[np.ndarray, np.ndarray] | None:
         if not self._history(history)[0].size:
             return None
         targets, sums, direction = self._reach(name, history)
@@ -392,7 +423,7 @@ class Collaborative:
 
         dense = np.zeros(len(self.model.item_ids), dtype=np.float32)  # the model's scores in model rows
         dense[targets] = sums
-        return self._placed(dense.__getitem__, top, direction, 0.0, rows, mapped_share)
+        return self._placed(dense.__getitem__, top, direction, 0.0, rows, mapped_share, evidence_prior)
 
     def _reach(self, name: str, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A row model's scores of the history, sparse (the model rows reached, sorted, and their
@@ -501,7 +532,7 @@ class Collaborative:
         return solution[:-1].astype(np.float32), float(solution[-1])
 
     def factors(self, history: dict[str, float], rows: np.ndarray | None = None, mapped_share: float = 0.5,
-                ) -> tuple[np.ndarray, np.ndarray] | None:
+                evidence_prior: float = 0.0) -> tuple[np.ndarray, np.ndarray] | None:
         """q_u . q_i + b_u + b_i for every item (or the candidate `rows`), with (q_i, b_i)
         predicted from the vector for items without evidence; scaled so the known scores peak
         at 1: over the whole model, or, with candidates, over the model items among them and
@@ -523,14 +554,17 @@ class Collaborative:
             reached = np.unique(reached[reached >= 0])
             top = float(np.abs(score_of(reached)).max()) if len(reached) else 0.0
         direction = self.model.factor_map @ np.append(user, 1.0).astype(np.float32)  # x -> q(x).q_u + b(x)
-        return self._placed(score_of, top, direction, user_bias, rows, mapped_share)
+        return self._placed(score_of, top, direction, user_bias, rows, mapped_share, evidence_prior)
 
     def _placed(self, score_of: Callable[[np.ndarray], np.ndarray], top: float, direction: np.ndarray,
-                offset: float, rows: np.ndarray | None, mapped_share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+                offset: float, rows: np.ndarray | None, mapped_share: float = 0.5,
+                evidence_prior: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Model scores (`score_of(model rows)`) placed in index rows (0 where the model has no
         such item), divided by `top`; and for the items without evidence (0 elsewhere) the mix of
         their mapped scores (vector . direction + offset, in model units, scaled alike),
-        `mapped_share` of it, and their borrowed ones. Of every index row, or of `rows`."""
+        `mapped_share` of it, and their borrowed ones. Of every index row, or of `rows`.
+        With an `evidence_prior` k, an item with evidence c keeps c / (c + k) of its model score
+        and gets k / (c + k) of its mapped score as its predicted one (module docstring)."""
         scale = top if top > 0 else 1.0
         n = len(self.index) if rows is None else len(rows)
         model_rows = self._model_row_at if rows is None else self._model_row_at[rows]
@@ -551,4 +585,9 @@ class Collaborative:
         predicted = np.zeros(n, dtype=np.float32)
         predicted[cold] = mapped_share * (mapped + offset) / scale \
             + (1.0 - mapped_share) * (borrowed * self._transfer_weights[at]).sum(1)
+        if evidence_prior > 0 and self.model.evidence is not None and known.any():
+            share = self.evidence_share(evidence_prior, rows)[known]
+            known_rows = np.flatnonzero(known) if rows is None else rows[known]
+            scores[known] *= share
+            predicted[known] = (1.0 - share) * (self.index.dot(direction, known_rows) + offset) / scale
         return scores, predicted

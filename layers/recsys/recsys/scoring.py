@@ -42,6 +42,10 @@ class BlendWeights:
     # The predicted score's mix: this share from the ridge-mapped estimate, the rest from the
     # borrowed one (recsys.collaborative, `Collaborative._placed`).
     cold_mapped_share: float = 0.5
+    # Items with little evidence: an item chosen by c users in training keeps c / (c + this) of
+    # each collaborative score and gets the rest from its mapped estimate (recsys.collaborative);
+    # 0: off. Fitted per dataset by the blend fit.
+    evidence_prior: float = 0.0
     # How the history is weighted for the collaborative models (see history_weights).
     recency_half_life: float = 5.0
     recency_floor: float = 0.1
@@ -78,7 +82,8 @@ def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | 
 
     A collaborative component comes in two parts: the model's own scores ("item_item"),
     and, for items without collaborative evidence, the scores predicted from their
-    vectors ("item_item_cold", weighted item_item x cold_transfer). Items without evidence
+    vectors ("item_item_cold", weighted item_item x cold_transfer; with an evidence prior, the
+    items with little evidence get part of it too). Items without evidence
     also get their popularity predicted from their vectors ("new_item_popularity").
     """
     parts = {"popularity": popularity(index, rows)}
@@ -86,7 +91,8 @@ def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | 
     if collaborative is not None and history:
         for name, component in (("item_item", collaborative.item_item), ("sequence", collaborative.sequence),
                                 ("factors", collaborative.factors)):
-            part = component(history, rows, weights.cold_mapped_share) if every or getattr(weights, name) else None
+            part = component(history, rows, weights.cold_mapped_share, weights.evidence_prior) \
+                if every or getattr(weights, name) else None
             if part is not None:
                 parts[name], parts[f"{name}_cold"] = part
         if every or weights.new_item_popularity:
