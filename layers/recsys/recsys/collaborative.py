@@ -587,7 +587,8 @@ class Collaborative:
             + (1.0 - mapped_share) * (borrowed * self._transfer_weights[at]).sum(1)
         if evidence_prior > 0 and self.model.evidence is not None and known.any():
             share = self.evidence_share(evidence_prior, rows)[known]
-            known_rows = np.flatnonzero(known) if rows is None else rows[known]
+            mapped_known = self.index.dot(direction)[known] if rows is None else \
+                self.index.dot(direction, rows)[known]  # the candidates' vectors, read once a request
             scores[known] *= share
-            predicted[known] = (1.0 - share) * (self.index.dot(direction, known_rows) + offset) / scale
+            predicted[known] = (1.0 - share) * (mapped_known + offset) / scale
         return scores, predicted
