@@ -169,7 +169,9 @@ class MemoryReleases:
     def fetch(self, version: str, name: str, folder: Path) -> Path:
         target = folder / version / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(self.files[version][name])
+        partial = target.with_name(f".{name}.partial")
+        partial.write_bytes(self.files[version][name])
+        partial.replace(target)  # a new file: a map of the one it replaces stays valid, as S3Releases' does
         return target
 
     def publish(self, version: str, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
