@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -26,13 +28,17 @@ class FunctionError(Exception):
 
 
 class Worker:
+    """One execution environment: a process with its own temporary folder (Lambda's /tmp, where
+    a function downloads its release's files), removed when the worker is stopped."""
+
     def __init__(self, function: Function, environment: dict[str, str], log: Path) -> None:
         self.function = function
         self._log = open(log, "ab")
+        self._tmp = tempfile.mkdtemp(prefix=f"recsys-{function.logical_id}-")
         self.process = subprocess.Popen(
             [sys.executable, str(WORKER), function.handler],
-            cwd=function.code_dir, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log, text=True, bufsize=1)
+            cwd=function.code_dir, env={**environment, "TMPDIR": self._tmp}, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1)
         self._answers: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -78,6 +84,7 @@ class Worker:
             self.process.kill()
         self.process.wait()
         self._log.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 class FunctionPool:
