@@ -82,7 +82,7 @@ class ItemRows:
     as recsys.index stores item vectors): a history's direction is linear in its rows,
     sum_h w_h D_h, so a request reads one row per history item instead of the vectors of
     every item its rows reach (the build job computes them from the catalog's vectors:
-    model_build.collaborative_training.row_directions)."""
+    model_build.collaborative_training.row_model)."""
 
     rows: np.ndarray  # (n, N) int32
     weights: np.ndarray  # (n, N) float32
