@@ -32,6 +32,7 @@ that sets the floor: it meets it by definition, and the fit never returns a blen
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 from collections import OrderedDict, defaultdict
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from model_build.collaborative_training import TrainingConfig, train
+from model_build.collaborative_training import Parts, TrainingConfig, train
 from model_build.data import Interaction
 from model_build.progress import progress
 from model_build.validation import carve, metrics
@@ -53,6 +54,11 @@ from recsys.profile import Profile, apply_events
 CONTEXT_SHARE = 2.5  # a product choice, not the data's: see `with_context`
 LIST_LENGTH = 50  # as long as the lists the API serves and score.py reads
 SWEEPS = 3
+# The fit scores at most this many of the carve's held-out users (a sample chosen by a hash of
+# their ids: `sampled`): a bound on its cost, which grows linearly with the users scored, not a
+# figure of any dataset (ml-latest-small's carve holds out 610, all scored). The sample's
+# spread shows in ndcg@10_se, which the rule already takes as its tolerance.
+FIT_USERS = 2_000
 # The users' components kept across history-recency settings (`fit`'s cache): a bound on the
 # fit's memory, not a figure of any dataset (on ml-latest-small one setting is ~240 MB).
 CACHE_BYTES = 2 * 1024 ** 3
@@ -91,6 +97,9 @@ TRAINING_SEARCH: dict[str, Callable[[scoring.BlendWeights], bool]] = {
     "als_regularization": lambda w: w.factors > 0,
 }
 RECENCY = ("recency_half_life", "recency_floor")  # the weights whose change scores every user again
+# One user's scored components per recency setting: the rows they are of (None: every item),
+# the components with the borrowed new-item estimate, and the mapped estimate's.
+Scored = tuple[np.ndarray | None, dict[str, np.ndarray], dict[str, np.ndarray]]
 
 
 _SILENT = dict(item_item=0.0, sequence=0.0, factors=0.0, long_term=0.0, session=0.0, popularity=0.0,
@@ -181,29 +190,33 @@ class Validation:
     """The carve of `interactions`, the collaborative models trained on its training side with
     `index`'s vectors, the profiles folded from it, and the validation figures of any weighting
     (`score`), of each signal alone (`alone`) and the floor they set (`floor`), all by the
-    recommendations route's code."""
+    recommendations route's code, over `users`: the carve's held-out users, or a seeded sample
+    of FIT_USERS of them. `parts`: models trained before on the same carve, reused where
+    `config` agrees (`collaborative_training.Parts`)."""
 
     def __init__(self, interactions: Sequence[Interaction], index: ItemIndex,
-                 config: TrainingConfig = TrainingConfig()) -> None:
+                 config: TrainingConfig = TrainingConfig(), parts: Parts | None = None) -> None:
         self.carve = carve(interactions)
         if not self.carve.held_out:
             raise ValueError("blend fit: the validation carve holds out nobody (every user has one interaction)")
-        model = train(self.carve.train, index, config)
+        self.users = sampled(self.carve.held_out, FIT_USERS)
+        model = train(self.carve.train, index, config, parts)
         self.index = _validation_catalog(index, interactions, self.carve.train)
         self.collaborative = Collaborative(model, self.index)
-        self.profiles = profiles_from(self.carve.train, self.index)
-        self._components: OrderedDict[tuple[float, float], dict[str, tuple[dict[str, np.ndarray],
-                                                                           dict[str, np.ndarray]]]] = OrderedDict()
+        self.profiles = profiles_from([row for row in self.carve.train if row.user_id in self.users], self.index)
+        self._components: OrderedDict[tuple[float, float], dict[str, Scored]] = OrderedDict()
         self._alone: dict[tuple[float, float], dict[str, dict[str, float]]] = {}
         self._share_cache: dict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = {}
 
-    def components(self, weights: scoring.BlendWeights, user: str) -> dict[str, np.ndarray]:
-        """The user's components under `weights`. They depend on the weights only through the
-        history's recency, the new-item mix and the evidence prior, and per item linearly on
-        the mix and on the prior's share c / (c + k): per recency setting they are scored once
-        with the borrowed estimate alone and no prior (`cold_mapped_share` 0, `evidence_prior`
-        0: the models' own scores) and once with the mapped one alone and an infinite prior
-        (every item at its mapped score), and any mix and prior is a mix of the two."""
+    def components(self, weights: scoring.BlendWeights, user: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """The user's components under `weights`, of every item or of the rows returned with
+        them (a catalog larger than the index's exact_max: `candidate_rows`). They depend on
+        the weights only through the history's recency, the new-item mix and the evidence prior,
+        and per item linearly on the mix and on the prior's share c / (c + k): per recency
+        setting they are scored once with the borrowed estimate alone and no prior
+        (`cold_mapped_share` 0, `evidence_prior` 0: the models' own scores) and once with the
+        mapped one alone and an infinite prior (every item at its mapped score), and any mix and
+        prior is a mix of the two."""
         cache = self._components
         key = (weights.recency_half_life, weights.recency_floor)
         if key in cache:
@@ -215,24 +228,36 @@ class Validation:
             while cache and len(cache) >= max(2, CACHE_BYTES // _nbytes(next(iter(cache.values())))):
                 cache.popitem(last=False)
             cache[key] = {}
-            for held in self.carve.held_out:
+            for held in progress(self.users, "blend: scoring users", unit="user"):
                 profile = self.profiles.get(held)
                 now = _now(profile)
+                rows = None if self.index.exhaustive() else self.candidate_rows(profile, weights)
                 borrowed = ranking.score(self.index, profile, None, now,
                                          replace(weights, cold_mapped_share=0.0, evidence_prior=0.0),
-                                         self.collaborative, every=True).components
+                                         self.collaborative, every=True, rows=rows).components
                 mapped = ranking.score(self.index, profile, None, now,
                                        replace(weights, cold_mapped_share=1.0, evidence_prior=math.inf),
-                                       self.collaborative, every=True).components
-                cache[key][held] = borrowed, {n: v for n, v in mapped.items() if n.endswith("_cold")}
-        borrowed, mapped = cache[key][user]
+                                       self.collaborative, every=True, rows=rows).components
+                cache[key][held] = rows, borrowed, {n: v for n, v in mapped.items() if n.endswith("_cold")}
+        rows, borrowed, mapped = cache[key][user]
         model_share, mapped_share = self._shares(weights)
+        if rows is not None:
+            model_share, mapped_share = model_share[rows], mapped_share[rows]
         found = dict(borrowed)
         for cold, v in mapped.items():
             name = cold.removesuffix("_cold")
             found[name] = model_share * borrowed[name]
             found[cold] = mapped_share * v + (1.0 - weights.cold_mapped_share) * borrowed[cold]
-        return found
+        return found, rows
+
+    def candidate_rows(self, profile: Profile | None, weights: scoring.BlendWeights) -> np.ndarray:
+        """The rows the API's candidate stage (`ranking.candidates`) retrieves for the user under
+        `weights` and under each signal alone (`ALONE`) at its history recency: the items any
+        weighting the fit tries can rank high. The fit's lists are chosen among them."""
+        request = ranking.Request(LIST_LENGTH, now=_now(profile))
+        found = [ranking.candidates(self.index, profile, request, w, self.collaborative)
+                 for w in (weights, *(replace(weights, **only) for only in ALONE.values()))]
+        return np.unique(np.concatenate(found))
 
     def _shares(self, weights: scoring.BlendWeights) -> tuple[np.ndarray, np.ndarray]:
         """Per item, the model score's share c / (c + k) (0 for items without evidence), and the
@@ -249,23 +274,24 @@ class Validation:
         """The recommendations route's ranking (recsys.ranking.rank) under `weights`, each
         user's components passed in (`components`)."""
         lists = {}
-        for user in self.carve.held_out:
+        for user in self.users:
             profile = self.profiles.get(user)
+            components, rows = self.components(weights, user)
             ranked = ranking.rank(self.index, profile, ranking.Request(LIST_LENGTH, now=_now(profile)), weights,
-                                  self.collaborative, reasons=False, components=self.components(weights, user))
+                                  self.collaborative, reasons=False, components=components, rows=rows)
             lists[user] = [item.item_id for item in ranked]
-        return metrics(lists, self.carve.held_out, self.carve.cold_items)
+        return metrics(lists, self.users, self.carve.cold_items)
 
     def score_once(self, weights: scoring.BlendWeights) -> dict[str, float]:
         """`score` in one scoring pass of the weighted components only, nothing kept: what a
         trial of training settings costs (about half a `score` at a recency not seen yet)."""
         lists = {}
-        for user in self.carve.held_out:
+        for user in progress(self.users, "blend: scoring users once", unit="user"):
             profile = self.profiles.get(user)
             ranked = ranking.rank(self.index, profile, ranking.Request(LIST_LENGTH, now=_now(profile)), weights,
                                   self.collaborative, reasons=False)
             lists[user] = [item.item_id for item in ranked]
-        return metrics(lists, self.carve.held_out, self.carve.cold_items)
+        return metrics(lists, self.users, self.carve.cold_items)
 
     def alone(self, weights: scoring.BlendWeights) -> dict[str, dict[str, float]]:
         """Each signal alone under the weights' history recency."""
@@ -288,7 +314,8 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
     """The best weights found on the validation carve by the fit's rule (module docstring),
     searching `search` (default `SEARCH`)."""
     search = SEARCH if search is None else search
-    validations = [Validation(interactions, index, config)]  # the carve trained with the chosen settings, last
+    parts = Parts()  # the carve's models, kept between trials of training settings
+    validations = [Validation(interactions, index, config, parts)]  # the carve trained with the chosen settings, last
 
     def score(weights: scoring.BlendWeights) -> dict[str, float]:
         return validations[-1].score(weights)
@@ -335,7 +362,7 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
                 continue
             for value in training_steps(getattr(chosen, name)):
                 trial_config = replace(chosen, **{name: value})
-                trial = Validation(interactions, index, trial_config)
+                trial = Validation(interactions, index, trial_config, parts)
                 figures = trial.score_once(best)
                 log(f"blend: training {name}={value}: {figures}")
                 cold_gain = figures["cold_recall@20"] - best_figures["cold_recall@20"]
@@ -346,6 +373,7 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
                     chosen, best_figures = trial_config, figures
                     log(f"blend: training settings now {name}={value}")
                 del trial
+                parts.keep(chosen)
         if chosen != config:  # the weights again under the chosen settings (recency kept: it rescores every user)
             config = chosen
             best, best_figures = ascent(best, more_new_items, f"new items at ndcg@10 >= {within:.5f}, chosen training",
@@ -369,8 +397,18 @@ def training_steps(value: Any) -> list[Any]:
     return steps
 
 
-def _nbytes(scored: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]) -> int:
-    return sum(v.nbytes for borrowed, mapped in scored.values() for part in (borrowed, mapped) for v in part.values())
+def _nbytes(scored: dict[str, Scored]) -> int:
+    return sum(v.nbytes for rows, borrowed, mapped in scored.values() for part in (borrowed, mapped)
+               for v in part.values()) + sum(rows.nbytes for rows, _, _ in scored.values() if rows is not None)
+
+
+def sampled(held_out: dict[str, set[str]], most: int) -> dict[str, set[str]]:
+    """`held_out` if it has at most `most` users, else a sample of `most` of them, chosen by a
+    hash of their ids (the same users on every run and carve of the same data)."""
+    if len(held_out) <= most:
+        return held_out
+    chosen = sorted(held_out, key=lambda user: hashlib.sha1(f"fit:{user}".encode()).hexdigest())[:most]
+    return {user: held_out[user] for user in chosen}
 
 
 def with_context(weights: scoring.BlendWeights) -> scoring.BlendWeights:

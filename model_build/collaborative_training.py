@@ -21,11 +21,13 @@ The maps from item vectors read the vectors a block at a time (d x d sums).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from scipy import sparse
+from scipy.linalg import lapack
 
 from model_build.data import Interaction, weighted_choices
 from model_build.progress import progress
@@ -38,6 +40,7 @@ from recsys.index import ItemIndex, quantized
 # 4: the model keeps each item's evidence (users who chose it) for the evidence prior.
 TRAINING_RULES = 4
 BLOCK = 1 << 20  # entries (choices, pairs, vector rows) handled at a time
+T = TypeVar("T")
 TopRows = tuple[np.ndarray, np.ndarray]  # (n, N) int32 neighbour columns (-1 pads), (n, N) float32 weights
 
 
@@ -93,24 +96,58 @@ class Histories:
         return matrix
 
 
+class Parts:
+    """The parts of `train` that depend on the interactions and on their own settings only,
+    not on the item vectors (the histories, the row models' top rows, ALS), kept between
+    trainings on the same interactions: the blend fit's trials of training settings retrain
+    only the part a setting shapes. `keep` drops the parts another setting made."""
+
+    def __init__(self) -> None:
+        self._found: dict[str, dict[tuple[Any, ...], Any]] = {}
+
+    @staticmethod
+    def keys(config: TrainingConfig) -> dict[str, tuple[Any, ...]]:
+        return {"histories": (),
+                "item_item": (config.ease_l2, config.ease_items, config.item_window, config.neighbours),
+                "sequence": (config.sequence_window, config.sequence_backward, config.neighbours),
+                "als": (config.factors, config.als_regularization, config.als_alpha, config.als_iterations,
+                        config.als_cg_steps, config.seed)}
+
+    def get(self, part: str, config: TrainingConfig, compute: Callable[[], T]) -> T:
+        found = self._found.setdefault(part, {})
+        key = self.keys(config)[part]
+        if key not in found:
+            found[key] = compute()
+        return cast(T, found[key])
+
+    def keep(self, config: TrainingConfig) -> None:
+        """Only the parts `config` trains with stay."""
+        for part, key in self.keys(config).items():
+            found = self._found.get(part, {})
+            for other in [k for k in found if k != key]:
+                del found[other]
+
+
 def train(interactions: Iterable[Interaction], index: ItemIndex,
-          config: TrainingConfig = TrainingConfig()) -> CollaborativeModel:
+          config: TrainingConfig = TrainingConfig(), parts: Parts | None = None) -> CollaborativeModel:
     """Every model on the interactions, with maps from `index`'s item vectors to their item side
-    (an item the index lacks counts as a zero vector)."""
-    histories = read_histories(interactions)
+    (an item the index lacks counts as a zero vector). `parts`: those trained before on the
+    same interactions, reused where `config` agrees (see `Parts`)."""
+    parts = parts or Parts()
+    histories = parts.get("histories", config, lambda: read_histories(interactions))
     n = histories.n_items
     at = np.array([index.rows.get(item_id, -1) for item_id in histories.item_ids], dtype=np.int64)
     gram, vector_sum = vector_moments(index, at)
     projection = np.linalg.inv(gram + config.content_map_l2 * np.eye(index.dim)).astype(np.float32)
     vectors = np.vstack(list(_vector_blocks(index, at)))  # the model items' vectors, zero where the index lacks one
-    item_item = row_model(*item_item_model(histories, config), projection, vectors)
+    item_item = row_model(*parts.get("item_item", config, lambda: item_item_model(histories, config)), projection,
+                          vectors)
     log(f"item-item: {n} items ({min(n, config.ease_items)} by EASE), {item_item.rows.shape[1]} neighbours each")
-    forward = cooccurrence(histories, config.sequence_window, "sequence")
-    in_sequence = row_model(*top_rows(cosine(forward + config.sequence_backward * forward.T), config), projection,
+    in_sequence = row_model(*parts.get("sequence", config, lambda: sequence_model(histories, config)), projection,
                             vectors)
-    del forward, vectors
+    del vectors
     log(f"sequence: window {config.sequence_window}")
-    factors, biases = als(histories, config)
+    factors, biases = parts.get("als", config, lambda: als(histories, config))
     targets = np.hstack([factors, biases[:, None]])
     factor_map = (projection.astype(np.float64) @ target_moment(index, at, targets)).astype(np.float32)
     choosers = np.log1p(histories.choosers.astype(np.float64))
@@ -193,11 +230,18 @@ def item_item_model(histories: Histories, config: TrainingConfig) -> TopRows:
     cosine rows for the rest (over every item); see the module's docstring."""
     n, m = histories.n_items, min(histories.n_items, config.ease_items)
     if m == n:
-        return dense_top_rows(ease(histories, m, config), config)
+        return ease(histories, m, config)
     cosines = cosine(symmetric(cooccurrence(histories, config.item_window, "item-item")))
     if m > 0:
-        return _stack(dense_top_rows(ease(histories, m, config), config), top_rows(cosines[m:], config))
+        return _stack(ease(histories, m, config), top_rows(cosines[m:], config))
     return top_rows(cosines, config)
+
+
+def sequence_model(histories: Histories, config: TrainingConfig) -> TopRows:
+    """The cosine rows of co-occurrence within `sequence_window` choices, after weighted 1 and
+    before weighted `sequence_backward`."""
+    forward = cooccurrence(histories, config.sequence_window, "sequence")
+    return top_rows(cosine(forward + config.sequence_backward * forward.T), config)
 
 
 def row_model(rows: np.ndarray, weights: np.ndarray, projection: np.ndarray, vectors: np.ndarray) -> ItemRows:
@@ -227,30 +271,36 @@ def _stack(head: TopRows, tail: TopRows) -> TopRows:
     return rows, weights
 
 
-def ease(histories: Histories, m: int, config: TrainingConfig) -> np.ndarray:
-    """B = I - P / diag(P), P = (X'X + l2 I)^-1 over the first m items (dense m x m)."""
+def ease(histories: Histories, m: int, config: TrainingConfig) -> TopRows:
+    """The top rows of B = I - P / diag(P), P = (X'X + l2 I)^-1 over the first m items: P by
+    Cholesky in place (one dense m x m float64 matrix, a third of a general inverse's work),
+    B's rows a block at a time."""
     x = histories.matrix()[:, :m]
-    gram = (x.T @ x).toarray().astype(np.float64)
-    gram[np.diag_indices(m)] += config.ease_l2
-    precision = np.linalg.inv(gram)
-    del gram
-    weights = (precision / -np.diag(precision)).astype(np.float32)
-    del precision
-    return weights
-
-
-def dense_top_rows(matrix: np.ndarray, config: TrainingConfig) -> TopRows:
-    """`top_rows` of a dense item-item matrix (the diagonal ignored)."""
-    n_items = len(matrix)
-    np.fill_diagonal(matrix, 0.0)
-    keep = min(config.neighbours, n_items - 1)
+    precision = np.asfortranarray((x.T @ x).toarray(), dtype=np.float64)
+    precision[np.diag_indices(m)] += config.ease_l2
+    log(f"item-item: EASE over {m} items")
+    factor, info = lapack.dpotrf(precision, lower=0, overwrite_a=1, clean=0)
+    if info == 0:
+        precision, info = lapack.dpotri(factor, lower=0, overwrite_c=1)
+    if info != 0:  # X'X + l2 I is positive definite for any l2 > 0: only a bad setting gets here
+        raise ValueError(f"collaborative: EASE's Cholesky failed (LAPACK info {info}; ease_l2 {config.ease_l2})")
+    keep = min(config.neighbours, m - 1)
     if keep <= 0:
-        return np.full((n_items, 1), -1, dtype=np.int32), np.zeros((n_items, 1), dtype=np.float32)
-    rows = np.zeros((n_items, keep), dtype=np.int32)
-    for start in range(0, n_items, 2048):  # a block of rows at a time: argpartition's output is int64
-        block = matrix[start:start + 2048]
-        rows[start:start + len(block)] = np.argpartition(-np.abs(block), keep - 1, axis=1)[:, :keep]
-    return rows, np.take_along_axis(matrix, rows, 1)
+        return np.full((m, 1), -1, dtype=np.int32), np.zeros((m, 1), dtype=np.float32)
+    scale = (-1.0 / np.diag(precision)).astype(np.float32)
+    rows = np.zeros((m, keep), dtype=np.int32)
+    weights = np.zeros((m, keep), dtype=np.float32)
+    for start in progress(range(0, m, 2048), "collaborative: EASE rows", unit="block"):
+        end = min(m, start + 2048)
+        precision[start:end, :start] = precision[:start, start:end].T  # dpotri fills the upper triangle
+        diagonal = precision[start:end, start:end]
+        lower = np.tril_indices(end - start, -1)
+        diagonal[lower] = diagonal.T[lower]
+        block = precision[start:end].astype(np.float32) * scale
+        block[np.arange(end - start), np.arange(start, end)] = 0.0
+        rows[start:end] = np.argpartition(-np.abs(block), keep - 1, axis=1)[:, :keep]
+        weights[start:end] = np.take_along_axis(block, rows[start:end], 1)
+    return rows, weights
 
 
 def cooccurrence(histories: Histories, window: int, name: str) -> sparse.csr_matrix:

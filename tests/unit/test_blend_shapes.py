@@ -110,9 +110,12 @@ def test_the_new_item_mix_is_linear_in_its_share() -> None:
         np.testing.assert_allclose(mixed, 0.3 * mapped + 0.7 * borrowed, rtol=1e-5, atol=1e-6)
 
 
-def test_the_fit_mixes_any_evidence_prior_as_ranking_scores_it() -> None:
+@pytest.mark.parametrize("exhaustive", [True, False])
+def test_the_fit_mixes_any_evidence_prior_as_ranking_scores_it(exhaustive: bool) -> None:
     """The fit's components (two scoring passes mixed per item by c / (c + k)) are the ones
-    the recommendations route scores under the same weights, for any prior and new-item mix."""
+    the recommendations route scores under the same weights, for any prior and new-item mix:
+    of every item, or (a catalog over the index's exact_max) of the rows the candidate stage
+    retrieves under those weights and under each signal alone."""
     from dataclasses import replace
 
     from recsys import ranking
@@ -120,16 +123,34 @@ def test_the_fit_mixes_any_evidence_prior_as_ranking_scores_it() -> None:
 
     rows, index = generated(120, 300, 12)
     validation = blend.Validation(rows, index, FAST)
-    user = next(iter(validation.carve.held_out))
+    if not exhaustive:
+        validation.index.exact_max = 50
+    user = next(iter(validation.users))
     profile = validation.profiles[user]
     for prior, share in ((3.0, 0.25), (0.0, 0.5), (30.0, 1.0)):  # the first weighting scored fills the cache
         weights = replace(DEFAULT_WEIGHTS, evidence_prior=prior, cold_mapped_share=share)
-        mixed = validation.components(weights, user)
+        mixed, candidates = validation.components(weights, user)
+        if exhaustive:
+            assert candidates is None
+        else:
+            assert candidates is not None and 50 < len(candidates) < len(validation.index)
+            assert set(ranking.candidates(validation.index, profile, ranking.Request(50, blend._now(profile)),
+                                          weights, validation.collaborative)) <= set(candidates)
         direct = ranking.score(validation.index, profile, None, blend._now(profile), weights,
-                               validation.collaborative, every=True).components
+                               validation.collaborative, every=True, rows=candidates).components
         assert set(mixed) == set(direct)
         for name, values in direct.items():
             np.testing.assert_allclose(mixed[name], values, rtol=1e-4, atol=1e-6, err_msg=f"{name} at k {prior}")
+
+
+def test_the_fit_scores_a_fixed_sample_of_many_held_out_users() -> None:
+    """Over FIT_USERS held-out users, the fit scores a sample of them, the same one on every
+    run and for every subset order; under it, all of them."""
+    held_out = {f"u{u}": {f"i{u}"} for u in range(50)}
+    assert blend.sampled(held_out, 50) is held_out
+    sample = blend.sampled(held_out, 20)
+    assert len(sample) == 20 and all(sample[u] == held_out[u] for u in sample)
+    assert blend.sampled(dict(reversed(list(held_out.items()))), 20).keys() == sample.keys()
 
 
 def test_training_settings_step_geometrically_either_way() -> None:

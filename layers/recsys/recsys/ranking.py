@@ -131,12 +131,14 @@ def candidates(index: ItemIndex, profile: Profile | None, request: Request, weig
 
 def rank(index: ItemIndex, profile: Profile | None, request: Request, weights: BlendWeights = DEFAULT_WEIGHTS,
          collaborative: Collaborative | None = None, rng: np.random.Generator | None = None,
-         reasons: bool = True, components: dict[str, np.ndarray] | None = None) -> list[RankedItem]:
+         reasons: bool = True, components: dict[str, np.ndarray] | None = None,
+         rows: np.ndarray | None = None) -> list[RankedItem]:
     """The user's list for the request, best first, each item with its reasons (unless
     `reasons` is False: the offline evaluation needs only the order). A catalog larger than
-    `index.exact_max` is ranked among its `candidates`; passed-in `components` are of every item."""
-    rows = None if components is not None or index.exhaustive() else \
-        candidates(index, profile, request, weights, collaborative)
+    `index.exact_max` is ranked among its `candidates`; passed-in `components` are of every
+    item, or of the passed-in `rows` (the list is then chosen among those)."""
+    if rows is None and components is None and not index.exhaustive():
+        rows = candidates(index, profile, request, weights, collaborative)
     scores = score(index, profile, request.context, request.now, weights, collaborative, components=components,
                    rows=rows)
     mask = selection.allowed(index, request.filters, profile.consumed if profile else frozenset(),
