@@ -79,9 +79,10 @@ replay: $(MODEL)
 	$(PY) scripts/replay.py --split $(SPLIT) $(if $(USERS),--users $(USERS))
 
 ## model: the whole build job on DATA=dir ([FINETUNE=1] tries a fine-tuned encoder after the fit, [STACK=name] publishes,
-## [ENCODER=use-multilingual] builds that encoder into the layer)
+## [ENCODER=use-multilingual] builds that encoder into the layer, [VECTORS=file.npz] item vectors computed before)
 model: $(VENV)/.installed
-	$(PY) -m model_build all --data $(DATA) --encoder $(ENCODER) $(if $(FINETUNE),--finetune) $(if $(STACK),--stack $(STACK))
+	$(PY) -m model_build all --data $(DATA) --encoder $(ENCODER) $(if $(FINETUNE),--finetune) $(if $(STACK),--stack $(STACK)) \
+		$(if $(VECTORS),--vectors $(VECTORS))
 
 ## release: on a running `make run`, a release from the live catalog and the applied events, published to it
 release: $(MODEL)

@@ -34,7 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="rebuild even if the output is current")
     parser.add_argument("--cache", type=Path, default=paths.VECTOR_CACHE,
                         help="vectors of texts embedded before (read and rewritten)")
-    parser.set_defaults(run=lambda args: run(args.data, args.model, args.out, args.force, args.cache))
+    parser.add_argument("--vectors", type=Path, default=None,
+                        help="item vectors computed before (a catalog .npz, e.g. from a GPU box): its items take "
+                             "them, the rest are embedded")
+    parser.set_defaults(run=lambda args: run(args.data, args.model, args.out, args.force, args.cache, args.vectors))
 
 
 def fingerprint(data: Path, model_version: str) -> str:
@@ -46,9 +49,20 @@ def fingerprint(data: Path, model_version: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def run(data: Path, model: Path, out: Path, force: bool = False, cache: Path | None = paths.VECTOR_CACHE) -> int:
+def run(data: Path, model: Path, out: Path, force: bool = False, cache: Path | None = paths.VECTOR_CACHE,
+        vectors_from: Path | None = None) -> int:
+    """`vectors_from`: a catalog .npz whose items keep its vectors (computed elsewhere, as this
+    stage computes them: one that names another encoder version is refused)."""
     encoder = Encoder(model, threads=os.cpu_count() or 1)
+    given: ItemIndex | None = None
     source = fingerprint(data, encoder.version)
+    if vectors_from is not None:
+        given, given_meta = ItemIndex.from_npz(Path(vectors_from))
+        named = given_meta.get("model_version")
+        if given.dim != encoder.dim or (named and named != encoder.version):
+            raise SystemExit(f"catalog: {vectors_from} holds {given.dim}-d vectors of {named or 'no named encoder'}, "
+                             f"not {encoder.dim}-d vectors of {encoder.version}")
+        source = hashlib.sha256(f"{source}:{given_meta.get('source')}:{len(given)}".encode()).hexdigest()[:32]
     if out.exists() and not force:
         try:
             current, meta = ItemIndex.from_npz(out.read_bytes())
@@ -68,7 +82,11 @@ def run(data: Path, model: Path, out: Path, force: bool = False, cache: Path | N
     known = vector_cache.VectorCache.load(cache, encoder.version, encoder.dim) if cache else None
     vectors = np.zeros((len(items), encoder.dim), dtype=np.float32)
     todo = []
+    given_rows = np.array([given.rows.get(item.item_id, -1) for item in items] if given is not None else
+                          [-1] * len(items), dtype=np.int64)
     for row, text_hash in enumerate(hashes):
+        if given is not None and given_rows[row] >= 0:
+            continue
         cached = known.get(text_hash) if known else None
         if cached is None:
             todo.append(row)
@@ -77,11 +95,16 @@ def run(data: Path, model: Path, out: Path, force: bool = False, cache: Path | N
     for start in progress(range(0, len(todo), BATCH), "catalog: embedding", unit="batch"):
         rows = todo[start:start + BATCH]
         vectors[rows] = encoder.encode([items[r].text for r in rows])
+    if given is not None:
+        taken = np.flatnonzero(given_rows >= 0)
+        for start in range(0, len(taken), 1 << 16):
+            part = taken[start:start + (1 << 16)]
+            vectors[part] = given.vectors_at(given_rows[part])
     seconds = time.perf_counter() - started
     print(f"catalog: {len(items)} items, {len(todo)} embedded in {seconds:.1f} s"
           f"{f' ({len(todo) / seconds:.0f} items/s)' if todo and seconds else ''}, "
-          f"{len(items) - len(todo)} from the vector cache", file=sys.stderr)
-    if cache:
+          f"{len(items) - len(todo)} from the vector cache or {vectors_from}", file=sys.stderr)
+    if cache and given is None:  # given vectors are not this encoder's output for these texts
         vector_cache.save(cache, encoder.version, hashes, vectors)
     index = ItemIndex(encoder.dim, capacity=len(items))
     index.extend([item.item_id for item in items], vectors,

@@ -27,7 +27,6 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 from scipy import sparse
-from scipy.linalg import lapack
 
 from model_build.data import Interaction, weighted_choices
 from model_build.progress import progress
@@ -272,18 +271,16 @@ def _stack(head: TopRows, tail: TopRows) -> TopRows:
 
 
 def ease(histories: Histories, m: int, config: TrainingConfig) -> TopRows:
-    """The top rows of B = I - P / diag(P), P = (X'X + l2 I)^-1 over the first m items: P by
-    Cholesky in place (one dense m x m float64 matrix, a third of a general inverse's work),
-    B's rows a block at a time."""
+    """The top rows of B = I - P / diag(P), P = (X'X + l2 I)^-1 over the first m items (two
+    dense m x m float64 matrices while inverting), B's rows a block at a time. A general
+    inverse, not Cholesky's third of the work: the threaded Cholesky of the OpenBLAS numpy and
+    scipy ship (0.3.31) crashed on this machine at m = 16,384 (scipy) and 20,000 (numpy)."""
     x = histories.matrix()[:, :m]
-    precision = np.asfortranarray((x.T @ x).toarray(), dtype=np.float64)
-    precision[np.diag_indices(m)] += config.ease_l2
+    gram = (x.T @ x).toarray().astype(np.float64)
+    gram[np.diag_indices(m)] += config.ease_l2
     log(f"item-item: EASE over {m} items")
-    factor, info = lapack.dpotrf(precision, lower=0, overwrite_a=1, clean=0)
-    if info == 0:
-        precision, info = lapack.dpotri(factor, lower=0, overwrite_c=1)
-    if info != 0:  # X'X + l2 I is positive definite for any l2 > 0: only a bad setting gets here
-        raise ValueError(f"collaborative: EASE's Cholesky failed (LAPACK info {info}; ease_l2 {config.ease_l2})")
+    precision = np.linalg.inv(gram)
+    del gram
     keep = min(config.neighbours, m - 1)
     if keep <= 0:
         return np.full((m, 1), -1, dtype=np.int32), np.zeros((m, 1), dtype=np.float32)
@@ -292,10 +289,6 @@ def ease(histories: Histories, m: int, config: TrainingConfig) -> TopRows:
     weights = np.zeros((m, keep), dtype=np.float32)
     for start in progress(range(0, m, 2048), "collaborative: EASE rows", unit="block"):
         end = min(m, start + 2048)
-        precision[start:end, :start] = precision[:start, start:end].T  # dpotri fills the upper triangle
-        diagonal = precision[start:end, start:end]
-        lower = np.tril_indices(end - start, -1)
-        diagonal[lower] = diagonal.T[lower]
         block = precision[start:end].astype(np.float32) * scale
         block[np.arange(end - start), np.arange(start, end)] = 0.0
         rows[start:end] = np.argpartition(-np.abs(block), keep - 1, axis=1)[:, :keep]

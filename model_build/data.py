@@ -39,7 +39,7 @@ class DatasetError(ValueError):
     """A dataset file that cannot be read; the message names the file and line."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Interaction:
     user_id: str
     item_id: str
@@ -160,13 +160,15 @@ def read_interactions(directory: Path) -> Iterator[Interaction]:
 
 
 def _exported_events(path: Path) -> Iterator[Interaction]:
+    names: dict[str, str] = {}  # one string per user, item and type: millions of rows repeat them
     for line, r in _rows(path, ("user_id", "item_id", "rating", "timestamp", "type")):
         if not r["item_id"]:
             continue
         try:
             dwell = r.get("dwell_seconds") or None
-            yield Interaction(r["user_id"], r["item_id"], float(r["rating"] or 0.0), int(float(r["timestamp"])),
-                              r["type"], float(dwell) if dwell is not None else None)
+            user, item, kind = (names.setdefault(r[c], r[c]) for c in ("user_id", "item_id", "type"))
+            yield Interaction(user, item, float(r["rating"] or 0.0), int(float(r["timestamp"])), kind,
+                              float(dwell) if dwell is not None else None)
         except ValueError as error:
             raise DatasetError(f"{path}:{line}: {error}") from None
 

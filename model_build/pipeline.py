@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--encoder", choices=paths.ENCODERS, default=paths.ENCODERS[0],
                         help="the encoder built into the layer's folder (what `sam build` ships) and "
                              "embedded with; the release records it")
+    parser.add_argument("--vectors", type=Path, default=None,
+                        help="item vectors computed before (a catalog .npz): its items are not embedded again")
     parser.add_argument("--finetune", action="store_true", help="fine-tune the encoder first (minilm)")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"fine-tuning steps (default {finetune.STEPS} on a GPU, {finetune.CPU_STEPS} on CPU)")
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stack or args.local:
         data, snapshot_at = live_catalog(args.data, args.local, args.stack)
     stage("encoder", lambda: encoder.run(model=args.encoder, out=paths.ENCODER_MODEL, data=data))
-    stage("catalog", lambda: catalog.run(data, paths.ENCODER_MODEL, paths.CATALOG))
+    stage("catalog", lambda: catalog.run(data, paths.ENCODER_MODEL, paths.CATALOG, vectors_from=args.vectors))
     stage("collaborative", lambda: collaborative.run(data, paths.COLLABORATIVE, paths.CATALOG, fit=True))
     if args.finetune:
         stage("finetune", lambda: encoder_choice.adopt(data, args.steps, lambda step: print(

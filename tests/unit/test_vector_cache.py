@@ -53,3 +53,41 @@ def test_the_catalog_stage_embeds_only_what_the_cache_lacks(tmp_path: Path, monk
     from recsys.catalog import Item
     assert np.allclose(index.vector("1"), CountingEncoder().encode([Item("1", "One", categories=["Drama"]).text])[0],
                        atol=0.005)  # int8 codes
+
+
+def test_the_catalog_stage_takes_vectors_computed_before(tmp_path: Path, monkeypatch) -> None:
+    """`--vectors`: the items a catalog .npz holds keep its vectors (not embedded); the rest are
+    embedded; vectors of another encoder version or dimension are refused."""
+    import pytest
+
+    from model_build import catalog
+    from recsys.index import ItemIndex
+    from tests.fakes import HashingEncoder
+
+    class CountingEncoder(HashingEncoder):
+        version, texts = "counting", []
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(16)
+
+        def encode(self, texts):
+            CountingEncoder.texts += list(texts)
+            return super().encode(texts)
+
+    monkeypatch.setattr(catalog, "Encoder", CountingEncoder)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "items.csv").write_text("item_id,title,genres,tags\n1,One,Drama,\n2,Two,Comedy,\n")
+    (data / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4,1\n")
+    computed = np.zeros((1, 16), np.float32)
+    computed[0, 3] = 1.0
+    given = ItemIndex(16)
+    given.extend(["2"], computed, np.zeros(1, np.float32))
+    (tmp_path / "given.npz").write_bytes(given.to_npz(model_version="counting", source="a GPU box"))
+    assert catalog.run(data, tmp_path, tmp_path / "out.npz", cache=None, vectors_from=tmp_path / "given.npz") == 0
+    assert [text.split()[0] for text in CountingEncoder.texts] == ["One"], "item 2's vector was given"
+    index, _ = ItemIndex.from_npz(tmp_path / "out.npz")
+    assert np.allclose(index.vector("2"), computed[0], atol=0.005)
+    (tmp_path / "other.npz").write_bytes(given.to_npz(model_version="another-encoder"))
+    with pytest.raises(SystemExit, match="another-encoder"):
+        catalog.run(data, tmp_path, tmp_path / "out2.npz", cache=None, vectors_from=tmp_path / "other.npz")
