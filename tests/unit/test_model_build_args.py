@@ -166,7 +166,7 @@ def test_all_runs_each_stage_in_order_as_its_command_would(monkeypatch: pytest.M
     assert args.run(args) == 0
     assert calls == [
         ("encoder", (), {"model": "minilm", "out": paths.ENCODER_MODEL, "data": live}),
-        ("catalog", (live, paths.ENCODER_MODEL, paths.CATALOG), {}),
+        ("catalog", (live, paths.ENCODER_MODEL, paths.CATALOG), {"vectors_from": None}),
         ("collaborative", (live, paths.COLLABORATIVE, paths.CATALOG), {"fit": True}),
         ("finetune", (live, 5), {}),
         ("publish", (live,), {"local": False, "stack": "s", "snapshot_at": 123.0}),
@@ -182,11 +182,13 @@ def test_all_builds_another_encoder_into_the_layer_and_embeds_with_it(monkeypatc
     for module in (encoder, catalog, collaborative):
         name = module.__name__.rsplit(".", 1)[1]
         monkeypatch.setattr(module, "run", lambda *a, _n=name, **k: calls.append((_n, a, k)) or 0)
-    args = build_parser().parse_args(["all", "--data", "data/x", "--encoder", "use-multilingual"])
+    args = build_parser().parse_args(["all", "--data", "data/x", "--encoder", "use-multilingual",
+                                      "--vectors", "gpu/catalog.npz"])
     assert args.run(args) == 0
     assert calls[0] == ("encoder", (), {"model": "use-multilingual", "out": paths.ENCODER_MODEL,
                                         "data": Path("data/x")})
-    assert calls[1] == ("catalog", (Path("data/x"), paths.ENCODER_MODEL, paths.CATALOG), {})
+    assert calls[1] == ("catalog", (Path("data/x"), paths.ENCODER_MODEL, paths.CATALOG),
+                        {"vectors_from": Path("gpu/catalog.npz")})
     args = build_parser().parse_args(["all", "--encoder", "use-multilingual", "--finetune"])
     with pytest.raises(SystemExit, match="fine-tunes minilm"):
         args.run(args)
