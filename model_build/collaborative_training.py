@@ -96,10 +96,10 @@ class Histories:
 
 
 class Parts:
-    """The parts of `train` that depend on the interactions and on their own settings only,
-    not on the item vectors (the histories, the row models' top rows, ALS), kept between
-    trainings on the same interactions: the blend fit's trials of training settings retrain
-    only the part a setting shapes. `keep` drops the parts another setting made."""
+    """The parts of `train` that depend on the interactions, the item vectors and their own
+    settings only (the histories, the row models' top rows, ALS, the new-item transfer), kept
+    between trainings on the same interactions and vectors: the blend fit's trials of training
+    settings retrain only the part a setting shapes. `keep` drops the parts another setting made."""
 
     def __init__(self) -> None:
         self._found: dict[str, dict[tuple[Any, ...], Any]] = {}
@@ -110,7 +110,8 @@ class Parts:
                 "item_item": (config.ease_l2, config.ease_items, config.item_window, config.neighbours),
                 "sequence": (config.sequence_window, config.sequence_backward, config.neighbours),
                 "als": (config.factors, config.als_regularization, config.als_alpha, config.als_iterations,
-                        config.als_cg_steps, config.seed)}
+                        config.als_cg_steps, config.seed),
+                "transfer": (config.transfer_candidates,)}
 
     def get(self, part: str, config: TrainingConfig, compute: Callable[[], T]) -> T:
         found = self._found.setdefault(part, {})
@@ -131,7 +132,7 @@ def train(interactions: Iterable[Interaction], index: ItemIndex,
           config: TrainingConfig = TrainingConfig(), parts: Parts | None = None) -> CollaborativeModel:
     """Every model on the interactions, with maps from `index`'s item vectors to their item side
     (an item the index lacks counts as a zero vector). `parts`: those trained before on the
-    same interactions, reused where `config` agrees (see `Parts`)."""
+    same interactions and item vectors, reused where `config` agrees (see `Parts`)."""
     parts = parts or Parts()
     histories = parts.get("histories", config, lambda: read_histories(interactions))
     n = histories.n_items
@@ -155,7 +156,7 @@ def train(interactions: Iterable[Interaction], index: ItemIndex,
     moment = np.vstack([target_moment(index, at, popularity), popularity.sum(0, keepdims=True)])
     popularity_map = np.linalg.solve(with_intercept + config.content_map_l2 * np.eye(index.dim + 1),
                                      moment)[:, 0].astype(np.float32)
-    transfer = new_item_transfer(index, histories, at, config)
+    transfer = parts.get("transfer", config, lambda: new_item_transfer(index, histories, at, config))
     log(f"transfer: {len(transfer.item_ids)} catalog items without evidence borrow from their nearest")
     return CollaborativeModel(histories.item_ids, item_item, in_sequence, factors, biases, config.als_regularization,
                               config.als_alpha, factor_map, popularity_map, transfer,

@@ -189,3 +189,35 @@ def test_one_scoring_pass_gives_the_figures_of_the_mixed_components() -> None:
     for weights in (DEFAULT_WEIGHTS, replace(DEFAULT_WEIGHTS, evidence_prior=3.0, cold_mapped_share=0.25, factors=0.5)):
         once, mixed = validation.score_once(weights), validation.score(weights)
         assert once == pytest.approx(mixed, abs=1e-4)
+
+
+def test_a_training_trial_retrains_only_the_part_its_setting_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Parts`: a second training that changes the sequence window reuses the histories, EASE,
+    ALS and the transfer, and gives the model a fresh training with that setting gives."""
+    from dataclasses import replace
+
+    from model_build import collaborative_training
+    from model_build.collaborative_training import Parts
+
+    rows, index = generated(60, 200, 10)
+    calls: list[str] = []
+    for name in ("read_histories", "item_item_model", "sequence_model", "als", "new_item_transfer"):
+        original = getattr(collaborative_training, name)
+        monkeypatch.setattr(collaborative_training, name,
+                            lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    parts = Parts()
+    train(rows, index, FAST, parts)
+    assert len(calls) == 5
+    calls.clear()
+    other = replace(FAST, sequence_window=3)
+    reused = train(rows, index, other, parts)
+    assert calls == ["sequence_model"]
+    fresh = train(rows, index, other)
+    for name in ("item_item", "sequence"):
+        assert np.array_equal(getattr(reused, name).rows, getattr(fresh, name).rows)
+        assert np.array_equal(getattr(reused, name).weights, getattr(fresh, name).weights)
+    assert np.array_equal(reused.factors, fresh.factors)
+    parts.keep(other)
+    calls.clear()
+    train(rows, index, FAST, parts)
+    assert calls == ["sequence_model"], "kept: only the parts of the settings kept"
