@@ -5,7 +5,10 @@ alone: a share of items becomes "new", each user's last 20% in time order is hel
 and the new items' interactions are dropped from the rest; lists rank only the items
 train names (`_validation_catalog`). The collaborative models are trained on what is left,
 profiles are folded from it with the events function's own code, and lists are ranked
-by the API's own code (`recsys.ranking.rank`) under each candidate weighting.
+by the API's own code (`recsys.ranking.rank`) under each candidate weighting, for at most
+FIT_USERS held-out users (a hashed sample beyond that) and, on a catalog too large to score
+whole, among the candidates the API's candidate stage retrieves (`Validation.candidate_rows`).
+Training settings are tried retraining only the part each one shapes (`Parts`).
 Coordinate ascent: one weight at a time over a few values, up to three passes, keeping
 a change only when the fit's rule prefers it.
 
