@@ -231,10 +231,11 @@ def item_item_model(histories: Histories, config: TrainingConfig) -> TopRows:
     n, m = histories.n_items, min(histories.n_items, config.ease_items)
     if m == n:
         return ease(histories, m, config)
+    head = ease(histories, m, config) if m > 0 else None  # before the co-occurrence: never both in memory
     cosines = cosine(symmetric(cooccurrence(histories, config.item_window, "item-item")))
-    if m > 0:
-        return _stack(ease(histories, m, config), top_rows(cosines[m:], config))
-    return top_rows(cosines, config)
+    tail = top_rows(cosines[m:], config)
+    del cosines
+    return tail if head is None else _stack(head, tail)
 
 
 def sequence_model(histories: Histories, config: TrainingConfig) -> TopRows:
@@ -277,7 +278,7 @@ def ease(histories: Histories, m: int, config: TrainingConfig) -> TopRows:
     inverse, not Cholesky's third of the work: the threaded Cholesky of the OpenBLAS numpy and
     scipy ship (0.3.31) crashed on this machine at m = 16,384 (scipy) and 20,000 (numpy)."""
     x = histories.matrix()[:, :m]
-    gram = (x.T @ x).toarray().astype(np.float64)
+    gram = (x.T @ x).astype(np.float64).toarray()
     gram[np.diag_indices(m)] += config.ease_l2
     log(f"item-item: EASE over {m} items")
     precision = np.linalg.inv(gram)
