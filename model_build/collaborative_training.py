@@ -40,6 +40,7 @@ from recsys.index import ItemIndex, quantized
 TRAINING_RULES = 4
 BLOCK = 1 << 20  # entries (choices, pairs, vector rows) handled at a time
 T = TypeVar("T")
+ALS_DTYPE = np.float32
 TopRows = tuple[np.ndarray, np.ndarray]  # (n, N) int32 neighbour columns (-1 pads), (n, N) float32 weights
 
 
@@ -377,8 +378,8 @@ def als(histories: Histories, config: TrainingConfig) -> tuple[np.ndarray, np.nd
     by_user.data = (config.als_alpha * by_user.data).astype(np.float32)  # confidence - 1
     by_item = by_user.T.tocsr()
     k = config.factors
-    items = np.hstack([rng.normal(0, 0.01, (histories.n_items, k)), np.zeros((histories.n_items, 1))])
-    users = np.zeros((by_user.shape[0], k + 1))
+    items = np.hstack([rng.normal(0, 0.01, (histories.n_items, k)), np.zeros((histories.n_items, 1))]).astype(ALS_DTYPE)
+    users = np.zeros((by_user.shape[0], k + 1), dtype=ALS_DTYPE)
     for _ in progress(range(config.als_iterations), "collaborative: als", unit="iteration"):
         _solve_side(by_user, items, users, config)
         _solve_side(by_item, users, items, config)
@@ -391,12 +392,12 @@ def _solve_side(chosen: sparse.csr_matrix, other: np.ndarray, out: np.ndarray, c
     z = other.copy()
     z[:, -1] = 1.0
     other_bias = other[:, -1]
-    gram = z.T @ z + config.als_regularization * np.eye(z.shape[1])
+    gram = (z.T @ z + config.als_regularization * np.eye(z.shape[1])).astype(z.dtype)
     row_of = np.repeat(np.arange(chosen.shape[0]), np.diff(chosen.indptr))
-    extra = chosen.data.astype(np.float64)  # confidence - 1 per choice
+    extra = chosen.data.astype(z.dtype)  # confidence - 1 per choice
 
     def times(x: np.ndarray) -> np.ndarray:  # A x for every row: x G + sum_i (c_i - 1)(z_i . x) z_i
-        dots = np.empty(len(extra))
+        dots = np.empty(len(extra), dtype=z.dtype)
         for start in range(0, len(extra), BLOCK):
             end = start + BLOCK
             dots[start:end] = np.einsum("ij,ij->i", z[chosen.indices[start:end]], x[row_of[start:end]])
@@ -435,7 +436,7 @@ def new_item_transfer(index: ItemIndex, histories: Histories, at: np.ndarray, co
     known = index.vectors_at(at[candidates])
     rows = np.full((len(cold), TRANSFER_NEIGHBOURS), -1, dtype=np.int32)
     weights = np.zeros(rows.shape, dtype=np.float32)
-    step = max(1, BLOCK // max(len(known), 1))
+    step = max(1, 16 * BLOCK // max(len(known), 1))  # new items per product: 64 MB of similarities
     for start in progress(range(0, len(cold), 16 * step), "collaborative: transfer", unit="block"):
         part = cold[start:start + 16 * step]
         nearest, weight = transfer_neighbours(known, index.vectors_at(part), block=step)
