@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import numpy as np
-from scipy import sparse
+from scipy import linalg, sparse
 
 from model_build.data import Interaction, weighted_choices
 from model_build.progress import progress
@@ -274,15 +274,17 @@ def _stack(head: TopRows, tail: TopRows) -> TopRows:
 
 
 def ease(histories: Histories, m: int, config: TrainingConfig) -> TopRows:
-    """The top rows of B = I - P / diag(P), P = (X'X + l2 I)^-1 over the first m items (two
-    dense m x m float64 matrices while inverting), B's rows a block at a time. A general
-    inverse, not Cholesky's third of the work: the threaded Cholesky of the OpenBLAS numpy and
-    scipy ship (0.3.31) crashed on this machine at m = 16,384 (scipy) and 20,000 (numpy)."""
+    """The top rows of B = I - P / diag(P), P = (X'X + l2 I)^-1 over the first m items: one
+    dense m x m float64 matrix, inverted in place by LU (scipy's getrf + getri; Cholesky would
+    be a third of the work, but the threaded Cholesky of the OpenBLAS numpy and scipy ship
+    crashed on this machine at m = 16,384 and 20,000), B's rows a block at a time."""
     x = histories.matrix()[:, :m]
     gram = (x.T @ x).astype(np.float64).toarray()
     gram[np.diag_indices(m)] += config.ease_l2
     log(f"item-item: EASE over {m} items")
-    precision = np.linalg.inv(gram)
+    # The Gram is symmetric: its transpose is the same matrix in Fortran order, which LAPACK
+    # overwrites with the inverse, itself symmetric (numpy's inv would hold two more copies).
+    precision = linalg.inv(gram.T, overwrite_a=True, check_finite=False).T
     del gram
     keep = min(config.neighbours, m - 1)
     if keep <= 0:
