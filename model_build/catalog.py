@@ -65,14 +65,14 @@ def run(data: Path, model: Path, out: Path, force: bool = False, cache: Path | N
         source = hashlib.sha256(f"{source}:{given_meta.get('source')}:{len(given)}".encode()).hexdigest()[:32]
     if out.exists() and not force:
         try:
-            current, meta = ItemIndex.from_npz(out.read_bytes())
+            current, meta = ItemIndex.from_npz(out)
         except ValueError:  # another format (ArtifactFormatError): rebuild
             current, meta = None, {}
         if current is not None and meta.get("source") == source:
-            if cache and not cache.exists():  # a catalog built before the cache existed seeds it
+            if cache and not cache.exists() and given is None:  # a catalog built before the cache existed seeds it
                 items = read_items(data)
                 vector_cache.save(cache, encoder.version, [item.text_hash for item in items],
-                                  np.stack([current.vectors[current.rows[item.item_id]] for item in items]))
+                                  current.vectors_at(np.array([current.rows[item.item_id] for item in items])))
             print(f"catalog: {out} is current ({encoder.version}), nothing to do")
             return 0
     items = read_items(data)

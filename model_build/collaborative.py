@@ -39,7 +39,7 @@ def run(data: Path, out: Path, catalog: Path = paths.CATALOG, fit: bool = False)
     with the same code and settings and no fit is asked for (a fitted `out` stays: its
     weights were fitted on this same data)."""
     started = time.perf_counter()
-    index, catalog_meta = ItemIndex.from_npz(Path(catalog).read_bytes())
+    index, catalog_meta = ItemIndex.from_npz(Path(catalog))
     source = fingerprint(data, f"collaborative:{CollaborativeModel.FORMAT}:{TRAINING_RULES}:{TrainingConfig()}:"
                                f"{catalog_meta.get('source')}")
     if out.exists() and not fit:
