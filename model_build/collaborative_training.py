@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import numpy as np
-from scipy import linalg, sparse
+from scipy import sparse
 
 from model_build.data import Interaction, weighted_choices
 from model_build.progress import progress
@@ -274,18 +274,21 @@ def _stack(head: TopRows, tail: TopRows) -> TopRows:
 
 
 def ease(histories: Histories, m: int, config: TrainingConfig) -> TopRows:
-    """The top rows of B = I - P / diag(P), P = (X'X + l2 I)^-1 over the first m items: one
-    dense m x m float64 matrix, inverted in place by LU (scipy's getrf + getri; Cholesky would
-    be a third of the work, but the threaded Cholesky of the OpenBLAS numpy and scipy ship
-    crashed on this machine at m = 16,384 and 20,000), B's rows a block at a time."""
+    """The top rows of B = I - P / diag(P), P = (X'X + l2 I)^-1 over the first m items, B's rows
+    a block at a time. P by Cholesky with torch's LAPACK (MKL), the factor written over the
+    Gram: two dense m x m float64 matrices at most (numpy's inverse holds four, and the
+    threaded Cholesky and LU of the OpenBLAS numpy and scipy ship crashed on this machine at
+    m = 16,384 and 20,000)."""
+    import torch  # the build job's dependency (export, fine-tuning); imported where EASE runs
+
     x = histories.matrix()[:, :m]
     gram = (x.T @ x).astype(np.float64).toarray()
     gram[np.diag_indices(m)] += config.ease_l2
     log(f"item-item: EASE over {m} items")
-    # The Gram is symmetric: its transpose is the same matrix in Fortran order, which LAPACK
-    # overwrites with the inverse, itself symmetric (numpy's inv would hold two more copies).
-    precision = linalg.inv(gram.T, overwrite_a=True, check_finite=False).T
-    del gram
+    factor = torch.from_numpy(gram)
+    torch.linalg.cholesky(factor, out=factor)  # X'X + l2 I is positive definite for any l2 > 0
+    precision = torch.cholesky_inverse(factor).numpy()
+    del gram, factor
     keep = min(config.neighbours, m - 1)
     if keep <= 0:
         return np.full((m, 1), -1, dtype=np.int32), np.zeros((m, 1), dtype=np.float32)
