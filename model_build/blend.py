@@ -35,7 +35,6 @@ that sets the floor: it meets it by definition, and the fit never returns a blen
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 from collections import OrderedDict, defaultdict
@@ -48,7 +47,7 @@ import numpy as np
 from model_build.collaborative_training import Parts, TrainingConfig, train
 from model_build.data import Interaction
 from model_build.progress import progress
-from model_build.validation import carve, metrics
+from model_build.validation import carve, metrics, stable_hash
 from recsys import ranking, scoring
 from recsys.collaborative import Collaborative
 from recsys.index import ItemIndex
@@ -410,7 +409,7 @@ def sampled(held_out: dict[str, set[str]], most: int) -> dict[str, set[str]]:
     hash of their ids (the same users on every run and carve of the same data)."""
     if len(held_out) <= most:
         return held_out
-    chosen = sorted(held_out, key=lambda user: hashlib.sha1(f"fit:{user}".encode()).hexdigest())[:most]
+    chosen = sorted(held_out, key=lambda user: stable_hash(0, "fit", user))[:most]
     return {user: held_out[user] for user in chosen}
 
 

@@ -82,10 +82,10 @@ def run(data: Path, model: Path, out: Path, force: bool = False, cache: Path | N
     known = vector_cache.VectorCache.load(cache, encoder.version, encoder.dim) if cache else None
     vectors = np.zeros((len(items), encoder.dim), dtype=np.float32)
     todo = []
-    given_rows = np.array([given.rows.get(item.item_id, -1) for item in items] if given is not None else
-                          [-1] * len(items), dtype=np.int64)
+    given_rows = np.array([given.rows.get(item.item_id, -1) if given is not None else -1 for item in items],
+                          dtype=np.int64)
     for row, text_hash in enumerate(hashes):
-        if given is not None and given_rows[row] >= 0:
+        if given_rows[row] >= 0:
             continue
         cached = known.get(text_hash) if known else None
         if cached is None:
@@ -95,7 +95,7 @@ def run(data: Path, model: Path, out: Path, force: bool = False, cache: Path | N
     for start in progress(range(0, len(todo), BATCH), "catalog: embedding", unit="batch"):
         rows = todo[start:start + BATCH]
         vectors[rows] = encoder.encode([items[r].text for r in rows])
-    if given is not None:
+    if given is not None:  # the given vectors, a block at a time
         taken = np.flatnonzero(given_rows >= 0)
         for start in range(0, len(taken), 1 << 16):
             part = taken[start:start + (1 << 16)]

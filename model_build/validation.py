@@ -38,7 +38,7 @@ def carve(interactions: Sequence[Interaction], test_share: float = 0.2, cold_sha
     """split.py's protocol on these interactions: a share of items becomes new, each user's
     last `test_share` in time order is held out (new items included), and the new items'
     interactions are dropped from what is left to train on."""
-    items = sorted({row.item_id for row in interactions}, key=lambda i: _hash(seed, "item", i))
+    items = sorted({row.item_id for row in interactions}, key=lambda i: stable_hash(seed, "item", i))
     cold = set(items[: int(round(cold_share * len(items)))])
     by_user: dict[str, list[Interaction]] = defaultdict(list)
     for row in interactions:
@@ -46,7 +46,7 @@ def carve(interactions: Sequence[Interaction], test_share: float = 0.2, cold_sha
     train_rows: list[Interaction] = []
     held_out: dict[str, set[str]] = {}
     for user, rows in by_user.items():
-        rows = sorted(rows, key=lambda r: (r.timestamp, _hash(seed, user, r.item_id)))
+        rows = sorted(rows, key=lambda r: (r.timestamp, stable_hash(seed, user, r.item_id)))
         n_test = min(len(rows) - 1, max(1, math.ceil(test_share * len(rows))))
         head = [r for r in rows[:len(rows) - n_test] if r.item_id not in cold]
         if head:
@@ -88,5 +88,6 @@ def metrics(lists: dict[str, list[str]], held_out: dict[str, set[str]], cold: se
     return result
 
 
-def _hash(seed: int, *parts: str) -> str:
+def stable_hash(seed: int, *parts: str) -> str:
+    """A hex digest of the seed and parts: an order of ids the same on every run."""
     return hashlib.sha1(":".join((str(seed),) + parts).encode()).hexdigest()

@@ -10,6 +10,23 @@ from model_build import vector_cache
 from model_build.vector_cache import VectorCache
 
 
+def counting_encoder() -> type:
+    """A 16-d hashing encoder class (tests.fakes) that records every text it embeds."""
+    from tests.fakes import HashingEncoder
+
+    class CountingEncoder(HashingEncoder):
+        version, texts = "counting", []
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(16)
+
+        def encode(self, texts):
+            CountingEncoder.texts += list(texts)
+            return super().encode(texts)
+
+    return CountingEncoder
+
+
 def test_round_trip_and_refusals(tmp_path: Path) -> None:
     path = tmp_path / "cache.npz"
     vectors = np.eye(3, 4, dtype=np.float32)
@@ -26,18 +43,8 @@ def test_round_trip_and_refusals(tmp_path: Path) -> None:
 def test_the_catalog_stage_embeds_only_what_the_cache_lacks(tmp_path: Path, monkeypatch) -> None:
     from model_build import catalog
     from recsys.index import ItemIndex
-    from tests.fakes import HashingEncoder
 
-    class CountingEncoder(HashingEncoder):
-        version, texts = "counting", []
-
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(16)
-
-        def encode(self, texts):
-            CountingEncoder.texts += list(texts)
-            return super().encode(texts)
-
+    CountingEncoder = counting_encoder()
     monkeypatch.setattr(catalog, "Encoder", CountingEncoder)
     data, cache = tmp_path / "data", tmp_path / "cache.npz"
     data.mkdir()
@@ -62,18 +69,8 @@ def test_the_catalog_stage_takes_vectors_computed_before(tmp_path: Path, monkeyp
 
     from model_build import catalog
     from recsys.index import ItemIndex
-    from tests.fakes import HashingEncoder
 
-    class CountingEncoder(HashingEncoder):
-        version, texts = "counting", []
-
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(16)
-
-        def encode(self, texts):
-            CountingEncoder.texts += list(texts)
-            return super().encode(texts)
-
+    CountingEncoder = counting_encoder()
     monkeypatch.setattr(catalog, "Encoder", CountingEncoder)
     data = tmp_path / "data"
     data.mkdir()
