@@ -35,6 +35,7 @@ that sets the floor: it meets it by definition, and the fit never returns a blen
 """
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from collections import OrderedDict, defaultdict
@@ -202,10 +203,23 @@ class Validation:
         if not self.carve.held_out:
             raise ValueError("blend fit: the validation carve holds out nobody (every user has one interaction)")
         self.users = sampled(self.carve.held_out, FIT_USERS)
-        model = train(self.carve.train, index, config, parts)
         self.index = _validation_catalog(index, interactions, self.carve.train)
-        self.collaborative = Collaborative(model, self.index)
         self.profiles = profiles_from([row for row in self.carve.train if row.user_id in self.users], self.index)
+        # Trained on the validation catalog: the same vectors as `index`'s, and new-item
+        # transfer only for the items the carve names (not for those no interaction names).
+        self.collaborative = Collaborative(train(self.carve.train, self.index, config, parts), self.index)
+        self._forget()
+
+    def retrained(self, config: TrainingConfig, parts: Parts | None = None) -> Validation:
+        """The same carve, users, catalog and profiles, with the models trained under `config`
+        (a trial of training settings: only the models change, so nothing else is redone)."""
+        trial = copy.copy(self)
+        trial.collaborative = Collaborative(train(self.carve.train, self.index, config, parts), self.index)
+        trial._forget()
+        return trial
+
+    def _forget(self) -> None:
+        """Drop every figure scored with the models held before."""
         self._components: OrderedDict[tuple[float, float], dict[str, Scored]] = OrderedDict()
         self._alone: dict[tuple[float, float], dict[str, dict[str, float]]] = {}
         self._share_cache: dict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = {}
@@ -364,7 +378,7 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
                 continue
             for value in training_steps(getattr(chosen, name)):
                 trial_config = replace(chosen, **{name: value})
-                trial = Validation(interactions, index, trial_config, parts)
+                trial = validations[0].retrained(trial_config, parts)
                 figures = trial.score_once(best)
                 log(f"blend: training {name}={value}: {figures}")
                 cold_gain = figures["cold_recall@20"] - best_figures["cold_recall@20"]
@@ -438,8 +452,8 @@ def _validation_catalog(index: ItemIndex, interactions: Sequence[Interaction],
     for row in train_rows:
         counts[row.item_id] += 1
     rows = [r for r, item_id in enumerate(index.ids) if item_id in named]
-    copy = ItemIndex(index.dim, capacity=max(len(rows), 1))
-    copy.extend([index.ids[r] for r in rows], index.vectors[rows],
-                np.array([float(counts[index.ids[r]]) for r in rows], dtype=np.float32),
-                [index.categories[r] for r in rows])
-    return copy
+    catalog = ItemIndex(index.dim, capacity=max(len(rows), 1))
+    catalog.extend([index.ids[r] for r in rows], index.vectors_at(np.asarray(rows, dtype=np.int64)),
+                   np.array([float(counts[index.ids[r]]) for r in rows], dtype=np.float32),
+                   [index.categories[r] for r in rows])
+    return catalog

@@ -191,6 +191,33 @@ def test_one_scoring_pass_gives_the_figures_of_the_mixed_components() -> None:
         assert once == pytest.approx(mixed, abs=1e-4)
 
 
+def test_a_trial_shares_the_carve_and_scores_as_a_fresh_validation() -> None:
+    """`Validation.retrained`: a trial of training settings keeps the carve, the sampled users,
+    the validation catalog (its candidate lists built once) and the profiles, and scores as a
+    Validation built afresh with those settings. The carve's models transfer only to the items
+    the interactions name (the validation catalog's), never to those nobody chose at all."""
+    from dataclasses import replace
+
+    from recsys.scoring import DEFAULT_WEIGHTS
+
+    rows, index = generated(120, 300, 12)
+    named = {row.item_id for row in rows}
+    assert len(named) < len(index)
+    validation = blend.Validation(rows, index, FAST)
+    validation.index.exact_max = 50
+    assert set(validation.collaborative.model.transfer.item_ids) <= named
+    validation.score(DEFAULT_WEIGHTS)
+    other = replace(FAST, ease_l2=FAST.ease_l2 * 3)
+    trial = validation.retrained(other)
+    assert trial.index is validation.index and trial.profiles is validation.profiles
+    assert trial.carve is validation.carve and trial.users is validation.users
+    assert trial.index.lists is not None, "the candidate lists come with the catalog"
+    fresh = blend.Validation(rows, index, other)
+    fresh.index.exact_max = 50
+    assert trial.score(DEFAULT_WEIGHTS) == pytest.approx(fresh.score(DEFAULT_WEIGHTS), abs=1e-9)
+    assert trial.score(DEFAULT_WEIGHTS) != validation.score(DEFAULT_WEIGHTS)
+
+
 def test_a_training_trial_retrains_only_the_part_its_setting_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
     """`Parts`: a second training that changes the sequence window reuses the histories, EASE,
     ALS and the transfer, and gives the model a fresh training with that setting gives."""
