@@ -21,6 +21,7 @@ The maps from item vectors read the vectors a block at a time (d x d sums).
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -30,7 +31,7 @@ from scipy import sparse
 
 from model_build.data import Interaction, weighted_choices
 from model_build.progress import progress
-from recsys.collaborative import TRANSFER_NEIGHBOURS, CollaborativeModel, ItemRows, Transfer, transfer_neighbours
+from recsys.collaborative import TRANSFER_NEIGHBOURS, CollaborativeModel, ItemRows, Transfer, nearest_of
 from recsys.index import ItemIndex, quantized
 
 # What the training reads of the interactions; a change retrains outputs that look current.
@@ -41,6 +42,9 @@ TRAINING_RULES = 4
 BLOCK = 1 << 20  # entries (choices, pairs, vector rows) handled at a time
 T = TypeVar("T")
 ALS_DTYPE = np.float32  # ALS factors and CG state: half float64's memory traffic; top 20 by factors agree 0.98
+# New-item transfer: the candidates kept per neighbour from the low-precision products, scored again
+# in float32 (`shortlist`): a nearest neighbour is missed only if those products rank it below 4 x 20th.
+SHORTLIST = 4
 TopRows = tuple[np.ndarray, np.ndarray]  # (n, N) int32 neighbour columns (-1 pads), (n, N) float32 weights
 
 
@@ -433,7 +437,11 @@ def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
 
 def new_item_transfer(index: ItemIndex, histories: Histories, at: np.ndarray, config: TrainingConfig) -> Transfer:
     """`Transfer` for every catalog item the model lacks: its nearest by vector among the
-    `transfer_candidates` most chosen items the index holds, a block of new items at a time."""
+    `transfer_candidates` most chosen items the index holds, a block of new items at a time.
+    Each block's products with every candidate go through `shortlist` (low precision where
+    that is faster); the SHORTLIST x TRANSFER_NEIGHBOURS best are scored again in float32 and
+    weighted by `recsys.collaborative.nearest_of`, as a serving process weighs an item
+    upserted later."""
     in_model = np.zeros(len(index), dtype=bool)
     in_model[at[at >= 0]] = True
     cold = np.flatnonzero(~in_model)
@@ -441,13 +449,62 @@ def new_item_transfer(index: ItemIndex, histories: Histories, at: np.ndarray, co
     known = index.vectors_at(at[candidates])
     rows = np.full((len(cold), TRANSFER_NEIGHBOURS), -1, dtype=np.int32)
     weights = np.zeros(rows.shape, dtype=np.float32)
+    if not len(cold) or not len(known):
+        return Transfer([index.ids[r] for r in cold], rows, weights)
+    nearest_known = shortlist(known, SHORTLIST * TRANSFER_NEIGHBOURS)
     step = max(1, 16 * BLOCK // max(len(known), 1))  # new items per product: 64 MB of similarities
-    for start in progress(range(0, len(cold), 16 * step), "collaborative: transfer", unit="block"):
-        part = cold[start:start + 16 * step]
-        nearest, weight = transfer_neighbours(known, index.vectors_at(part), block=step)
-        rows[start:start + len(part)] = np.where(nearest >= 0, candidates[np.maximum(nearest, 0)], -1)
-        weights[start:start + len(part)] = weight
+    for start in progress(range(0, len(cold), step), "collaborative: transfer", unit="block"):
+        vectors = index.vectors_at(cold[start:start + step])
+        listed = nearest_known(vectors)  # (m, s) positions in `known`
+        exact = np.einsum("md,msd->ms", vectors, known[listed])
+        nearest, weight = nearest_of(exact)
+        chosen = np.take_along_axis(listed, np.maximum(nearest, 0), 1)
+        rows[start:start + len(vectors)] = np.where(nearest >= 0, candidates[chosen], -1)
+        weights[start:start + len(vectors)] = weight
     return Transfer([index.ids[r] for r in cold], rows, weights)
+
+
+def shortlist(known: np.ndarray, size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from vectors (m, d) to the positions of their `size` largest products with
+    `known`'s rows (all of them when there are no more), by torch: on cuda when there is one
+    (float16), else on the CPU in bfloat16 where that is faster than float32
+    (`bfloat16_is_faster`: matrix units, as this machine's AMX), else in float32. The caller
+    scores the shortlist again in float32."""
+    import torch  # the build job's dependency (export, fine-tuning, EASE)
+
+    size = min(size, len(known))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    table = torch.from_numpy(np.ascontiguousarray(known)).to(device)
+    if device.type == "cuda":
+        dtype = torch.float16
+    else:
+        dtype = torch.bfloat16 if bfloat16_is_faster(table) else torch.float32
+    typed = table.to(dtype)
+    log(f"transfer: products on {device.type} in {str(dtype).removeprefix('torch.')}")
+
+    def nearest(vectors: np.ndarray) -> np.ndarray:
+        if not len(vectors):
+            return np.zeros((0, size), dtype=np.int64)
+        products = torch.from_numpy(np.ascontiguousarray(vectors)).to(device, dtype) @ typed.T
+        return torch.topk(products, size, dim=1).indices.cpu().numpy()  # ties in bfloat16: scored again after
+
+    return nearest
+
+
+def bfloat16_is_faster(table: Any) -> bool:
+    """Whether a product with the (n, d) float32 tensor `table` takes less time in bfloat16
+    than in float32 on this CPU (timed on up to 1,024 of its rows, each kind twice, the second
+    counting)."""
+    import torch
+
+    low = table.to(torch.bfloat16)
+    probe = table[:1024]
+    seconds = {}
+    for kind, matrix in (("float32", table), ("bfloat16", low), ("float32", table), ("bfloat16", low)):
+        began = time.perf_counter()
+        probe.to(matrix.dtype) @ matrix.T
+        seconds[kind] = time.perf_counter() - began
+    return seconds["bfloat16"] < seconds["float32"]
 
 
 def log(message: str) -> None:

@@ -224,9 +224,37 @@ def test_the_build_computes_the_transfer_of_its_catalog_items_without_evidence(
     matched_later = Collaborative(model, later)
     later.upsert("a2-twin", catalog.vector("a2-twin"), 0.0)
     expected = matched_later.item_item({"a0": 1.0})[1][later.rows["a2-twin"]]
-    monkeypatch.setattr("recsys.collaborative.transfer_neighbours", lambda *args, **kwargs: pytest.fail("matched"))
+    monkeypatch.setattr("recsys.collaborative.nearest_of", lambda *args, **kwargs: pytest.fail("matched"))
     served = Collaborative(model, catalog).item_item({"a0": 1.0})[1][catalog.rows["a2-twin"]]
     assert served == pytest.approx(expected) and served > 0
+
+
+@pytest.mark.parametrize("low_precision", [False, True])
+def test_the_builds_transfer_finds_the_exact_nearest_known_items(low_precision: bool,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The build matches items without evidence through a shortlist of the products (in bfloat16
+    where that is faster) scored again in float32: the neighbours and weights are those of an
+    exact float32 search, `nearest_of` over every known item, as a serving process finds them."""
+    from model_build import collaborative_training
+    from recsys.collaborative import nearest_of
+
+    rng = np.random.default_rng(5)
+    dim, known_n, cold_n = 32, 400, 90
+    vectors = rng.normal(size=(known_n + cold_n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = ItemIndex(dim, capacity=known_n + cold_n)
+    index.extend([f"i{r}" for r in range(known_n + cold_n)], vectors, np.zeros(known_n + cold_n, np.float32))
+    rows = [Interaction(f"u{r % 50}", f"i{r}", 5.0, r) for r in range(known_n)]
+    histories = collaborative_training.read_histories(rows)
+    at = np.array([index.rows[i] for i in histories.item_ids], dtype=np.int64)
+    monkeypatch.setattr(collaborative_training, "bfloat16_is_faster", lambda table: low_precision)
+    transfer = collaborative_training.new_item_transfer(index, histories, at, replace(SMALL, transfer_candidates=300))
+    assert transfer.item_ids == [f"i{r}" for r in range(known_n, known_n + cold_n)]
+    exact = index.vectors_at(np.arange(known_n, known_n + cold_n)) @ index.vectors_at(at[:300]).T
+    nearest, weights = nearest_of(exact)  # positions among the 300 most chosen: their model rows
+    assert [sorted(r) for r in transfer.rows.tolist()] == [sorted(r) for r in nearest.tolist()]
+    for got_rows, got, want_rows, want in zip(transfer.rows, transfer.weights, nearest, weights, strict=True):
+        np.testing.assert_allclose(got[np.argsort(got_rows)], want[np.argsort(want_rows)], rtol=1e-5)
 
 
 def test_a_model_read_from_disk_scores_alike(model: CollaborativeModel, tmp_path) -> None:

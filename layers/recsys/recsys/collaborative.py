@@ -31,7 +31,7 @@ mapped one's share is `BlendWeights.cold_mapped_share`, fitted per dataset by th
   projection = (V'V + l2 I)^-1, a d x d matrix (so nothing per item beyond the rows); a
   user's mapped scores for new items are their vectors dotted with that direction;
 - borrowed: the similarity-weighted mean of the scores of the item's nearest items by
-  vector that have evidence (`transfer_neighbours`). The build job computes it once for
+  vector that have evidence (`nearest_of`). The build job computes it once for
   every catalog item the model lacks (`CollaborativeModel.transfer`); a serving process
   computes it only for the items added after the build, one item at a time as they come.
 On validation the two were level (the mapped one ranks new items among themselves
@@ -132,23 +132,11 @@ class Transfer:
             raise ArtifactMismatch("collaborative model: transfer rows out of range")
 
 
-def transfer_neighbours(known: np.ndarray, cold: np.ndarray, eligible: np.ndarray | None = None,
-                        block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """For each of the `cold` vectors (m, d), its TRANSFER_NEIGHBOURS nearest rows of `known`
-    (n, d) by dot product, among the `eligible` ones (a mask over `known`; all by default),
-    -1 pads when fewer; and their cos^TRANSFER_SHARPNESS weights, summing to 1 (all 0 when no
-    neighbour is similar at all). A block of `block` cold vectors at a time: memory block x n."""
-    rows = np.full((len(cold), TRANSFER_NEIGHBOURS), -1, dtype=np.int64)
-    weights = np.zeros((len(cold), TRANSFER_NEIGHBOURS), dtype=np.float32)
-    for start in range(0, len(cold), block):
-        similarity = np.asarray(cold[start:start + block], np.float32) @ np.asarray(known, np.float32).T
-        rows[start:start + len(similarity)], weights[start:start + len(similarity)] = nearest_of(similarity, eligible)
-    return rows, weights
-
-
 def nearest_of(similarity: np.ndarray, eligible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """`transfer_neighbours` of a block's similarities (m, n) to the known items: each row's
-    TRANSFER_NEIGHBOURS most similar eligible columns (-1 pads) and their weights."""
+    """The borrowed estimate's neighbours, from a block's similarities (m, n) to the known items
+    (the items with evidence): each row's TRANSFER_NEIGHBOURS most similar `eligible` columns (a
+    mask over them; all by default), -1 pads when fewer, and their cos^TRANSFER_SHARPNESS
+    weights, summing to 1 (all 0 when no neighbour is similar at all)."""
     rows = np.full((len(similarity), TRANSFER_NEIGHBOURS), -1, dtype=np.int64)
     weights = np.zeros((len(similarity), TRANSFER_NEIGHBOURS), dtype=np.float32)
     n = similarity.shape[1]
@@ -330,7 +318,7 @@ class Collaborative:
             self._transfer_rows[where], self._transfer_weights[where] = self._transfer(self._cold_rows[where])
 
     def _transfer(self, rows: np.ndarray, block: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """`transfer_neighbours` for index rows added after the build: their nearest items with
+        """`nearest_of` for index rows added after the build: their nearest items with
         evidence among the index's, as model rows; a block of rows per scan of the index
         (memory block x n floats, no float copy of the catalog)."""
         nearest = np.full((len(rows), TRANSFER_NEIGHBOURS), -1, dtype=np.int64)
