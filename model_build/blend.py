@@ -37,11 +37,14 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import sys
+import tempfile
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -62,8 +65,9 @@ SWEEPS = 3
 # figure of any dataset (ml-latest-small's carve holds out 610, all scored). The sample's
 # spread shows in ndcg@10_se, which the rule already takes as its tolerance.
 FIT_USERS = 2_000
-# The users' components kept across history-recency settings (`fit`'s cache): a bound on the
-# fit's memory, not a figure of any dataset (on ml-latest-small one setting is ~240 MB).
+# The users' components kept in memory across history-recency settings (`fit`'s cache): a bound
+# on the fit's memory, not a figure of any dataset (on ml-latest-small one setting is ~240 MB, on
+# the 1M-item synthetic set ~750 MB). Settings beyond it wait on disk (`Spill`), not scored again.
 CACHE_BYTES = 2 * 1024 ** 3
 # The grids span each weight's range on every dataset: each component is scaled to peak at 1
 # (collaborative scores by their largest, cosines and popularity in [0, 1]), so a weight is a
@@ -221,6 +225,7 @@ class Validation:
     def _forget(self) -> None:
         """Drop every figure scored with the models held before."""
         self._components: OrderedDict[tuple[float, float], dict[str, Scored]] = OrderedDict()
+        self._spill = Spill()
         self._alone: dict[tuple[float, float], dict[str, dict[str, float]]] = {}
         self._share_cache: dict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = {}
 
@@ -239,10 +244,14 @@ class Validation:
             cache.move_to_end(key)
         else:
             # Scoring every user again is most of the fit's time, and each sweep comes back to
-            # the same few settings: as many are kept as fit in CACHE_BYTES (two at least: the
-            # best weighting's and the candidate's), the least recently used dropped first.
+            # the same few settings: as many are kept in memory as fit in CACHE_BYTES (two at
+            # least: the best weighting's and the candidate's), the least recently used written
+            # to disk first, and read back when a sweep returns to it.
             while cache and len(cache) >= max(2, CACHE_BYTES // _nbytes(next(iter(cache.values())))):
-                cache.popitem(last=False)
+                self._spill.put(*cache.popitem(last=False))
+            if key in self._spill:
+                cache[key] = self._spill.get(key)
+        if key not in cache:
             cache[key] = {}
             for held in progress(self.users, "blend: scoring users", unit="user"):
                 profile = self.profiles.get(held)
@@ -411,6 +420,32 @@ def training_steps(value: Any) -> list[Any]:
     if isinstance(value, int):
         return [v for v in dict.fromkeys(max(1, round(s)) for s in steps) if v != value]
     return steps
+
+
+class Spill:
+    """The users' components of history-recency settings the memory cache let go, each in a
+    file of a temporary folder (removed with this object)."""
+
+    def __init__(self) -> None:
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self._files: dict[tuple[float, float], Path] = {}
+
+    def __contains__(self, key: tuple[float, float]) -> bool:
+        return key in self._files
+
+    def put(self, key: tuple[float, float], scored: dict[str, Scored]) -> None:
+        if key in self._files:  # written before, read back since: the same figures
+            return
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="recsys-fit-")
+        path = Path(self._folder.name) / f"{len(self._files)}.pickle"
+        with path.open("wb") as file:
+            pickle.dump(scored, file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._files[key] = path
+
+    def get(self, key: tuple[float, float]) -> dict[str, Scored]:
+        with self._files[key].open("rb") as file:
+            return cast(dict[str, Scored], pickle.load(file))  # a file this process wrote
 
 
 def _nbytes(scored: dict[str, Scored]) -> int:

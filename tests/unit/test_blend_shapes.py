@@ -218,6 +218,27 @@ def test_a_trial_shares_the_carve_and_scores_as_a_fresh_validation() -> None:
     assert trial.score(DEFAULT_WEIGHTS) != validation.score(DEFAULT_WEIGHTS)
 
 
+def test_recency_settings_beyond_the_memory_cache_are_read_back_from_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room in memory for two history-recency settings, a sweep that returns to a third
+    one reads its components back from disk (no user scored again) and gets the same figures."""
+    from dataclasses import replace
+
+    from recsys.scoring import DEFAULT_WEIGHTS
+
+    monkeypatch.setattr(blend, "CACHE_BYTES", 1)
+    rows, index = generated(120, 300, 12)
+    validation = blend.Validation(rows, index, FAST)
+    settings = [replace(DEFAULT_WEIGHTS, recency_half_life=h) for h in (5.0, 10.0, 20.0)]
+    first = [validation.score(w) for w in settings]
+    scored: list[str] = []
+    monkeypatch.setattr(blend, "progress", lambda items, name, **kw: scored.append(name) or items)
+    again = [validation.score(w) for w in settings]
+    assert again == first and scored == []
+    validation.score(replace(DEFAULT_WEIGHTS, recency_half_life=50.0))
+    assert scored == ["blend: scoring users"], "a setting not seen before is scored"
+    assert len(validation._components) == 2
+
+
 def test_a_training_trial_retrains_only_the_part_its_setting_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
     """`Parts`: a second training that changes the sequence window reuses the histories, EASE,
     ALS and the transfer, and gives the model a fresh training with that setting gives."""
