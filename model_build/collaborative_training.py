@@ -112,7 +112,8 @@ class Parts:
     @staticmethod
     def keys(config: TrainingConfig) -> dict[str, tuple[Any, ...]]:
         return {"histories": (),
-                "item_item": (config.ease_l2, config.ease_items, config.item_window, config.neighbours),
+                "ease": (config.ease_l2, config.ease_items, config.neighbours),
+                "item_cooccurrence": (config.ease_items, config.item_window, config.neighbours),
                 "sequence": (config.sequence_window, config.sequence_backward, config.neighbours),
                 "als": (config.factors, config.als_regularization, config.als_alpha, config.als_iterations,
                         config.als_cg_steps, config.seed),
@@ -145,8 +146,9 @@ def train(interactions: Iterable[Interaction], index: ItemIndex,
     gram, vector_sum = vector_moments(index, at)
     projection = np.linalg.inv(gram + config.content_map_l2 * np.eye(index.dim)).astype(np.float32)
     vectors = np.vstack(list(_vector_blocks(index, at)))  # the model items' vectors, zero where the index lacks one
-    item_item = row_model(*parts.get("item_item", config, lambda: item_item_model(histories, config)), projection,
-                          vectors)
+    head = parts.get("ease", config, lambda: ease_model(histories, config))  # first: its dense matrices go
+    tail = parts.get("item_cooccurrence", config, lambda: cooccurrence_model(histories, config))  # before this
+    item_item = row_model(*_stack(head, tail), projection, vectors)
     log(f"item-item: {n} items ({min(n, config.ease_items)} by EASE), {item_item.rows.shape[1]} neighbours each")
     in_sequence = row_model(*parts.get("sequence", config, lambda: sequence_model(histories, config)), projection,
                             vectors)
@@ -230,17 +232,24 @@ def _vector_blocks(index: ItemIndex, at: np.ndarray) -> Iterator[np.ndarray]:
         yield block
 
 
-def item_item_model(histories: Histories, config: TrainingConfig) -> TopRows:
-    """EASE rows for the `ease_items` most chosen items (over those items), co-occurrence
-    cosine rows for the rest (over every item); see the module's docstring."""
-    n, m = histories.n_items, min(histories.n_items, config.ease_items)
-    if m == n:
-        return ease(histories, m, config)
-    head = ease(histories, m, config) if m > 0 else None  # before the co-occurrence: never both in memory
+def ease_model(histories: Histories, config: TrainingConfig) -> TopRows:
+    """The item-item rows of the `ease_items` most chosen items: EASE over them."""
+    m = min(histories.n_items, config.ease_items)
+    return ease(histories, m, config) if m > 0 else _no_rows(0)
+
+
+def cooccurrence_model(histories: Histories, config: TrainingConfig) -> TopRows:
+    """The item-item rows of the items past the `ease_items` most chosen: the cosine of
+    co-occurrence within `item_window` choices, over every item (none when EASE covers all)."""
+    m = min(histories.n_items, config.ease_items)
+    if m == histories.n_items:
+        return _no_rows(0)
     cosines = cosine(symmetric(cooccurrence(histories, config.item_window, "item-item")))
-    tail = top_rows(cosines[m:], config)
-    del cosines
-    return tail if head is None else _stack(head, tail)
+    return top_rows(cosines[m:], config)
+
+
+def _no_rows(n: int) -> TopRows:
+    return np.full((n, 1), -1, dtype=np.int32), np.zeros((n, 1), dtype=np.float32)
 
 
 def sequence_model(histories: Histories, config: TrainingConfig) -> TopRows:
@@ -295,7 +304,7 @@ def ease(histories: Histories, m: int, config: TrainingConfig) -> TopRows:
     del gram, factor
     keep = min(config.neighbours, m - 1)
     if keep <= 0:
-        return np.full((m, 1), -1, dtype=np.int32), np.zeros((m, 1), dtype=np.float32)
+        return _no_rows(m)
     scale = (-1.0 / np.diag(precision)).astype(np.float32)
     rows = np.zeros((m, keep), dtype=np.int32)
     weights = np.zeros((m, keep), dtype=np.float32)

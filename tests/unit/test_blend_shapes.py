@@ -249,13 +249,13 @@ def test_a_training_trial_retrains_only_the_part_its_setting_shapes(monkeypatch:
 
     rows, index = generated(60, 200, 10)
     calls: list[str] = []
-    for name in ("read_histories", "item_item_model", "sequence_model", "als", "new_item_transfer"):
+    for name in ("read_histories", "ease_model", "cooccurrence_model", "sequence_model", "als", "new_item_transfer"):
         original = getattr(collaborative_training, name)
         monkeypatch.setattr(collaborative_training, name,
                             lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     parts = Parts()
     train(rows, index, FAST, parts)
-    assert len(calls) == 5
+    assert len(calls) == 6
     calls.clear()
     other = replace(FAST, sequence_window=3)
     reused = train(rows, index, other, parts)
@@ -269,3 +269,13 @@ def test_a_training_trial_retrains_only_the_part_its_setting_shapes(monkeypatch:
     calls.clear()
     train(rows, index, FAST, parts)
     assert calls == ["sequence_model"], "kept: only the parts of the settings kept"
+    head = replace(FAST, ease_items=50)  # EASE over 50 items, co-occurrence for the rest
+    parts = Parts()
+    train(rows, index, head, parts)
+    calls.clear()
+    penalised = replace(head, ease_l2=head.ease_l2 * 3)
+    reused = train(rows, index, penalised, parts)
+    assert calls == ["ease_model"], "EASE's penalty leaves the co-occurrence rows as they were"
+    fresh = train(rows, index, penalised)
+    assert np.array_equal(reused.item_item.rows, fresh.item_item.rows)
+    assert np.array_equal(reused.item_item.weights, fresh.item_item.weights)
