@@ -8,7 +8,8 @@ profiles are folded from it with the events function's own code, and lists are r
 by the API's own code (`recsys.ranking.rank`) under each candidate weighting, for at most
 FIT_USERS held-out users (a hashed sample beyond that) and, on a catalog too large to score
 whole, among the candidates the API's candidate stage retrieves (`Validation.candidate_rows`).
-Training settings are tried retraining only the part each one shapes (`Parts`).
+Training settings are tried on the same carve, catalog and profiles (`Validation.retrained`),
+retraining only the part each one shapes (`Parts`).
 Coordinate ascent: one weight at a time over a few values, up to three passes, keeping
 a change only when the fit's rule prefers it.
 
