@@ -9,7 +9,8 @@ by the API's own code (`recsys.ranking.rank`) under each candidate weighting, fo
 FIT_USERS held-out users (a hashed sample beyond that) and, on a catalog too large to score
 whole, among the candidates the API's candidate stage retrieves (`Validation.candidate_rows`).
 Training settings are tried on the same carve, catalog and profiles (`Validation.retrained`),
-retraining only the part each one shapes (`Parts`).
+retraining only the part each one shapes (`Parts`). Scoring every user (at a history recency
+not seen yet, or in a trial) is spread over the machine's cores (`each_user`).
 Coordinate ascent: one weight at a time over a few values, up to three passes, keeping
 a change only when the fit's rule prefers it.
 
@@ -38,6 +39,8 @@ from __future__ import annotations
 
 import copy
 import math
+import multiprocessing
+import os
 import pickle
 import sys
 import tempfile
@@ -45,13 +48,13 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from model_build.collaborative_training import Parts, TrainingConfig, train
 from model_build.data import Interaction
-from model_build.progress import progress
+from model_build.progress import progress, tqdm_progress
 from model_build.validation import carve, metrics, stable_hash
 from recsys import ranking, scoring
 from recsys.collaborative import Collaborative
@@ -104,6 +107,10 @@ TRAINING_SEARCH: dict[str, Callable[[scoring.BlendWeights], bool]] = {
     "content_map_l2": lambda w: w.cold_transfer > 0 and (w.cold_mapped_share > 0 or w.evidence_prior > 0),
     "als_regularization": lambda w: w.factors > 0,
 }
+# Users scored in a row by one process (`each_user`): the first chunk here, the rest spread over
+# the cores. A granularity of work, not a figure of any dataset.
+CHUNK = 50
+T = TypeVar("T")
 RECENCY = ("recency_half_life", "recency_floor")  # the weights whose change scores every user again
 # One user's scored components per recency setting: the rows they are of (None: every item),
 # the components with the borrowed new-item estimate, and the mapped estimate's.
@@ -253,18 +260,7 @@ class Validation:
             if key in self._spill:
                 cache[key] = self._spill.get(key)
         if key not in cache:
-            cache[key] = {}
-            for held in progress(self.users, "blend: scoring users", unit="user"):
-                profile = self.profiles.get(held)
-                now = _now(profile)
-                rows = None if self.index.exhaustive() else self.candidate_rows(profile, weights)
-                borrowed = ranking.score(self.index, profile, None, now,
-                                         replace(weights, cold_mapped_share=0.0, evidence_prior=0.0),
-                                         self.collaborative, every=True, rows=rows).components
-                mapped = ranking.score(self.index, profile, None, now,
-                                       replace(weights, cold_mapped_share=1.0, evidence_prior=math.inf),
-                                       self.collaborative, every=True, rows=rows).components
-                cache[key][held] = rows, borrowed, {n: v for n, v in mapped.items() if n.endswith("_cold")}
+            cache[key] = each_user(list(self.users), lambda held: self._scored(weights, held), "blend: scoring users")
         rows, borrowed, mapped = cache[key][user]
         model_share, mapped_share = self._shares(weights)
         if rows is not None:
@@ -275,6 +271,19 @@ class Validation:
             found[name] = model_share * borrowed[name]
             found[cold] = mapped_share * v + (1.0 - weights.cold_mapped_share) * borrowed[cold]
         return found, rows
+
+    def _scored(self, weights: scoring.BlendWeights, user: str) -> Scored:
+        """One user's components at the weights' recency (`components`)."""
+        profile = self.profiles.get(user)
+        now = _now(profile)
+        rows = None if self.index.exhaustive() else self.candidate_rows(profile, weights)
+        borrowed = ranking.score(self.index, profile, None, now,
+                                 replace(weights, cold_mapped_share=0.0, evidence_prior=0.0),
+                                 self.collaborative, every=True, rows=rows).components
+        mapped = ranking.score(self.index, profile, None, now,
+                               replace(weights, cold_mapped_share=1.0, evidence_prior=math.inf),
+                               self.collaborative, every=True, rows=rows).components
+        return rows, borrowed, {n: v for n, v in mapped.items() if n.endswith("_cold")}
 
     def candidate_rows(self, profile: Profile | None, weights: scoring.BlendWeights) -> np.ndarray:
         """The rows the API's candidate stage (`ranking.candidates`) retrieves for the user under
@@ -311,12 +320,13 @@ class Validation:
     def score_once(self, weights: scoring.BlendWeights) -> dict[str, float]:
         """`score` in one scoring pass of the weighted components only, nothing kept: what a
         trial of training settings costs (about half a `score` at a recency not seen yet)."""
-        lists = {}
-        for user in progress(self.users, "blend: scoring users once", unit="user"):
+        def listed(user: str) -> list[str]:
             profile = self.profiles.get(user)
             ranked = ranking.rank(self.index, profile, ranking.Request(LIST_LENGTH, now=_now(profile)), weights,
                                   self.collaborative, reasons=False)
-            lists[user] = [item.item_id for item in ranked]
+            return [item.item_id for item in ranked]
+
+        lists = each_user(list(self.users), listed, "blend: scoring users once")
         return metrics(lists, self.users, self.carve.cold_items)
 
     def alone(self, weights: scoring.BlendWeights) -> dict[str, dict[str, float]]:
@@ -421,6 +431,53 @@ def training_steps(value: Any) -> list[Any]:
     if isinstance(value, int):
         return [v for v in dict.fromkeys(max(1, round(s)) for s in steps) if v != value]
     return steps
+
+
+def workers() -> int:
+    """The processes `each_user` spreads users over: the cores this process may run on, where
+    processes can be forked (else 1)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+_TASK: Callable[[str], Any] | None = None  # what a forked `each_user` worker does for each of its users
+
+
+def each_user(users: list[str], task: Callable[[str], T], stage: str) -> dict[str, T]:
+    """`task(user)` for every user, in the users' order. The first CHUNK users run here (which
+    builds what the task reads on first use: candidate lists, memos), the rest in chunks over
+    `workers()` forked processes, which read this process's state as it is (copy on write)
+    and send their results back. Each user's result depends on that user alone, so the figures
+    do not depend on how many processes there are."""
+    global _TASK
+    bar = tqdm_progress(len(users), stage)
+    found = {}
+    for user in users[:CHUNK]:
+        found[user] = task(user)
+        bar.update(1)
+    rest = [users[start:start + CHUNK] for start in range(CHUNK, len(users), CHUNK)]
+    count = min(workers(), len(rest))
+    if count <= 1:
+        for chunk in rest:
+            found.update((user, task(user)) for user in chunk)
+            bar.update(len(chunk))
+    else:
+        _TASK = task
+        try:
+            with multiprocessing.get_context("fork").Pool(count) as pool:
+                for part in pool.imap_unordered(_each_in_chunk, rest):
+                    found.update(part)
+                    bar.update(len(part))
+        finally:
+            _TASK = None
+    bar.close()
+    return {user: found[user] for user in users}
+
+
+def _each_in_chunk(users: list[str]) -> dict[str, Any]:
+    assert _TASK is not None, "each_user sets the task before it forks"
+    return {user: _TASK(user) for user in users}
 
 
 class Spill:
