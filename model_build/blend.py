@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import copy
 import math
-import multiprocessing
-import os
 import pickle
 import sys
 import tempfile
@@ -52,6 +50,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
+from model_build import parallel
 from model_build.collaborative_training import Parts, TrainingConfig, train
 from model_build.data import Interaction
 from model_build.progress import progress, tqdm_progress
@@ -230,6 +229,13 @@ class Validation:
         trial._forget()
         return trial
 
+    def set_aside(self) -> None:
+        """Move the users' components held in memory to disk (`Spill`), where `components` reads
+        them back: while a trial trains (EASE's two dense matrices), they would only add to the
+        peak (~1.5 GB at 1M items)."""
+        while self._components:
+            self._spill.put(*self._components.popitem(last=False))
+
     def _forget(self) -> None:
         """Drop every figure scored with the models held before."""
         self._components: OrderedDict[tuple[float, float], dict[str, Scored]] = OrderedDict()
@@ -398,6 +404,7 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
                 continue
             for value in training_steps(getattr(chosen, name)):
                 trial_config = replace(chosen, **{name: value})
+                validations[0].set_aside()
                 trial = validations[0].retrained(trial_config, parts)
                 figures = trial.score_once(best)
                 log(f"blend: training {name}={value}: {figures}")
@@ -433,51 +440,22 @@ def training_steps(value: Any) -> list[Any]:
     return steps
 
 
-def workers() -> int:
-    """The processes `each_user` spreads users over: the cores this process may run on, where
-    processes can be forked (else 1)."""
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return 1
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-_TASK: Callable[[str], Any] | None = None  # what a forked `each_user` worker does for each of its users
-
-
 def each_user(users: list[str], task: Callable[[str], T], stage: str) -> dict[str, T]:
     """`task(user)` for every user, in the users' order. The first CHUNK users run here (which
     builds what the task reads on first use: candidate lists, memos), the rest in chunks over
-    `workers()` forked processes, which read this process's state as it is (copy on write)
-    and send their results back. Each user's result depends on that user alone, so the figures
-    do not depend on how many processes there are."""
-    global _TASK
+    the cores (`parallel.forked`). Each user's result depends on that user alone, so the
+    figures do not depend on how many processes there are."""
     bar = tqdm_progress(len(users), stage)
     found = {}
     for user in users[:CHUNK]:
         found[user] = task(user)
         bar.update(1)
     rest = [users[start:start + CHUNK] for start in range(CHUNK, len(users), CHUNK)]
-    count = min(workers(), len(rest))
-    if count <= 1:
-        for chunk in rest:
-            found.update((user, task(user)) for user in chunk)
-            bar.update(len(chunk))
-    else:
-        _TASK = task
-        try:
-            with multiprocessing.get_context("fork").Pool(count) as pool:
-                for part in pool.imap_unordered(_each_in_chunk, rest):
-                    found.update(part)
-                    bar.update(len(part))
-        finally:
-            _TASK = None
+    for part in parallel.forked(lambda chunk: {user: task(user) for user in chunk}, rest):
+        found.update(part)
+        bar.update(len(part))
     bar.close()
-    return {user: found[user] for user in users}
-
-
-def _each_in_chunk(users: list[str]) -> dict[str, Any]:
-    assert _TASK is not None, "each_user sets the task before it forks"
-    return {user: _TASK(user) for user in users}
+    return found
 
 
 class Spill:

@@ -238,6 +238,9 @@ def test_recency_settings_beyond_the_memory_cache_are_read_back_from_disk(monkey
     validation.score(replace(DEFAULT_WEIGHTS, recency_half_life=50.0))
     assert scored == ["blend: scoring users"], "a setting not seen before is scored"
     assert len(validation._components) == 2
+    validation.set_aside()  # as before a trial trains: every setting on disk, none scored again
+    assert not validation._components
+    assert [validation.score(w) for w in settings] == first and len(scored) == 1
 
 
 @pytest.mark.parametrize("exhaustive", [True, False])
@@ -247,13 +250,14 @@ def test_users_scored_in_forked_processes_give_the_same_figures(exhaustive: bool
     has): every user's components, and the figures, are those of scoring them all in one."""
     from dataclasses import replace
 
+    from model_build import parallel
     from recsys.scoring import DEFAULT_WEIGHTS
 
     rows, index = generated(200, 300, 12)
     monkeypatch.setattr(blend, "CHUNK", 20)
     found = {}
     for count in (1, 3):
-        monkeypatch.setattr(blend, "workers", lambda count=count: count)
+        monkeypatch.setattr(parallel, "cores", lambda count=count: count)
         validation = blend.Validation(rows, index, FAST)
         if not exhaustive:
             validation.index.exact_max = 50
