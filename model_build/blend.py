@@ -9,8 +9,7 @@ by the API's own code (`recsys.ranking.rank`) under each candidate weighting, fo
 FIT_USERS held-out users (a hashed sample beyond that) and, on a catalog too large to score
 whole, among the candidates the API's candidate stage retrieves (`Validation.candidate_rows`).
 Training settings are tried on the same carve, catalog and profiles (`Validation.retrained`),
-retraining only the part each one shapes (`Parts`). Scoring every user (at a history recency
-not seen yet, or in a trial) is spread over the machine's cores (`each_user`).
+retraining only the part each one shapes (`Parts`).
 Coordinate ascent: one weight at a time over a few values, up to three passes, keeping
 a change only when the fit's rule prefers it.
 
@@ -46,14 +45,13 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import numpy as np
 
-from model_build import parallel
 from model_build.collaborative_training import Parts, TrainingConfig, train
 from model_build.data import Interaction
-from model_build.progress import progress, tqdm_progress
+from model_build.progress import progress
 from model_build.validation import carve, metrics, stable_hash
 from recsys import ranking, scoring
 from recsys.collaborative import Collaborative
@@ -106,10 +104,6 @@ TRAINING_SEARCH: dict[str, Callable[[scoring.BlendWeights], bool]] = {
     "content_map_l2": lambda w: w.cold_transfer > 0 and (w.cold_mapped_share > 0 or w.evidence_prior > 0),
     "als_regularization": lambda w: w.factors > 0,
 }
-# Users scored in a row by one process (`each_user`): the first chunk here, the rest spread over
-# the cores. A granularity of work, not a figure of any dataset.
-CHUNK = 50
-T = TypeVar("T")
 RECENCY = ("recency_half_life", "recency_floor")  # the weights whose change scores every user again
 # One user's scored components per recency setting: the rows they are of (None: every item),
 # the components with the borrowed new-item estimate, and the mapped estimate's.
@@ -266,7 +260,18 @@ class Validation:
             if key in self._spill:
                 cache[key] = self._spill.get(key)
         if key not in cache:
-            cache[key] = each_user(list(self.users), lambda held: self._scored(weights, held), "blend: scoring users")
+            cache[key] = {}
+            for held in progress(self.users, "blend: scoring users", unit="user"):
+                profile = self.profiles.get(held)
+                now = _now(profile)
+                rows = None if self.index.exhaustive() else self.candidate_rows(profile, weights)
+                borrowed = ranking.score(self.index, profile, None, now,
+                                         replace(weights, cold_mapped_share=0.0, evidence_prior=0.0),
+                                         self.collaborative, every=True, rows=rows).components
+                mapped = ranking.score(self.index, profile, None, now,
+                                       replace(weights, cold_mapped_share=1.0, evidence_prior=math.inf),
+                                       self.collaborative, every=True, rows=rows).components
+                cache[key][held] = rows, borrowed, {n: v for n, v in mapped.items() if n.endswith("_cold")}
         rows, borrowed, mapped = cache[key][user]
         model_share, mapped_share = self._shares(weights)
         if rows is not None:
@@ -277,19 +282,6 @@ class Validation:
             found[name] = model_share * borrowed[name]
             found[cold] = mapped_share * v + (1.0 - weights.cold_mapped_share) * borrowed[cold]
         return found, rows
-
-    def _scored(self, weights: scoring.BlendWeights, user: str) -> Scored:
-        """One user's components at the weights' recency (`components`)."""
-        profile = self.profiles.get(user)
-        now = _now(profile)
-        rows = None if self.index.exhaustive() else self.candidate_rows(profile, weights)
-        borrowed = ranking.score(self.index, profile, None, now,
-                                 replace(weights, cold_mapped_share=0.0, evidence_prior=0.0),
-                                 self.collaborative, every=True, rows=rows).components
-        mapped = ranking.score(self.index, profile, None, now,
-                               replace(weights, cold_mapped_share=1.0, evidence_prior=math.inf),
-                               self.collaborative, every=True, rows=rows).components
-        return rows, borrowed, {n: v for n, v in mapped.items() if n.endswith("_cold")}
 
     def candidate_rows(self, profile: Profile | None, weights: scoring.BlendWeights) -> np.ndarray:
         """The rows the API's candidate stage (`ranking.candidates`) retrieves for the user under
@@ -326,13 +318,12 @@ class Validation:
     def score_once(self, weights: scoring.BlendWeights) -> dict[str, float]:
         """`score` in one scoring pass of the weighted components only, nothing kept: what a
         trial of training settings costs (about half a `score` at a recency not seen yet)."""
-        def listed(user: str) -> list[str]:
+        lists = {}
+        for user in progress(self.users, "blend: scoring users once", unit="user"):
             profile = self.profiles.get(user)
             ranked = ranking.rank(self.index, profile, ranking.Request(LIST_LENGTH, now=_now(profile)), weights,
                                   self.collaborative, reasons=False)
-            return [item.item_id for item in ranked]
-
-        lists = each_user(list(self.users), listed, "blend: scoring users once")
+            lists[user] = [item.item_id for item in ranked]
         return metrics(lists, self.users, self.carve.cold_items)
 
     def alone(self, weights: scoring.BlendWeights) -> dict[str, dict[str, float]]:
@@ -438,24 +429,6 @@ def training_steps(value: Any) -> list[Any]:
     if isinstance(value, int):
         return [v for v in dict.fromkeys(max(1, round(s)) for s in steps) if v != value]
     return steps
-
-
-def each_user(users: list[str], task: Callable[[str], T], stage: str) -> dict[str, T]:
-    """`task(user)` for every user, in the users' order. The first CHUNK users run here (which
-    builds what the task reads on first use: candidate lists, memos), the rest in chunks over
-    the cores (`parallel.forked`). Each user's result depends on that user alone, so the
-    figures do not depend on how many processes there are."""
-    bar = tqdm_progress(len(users), stage)
-    found = {}
-    for user in users[:CHUNK]:
-        found[user] = task(user)
-        bar.update(1)
-    rest = [users[start:start + CHUNK] for start in range(CHUNK, len(users), CHUNK)]
-    for part in parallel.forked(lambda chunk: {user: task(user) for user in chunk}, rest):
-        found.update(part)
-        bar.update(len(part))
-    bar.close()
-    return found
 
 
 class Spill:

@@ -15,7 +15,7 @@ Every model covers every chosen item and costs O(choices x window), never n x n 
 - sequence: the same co-occurrence within `sequence_window` choices, after weighted 1 and
   before weighted `sequence_backward`;
 - ALS: conjugate-gradient ALS (Takacs, Pilaszy, Tikk 2011) over the sparse user x item
-  matrix, a block of rows per core (`model_build.parallel`), every row of a block at once.
+  matrix, every row solved at once.
 The maps from item vectors read the vectors a block at a time (d x d sums).
 """
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Any, TypeVar, cast
 import numpy as np
 from scipy import sparse
 
-from model_build import parallel
 from model_build.data import Interaction, weighted_choices
 from model_build.progress import progress
 from recsys.collaborative import TRANSFER_NEIGHBOURS, CollaborativeModel, ItemRows, Transfer, nearest_of
@@ -406,23 +405,8 @@ def als(histories: Histories, config: TrainingConfig) -> tuple[np.ndarray, np.nd
 
 
 def _solve_side(chosen: sparse.csr_matrix, other: np.ndarray, out: np.ndarray, config: TrainingConfig) -> None:
-    """One half-step of ALS: `out`'s rows [q, b] given the fixed `other` side [q, b]. Rows are
-    solved independently of each other, so a block of them per core (`parallel.forked`)."""
-    bounds = np.linspace(0, chosen.shape[0], min(parallel.cores(), chosen.shape[0]) + 1).astype(np.int64)
-    blocks = [(int(start), int(end)) for start, end in zip(bounds[:-1], bounds[1:], strict=True) if end > start]
-
-    def solve(block: tuple[int, int]) -> np.ndarray:
-        part = out[block[0]:block[1]].copy()
-        _solve_rows(chosen[block[0]:block[1]], other, part, config)
-        return part
-
-    for (start, end), part in zip(blocks, parallel.forked(solve, blocks), strict=True):
-        out[start:end] = part
-
-
-def _solve_rows(chosen: sparse.csr_matrix, other: np.ndarray, out: np.ndarray, config: TrainingConfig) -> None:
-    """`out`'s rows [q, b] given `other`, by `als_cg_steps` conjugate-gradient steps from their
-    current values, every row at once."""
+    """One half-step of ALS: `out`'s rows [q, b] given the fixed `other` side [q, b], by
+    `als_cg_steps` conjugate-gradient steps from their current values, every row at once."""
     z = other.copy()
     z[:, -1] = 1.0
     other_bias = other[:, -1]

@@ -18,10 +18,3 @@ def progress(items: Iterable[T], stage: str, total: int | None = None, unit: str
     interactive = sys.stderr.isatty()
     return iter(tqdm(items, desc=stage, total=total, unit=unit, file=sys.stderr, leave=True,
                      mininterval=0.5 if interactive else 30.0, dynamic_ncols=interactive))
-
-
-def tqdm_progress(total: int, stage: str, unit: str = "user") -> tqdm:
-    """A bar the caller moves (`update(n)`, then `close()`): for work done out of order."""
-    interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, leave=True,
-                mininterval=0.5 if interactive else 30.0, dynamic_ncols=interactive)

@@ -231,8 +231,7 @@ def test_recency_settings_beyond_the_memory_cache_are_read_back_from_disk(monkey
     settings = [replace(DEFAULT_WEIGHTS, recency_half_life=h) for h in (5.0, 10.0, 20.0)]
     first = [validation.score(w) for w in settings]
     scored: list[str] = []
-    monkeypatch.setattr(blend, "each_user",
-                        lambda users, task, stage: scored.append(stage) or {u: task(u) for u in users})
+    monkeypatch.setattr(blend, "progress", lambda items, name, **kw: scored.append(name) or items)
     again = [validation.score(w) for w in settings]
     assert again == first and scored == []
     validation.score(replace(DEFAULT_WEIGHTS, recency_half_life=50.0))
@@ -240,37 +239,7 @@ def test_recency_settings_beyond_the_memory_cache_are_read_back_from_disk(monkey
     assert len(validation._components) == 2
     validation.set_aside()  # as before a trial trains: every setting on disk, none scored again
     assert not validation._components
-    assert [validation.score(w) for w in settings] == first and len(scored) == 1
-
-
-@pytest.mark.parametrize("exhaustive", [True, False])
-def test_users_scored_in_forked_processes_give_the_same_figures(exhaustive: bool,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """`each_user` spreads the fit's users over forked processes (here 3, whatever the machine
-    has): every user's components, and the figures, are those of scoring them all in one."""
-    from dataclasses import replace
-
-    from model_build import parallel
-    from recsys.scoring import DEFAULT_WEIGHTS
-
-    rows, index = generated(200, 300, 12)
-    monkeypatch.setattr(blend, "CHUNK", 20)
-    found = {}
-    for count in (1, 3):
-        monkeypatch.setattr(parallel, "cores", lambda count=count: count)
-        validation = blend.Validation(rows, index, FAST)
-        if not exhaustive:
-            validation.index.exact_max = 50
-        assert len(validation.users) > 3 * blend.CHUNK
-        weights = replace(DEFAULT_WEIGHTS, evidence_prior=3.0)
-        found[count] = (validation.score(weights), validation.score_once(weights),
-                        {user: validation.components(weights, user) for user in validation.users})
-    assert found[1][0] == found[3][0] and found[1][1] == found[3][1]
-    for user, (components, candidates) in found[1][2].items():
-        forked, forked_rows = found[3][2][user]
-        assert (candidates is None and forked_rows is None) or np.array_equal(candidates, forked_rows)
-        for name, values in components.items():
-            np.testing.assert_array_equal(forked[name], values)
+    assert [validation.score(w) for w in settings] == first and scored == ["blend: scoring users"]
 
 
 def test_a_training_trial_retrains_only_the_part_its_setting_shapes(monkeypatch: pytest.MonkeyPatch) -> None:

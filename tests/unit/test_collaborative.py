@@ -257,20 +257,6 @@ def test_the_builds_transfer_finds_the_exact_nearest_known_items(low_precision: 
         np.testing.assert_allclose(got[np.argsort(got_rows)], want[np.argsort(want_rows)], rtol=1e-5)
 
 
-def test_als_solved_a_block_of_rows_per_core_gives_the_same_factors(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ALS's half-steps solve each row on its own, so spread over forked processes (3 here,
-    whatever the machine has) they give the factors one process gives."""
-    from model_build import collaborative_training, parallel
-
-    histories = collaborative_training.read_histories(interactions())
-    found = []
-    for count in (1, 3):
-        monkeypatch.setattr(parallel, "cores", lambda count=count: count)
-        found.append(collaborative_training.als(histories, SMALL))
-    for one, spread in zip(*found, strict=True):
-        np.testing.assert_allclose(spread, one, rtol=1e-4, atol=1e-6)
-
-
 def test_a_model_read_from_disk_scores_alike(model: CollaborativeModel, tmp_path) -> None:
     """Read from a file (memory-mapped: tests/unit/test_artifacts.py), the model scores as the
     bytes-loaded one does."""
