@@ -54,7 +54,7 @@ from model_build.data import Interaction
 from model_build.progress import progress
 from model_build.validation import carve, metrics, stable_hash
 from recsys import ranking, scoring
-from recsys.collaborative import Collaborative
+from recsys.collaborative import Collaborative, history_weights
 from recsys.index import ItemIndex
 from recsys.profile import Profile, apply_events
 
@@ -268,9 +268,10 @@ class Validation:
                 borrowed = ranking.score(self.index, profile, None, now,
                                          replace(weights, cold_mapped_share=0.0, evidence_prior=0.0),
                                          self.collaborative, every=True, rows=rows).components
-                mapped = ranking.score(self.index, profile, None, now,
-                                       replace(weights, cold_mapped_share=1.0, evidence_prior=math.inf),
-                                       self.collaborative, every=True, rows=rows).components
+                history = history_weights(profile, weights.recency_half_life, weights.recency_floor) \
+                    if profile else {}
+                mapped = scoring.collaborative_parts(self.collaborative, history, list(scoring.COLLABORATIVE), rows,
+                                                     1.0, math.inf) if history else {}
                 cache[key][held] = rows, borrowed, {n: v for n, v in mapped.items() if n.endswith("_cold")}
         rows, borrowed, mapped = cache[key][user]
         model_share, mapped_share = self._shares(weights)

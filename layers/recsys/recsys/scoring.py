@@ -63,6 +63,7 @@ class BlendWeights:
 
 
 DEFAULT_WEIGHTS = BlendWeights()
+COLLABORATIVE = ("item_item", "sequence", "factors")  # the components `Collaborative` scores, each with a "_cold" part
 
 
 def popularity(index: ItemIndex, rows: np.ndarray | None = None) -> np.ndarray:
@@ -89,12 +90,9 @@ def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | 
     parts = {"popularity": popularity(index, rows)}
     history = history_weights(profile, weights.recency_half_life, weights.recency_floor) if profile else {}
     if collaborative is not None and history:
-        for name, component in (("item_item", collaborative.item_item), ("sequence", collaborative.sequence),
-                                ("factors", collaborative.factors)):
-            part = component(history, rows, weights.cold_mapped_share, weights.evidence_prior) \
-                if every or getattr(weights, name) else None
-            if part is not None:
-                parts[name], parts[f"{name}_cold"] = part
+        names = [name for name in COLLABORATIVE if every or getattr(weights, name)]
+        parts.update(collaborative_parts(collaborative, history, names, rows, weights.cold_mapped_share,
+                                         weights.evidence_prior))
         if every or weights.new_item_popularity:
             parts["new_item_popularity"] = collaborative.new_item_popularity(rows)
     tastes = {name: vector for name, vector in taste_vectors(profile, context, now, config).items()
@@ -102,6 +100,18 @@ def components(index: ItemIndex, profile: Profile | None, context: np.ndarray | 
     if tastes:  # one pass over the item vectors for all of them
         cosines = index.dot(np.stack(list(tastes.values()), axis=1), rows)
         parts.update({name: np.ascontiguousarray(cosines[:, at]) for at, name in enumerate(tastes)})
+    return parts
+
+
+def collaborative_parts(collaborative: Collaborative, history: dict[str, float], names: list[str],
+                        rows: np.ndarray | None, mapped_share: float, evidence_prior: float) -> dict[str, np.ndarray]:
+    """The named collaborative models' own scores (by name) and new-item scores ("<name>_cold")
+    of the history (`recsys.collaborative.history_weights`), of every item or of `rows`."""
+    parts = {}
+    for name in names:
+        part = getattr(collaborative, name)(history, rows, mapped_share, evidence_prior)
+        if part is not None:
+            parts[name], parts[f"{name}_cold"] = part
     return parts
 
 
