@@ -485,28 +485,24 @@ def shortlist(known: np.ndarray, size: int) -> Callable[[np.ndarray], np.ndarray
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     table = torch.from_numpy(np.ascontiguousarray(known)).to(device)
     if device.type == "cuda":
-        dtype = torch.float16
+        typed = table.to(torch.float16)
     else:
-        dtype = torch.bfloat16 if bfloat16_is_faster(table) else torch.float32
-    typed = table.to(dtype)
+        low = table.to(torch.bfloat16)
+        typed = low if bfloat16_is_faster(table, low) else table
+    dtype = typed.dtype
     log(f"transfer: products on {device.type} in {str(dtype).removeprefix('torch.')}")
 
     def nearest(vectors: np.ndarray) -> np.ndarray:
-        if not len(vectors):
-            return np.zeros((0, size), dtype=np.int64)
         products = torch.from_numpy(np.ascontiguousarray(vectors)).to(device, dtype) @ typed.T
         return torch.topk(products, size, dim=1).indices.cpu().numpy()  # ties in bfloat16: scored again after
 
     return nearest
 
 
-def bfloat16_is_faster(table: Any) -> bool:
-    """Whether a product with the (n, d) float32 tensor `table` takes less time in bfloat16
-    than in float32 on this CPU (timed on up to 1,024 of its rows, each kind twice, the second
+def bfloat16_is_faster(table: Any, low: Any) -> bool:
+    """Whether a product with the (n, d) float32 tensor `table` takes less time with `low`, its
+    bfloat16 copy, on this CPU (timed on up to 1,024 of its rows, each kind twice, the second
     counting)."""
-    import torch
-
-    low = table.to(torch.bfloat16)
     probe = table[:1024]
     seconds = {}
     for kind, matrix in (("float32", table), ("bfloat16", low), ("float32", table), ("bfloat16", low)):

@@ -247,7 +247,7 @@ def test_the_builds_transfer_finds_the_exact_nearest_known_items(low_precision: 
     rows = [Interaction(f"u{r % 50}", f"i{r}", 5.0, r) for r in range(known_n)]
     histories = collaborative_training.read_histories(rows)
     at = np.array([index.rows[i] for i in histories.item_ids], dtype=np.int64)
-    monkeypatch.setattr(collaborative_training, "bfloat16_is_faster", lambda table: low_precision)
+    monkeypatch.setattr(collaborative_training, "bfloat16_is_faster", lambda table, low: low_precision)
     transfer = collaborative_training.new_item_transfer(index, histories, at, replace(SMALL, transfer_candidates=300))
     assert transfer.item_ids == [f"i{r}" for r in range(known_n, known_n + cold_n)]
     exact = index.vectors_at(np.arange(known_n, known_n + cold_n)) @ index.vectors_at(at[:300]).T
