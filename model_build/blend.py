@@ -289,9 +289,8 @@ class Validation:
         `weights` and under each signal alone (`ALONE`) at its history recency: the items any
         weighting the fit tries can rank high. The fit's lists are chosen among them."""
         request = ranking.Request(LIST_LENGTH, now=_now(profile))
-        found = [ranking.candidates(self.index, profile, request, w, self.collaborative)
-                 for w in (weights, *(replace(weights, **only) for only in ALONE.values()))]
-        return np.unique(np.concatenate(found))
+        return ranking.candidates(self.index, profile, request, weights, self.collaborative,
+                                  also=tuple(replace(weights, **only) for only in ALONE.values()))
 
     def _shares(self, weights: scoring.BlendWeights) -> tuple[np.ndarray, np.ndarray]:
         """Per item, the model score's share c / (c + k) (0 for items without evidence), and the

@@ -89,6 +89,30 @@ def test_the_candidates_give_the_exact_list(served: tuple[ItemIndex, Collaborati
     assert np.mean(recall) >= 0.98, recall
 
 
+def test_candidates_of_many_weightings_are_the_union_of_each(served: tuple[ItemIndex, Collaborative,
+                                                                         dict[str, Profile]]) -> None:
+    """The blend fit asks for the candidates of a weighting and of each signal alone in one
+    call (`also`): the same rows as asking for each weighting's in turn."""
+    from dataclasses import replace
+
+    from model_build.blend import ALONE
+
+    index, collaborative, profiles = served
+    also = (*(replace(DEFAULT_WEIGHTS, **only) for only in ALONE.values()),
+            replace(DEFAULT_WEIGHTS, recency_half_life=2.0, recency_floor=0.5))
+    grew = []
+    for at, user in enumerate([None, *sorted(profiles)[:10]]):
+        profile = profiles[user] if user else None
+        request = ranking.Request(50, now=profile.last_event_at or 0.0 if profile else 0.0,
+                                  context=index.vectors[at * 7] if at % 2 else None)
+        each = [ranking.candidates(index, profile, request, w, collaborative) for w in (DEFAULT_WEIGHTS, *also)]
+        together = ranking.candidates(index, profile, request, DEFAULT_WEIGHTS, collaborative, also=also)
+        np.testing.assert_array_equal(together, np.unique(np.concatenate(each)))
+        assert len(together) < ITEMS
+        grew.append(len(together) > len(each[0]))
+    assert any(grew), "the other weightings add candidates for someone"
+
+
 def test_filters_and_retired_items_hold_on_candidates(served: tuple[ItemIndex, Collaborative, dict[str, Profile]]
                                                       ) -> None:
     index, collaborative, profiles = served

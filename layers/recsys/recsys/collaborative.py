@@ -132,6 +132,24 @@ class Transfer:
             raise ArtifactMismatch("collaborative model: transfer rows out of range")
 
 
+@dataclass(frozen=True)
+class Estimates:
+    """One model's scores of a history, over n index rows (every row, or the candidates),
+    before the mix (`Collaborative._mixed`): the model's own scores of the items with evidence
+    (`known`, a mask), and for the items without (`cold`, positions) their borrowed scores and
+    their mapped ones (vector . direction + offset, in model units: divide by `scale`);
+    `mapped_known` computes the mapped scores of the known items (an evidence prior's)."""
+
+    n: int
+    known: np.ndarray
+    own: np.ndarray  # over scale
+    cold: np.ndarray
+    borrowed: np.ndarray  # over scale
+    mapped_cold: np.ndarray
+    scale: float
+    mapped_known: Callable[[], np.ndarray]
+
+
 def nearest_of(similarity: np.ndarray, eligible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The borrowed estimate's neighbours, from a block's similarities (m, n) to the known items
     (the items with evidence): each row's TRANSFER_NEIGHBOURS most similar `eligible` columns (a
@@ -271,6 +289,7 @@ class Collaborative:
         self._cold_at = np.zeros(0, dtype=np.int64)  # index row -> its place in _cold_rows, -1 with evidence
         self._popular_new: tuple[tuple[int, int], np.ndarray] | None = None
         self._reached: dict[str, tuple[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self._estimated: dict[str, tuple[tuple, np.ndarray | None, Estimates]] = {}
         self._transfer_rows = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.int64)  # their nearest model rows
         self._transfer_weights = np.zeros((0, TRANSFER_NEIGHBOURS), dtype=np.float32)
         self.sync()
@@ -282,6 +301,7 @@ class Collaborative:
         if aligned == len(self.index):
             return
         self._reached.clear()
+        self._estimated.clear()
         model_rows = np.array([self._model_row_of.get(item_id, -1) for item_id in self.index.ids[aligned:]],
                               dtype=np.int64)
         self._model_row_at = np.concatenate([self._model_row_at, model_rows])
@@ -313,6 +333,7 @@ class Collaborative:
         share in other items' directions then.)"""
         self.sync()
         self._reached.clear()
+        self._estimated.clear()
         where = np.flatnonzero(np.isin(self._cold_rows, np.asarray(rows, dtype=np.int64)))
         if len(where):
             self._transfer_rows[where], self._transfer_weights[where] = self._transfer(self._cold_rows[where])
@@ -344,12 +365,12 @@ class Collaborative:
         Of every index row, or of the candidate `rows` only (in their order). `mapped_share` is
         the mapped estimate's share of the prediction, `evidence_prior` the prior that moves items
         with little evidence towards it (see `_placed`)."""
-        return self._row_scores("item_item", history, rows, mapped_share, evidence_prior)
+        return self._mixed(self._estimates("item_item", history, rows), rows, mapped_share, evidence_prior)
 
     def sequence(self, history: dict[str, float], rows: np.ndarray | None = None, mapped_share: float = 0.5,
                  evidence_prior: float = 0.0) -> tuple[np.ndarray, np.ndarray] | None:
         """The same as `item_item`, with the sequence model's rows."""
-        return self._row_scores("sequence", history, rows, mapped_share, evidence_prior)
+        return self._mixed(self._estimates("sequence", history, rows), rows, mapped_share, evidence_prior)
 
     def evidence_share(self, evidence_prior: float, rows: np.ndarray | None = None) -> np.ndarray:
         """c / (c + evidence_prior) for each index row (or each of `rows`): the model score's share
@@ -401,17 +422,6 @@ class Collaborative:
                     total = total + weights.factors * share / top * (self.model.factor_map[:, :-1] @ user
                                                                       + self.model.factor_map[:, -1])
         return np.asarray(total, dtype=np.float32)
-
-    def _row_scores(self, name: str, history: dict[str, float], rows: np.ndarray | None,
-                    mapped_share: float, evidence_prior: float = 0.0) -> tuple[np.ndarray, np.ndarray] | None:
-        if not self._history(history)[0].size:
-            return None
-        targets, sums, direction = self._reach(name, history)
-        top = float(np.abs(sums).max()) if len(sums) else 0.0
-
-        dense = np.zeros(len(self.model.item_ids), dtype=np.float32)  # the model's scores in model rows
-        dense[targets] = sums
-        return self._placed(dense.__getitem__, top, direction, 0.0, rows, mapped_share, evidence_prior)
 
     def _reach(self, name: str, history: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A row model's scores of the history, sparse (the model rows reached, sorted, and their
@@ -525,40 +535,51 @@ class Collaborative:
         predicted from the vector for items without evidence; scaled so the known scores peak
         at 1: over the whole model, or, with candidates, over the model items among them and
         the ones they borrow from (a full pass over the factors is what candidates avoid)."""
-        folded = self.fold_in(history)
-        if folded is None:
-            return None
-        user, user_bias = folded
+        return self._mixed(self._estimates("factors", history, rows), rows, mapped_share, evidence_prior)
+
+    def _estimates(self, name: str, history: dict[str, float], rows: np.ndarray | None) -> Estimates | None:
+        """A model's `Estimates` for the history, of every index row or of `rows`. The last
+        history's and rows' are kept per model (by the rows array's identity): the blend fit
+        mixes them twice, under two mapped shares and priors."""
+        key = (name, tuple(history.items()))
+        held = self._estimated.get(name)
+        if held is not None and held[0] == key and held[1] is rows:
+            return held[2]
         self.sync()
+        if name == "factors":
+            folded = self.fold_in(history)
+            if folded is None:
+                return None
+            user, offset = folded
 
-        def score_of(model_rows: np.ndarray) -> np.ndarray:
-            return self.model.factors[model_rows] @ user + self.model.biases[model_rows] + user_bias
+            def score_of(model_rows: np.ndarray) -> np.ndarray:
+                return self.model.factors[model_rows] @ user + self.model.biases[model_rows] + offset
 
-        if rows is None:
-            top = float(np.abs(self.model.factors @ user + self.model.biases + user_bias).max())
+            top = float(np.abs(self.model.factors @ user + self.model.biases + offset).max()) if rows is None else None
+            direction = self.model.factor_map @ np.append(user, 1.0).astype(np.float32)  # x -> q(x).q_u + b(x)
         else:
-            reached = np.concatenate([self._model_row_at[rows], self._transfer_rows[self._cold_at[rows][
-                self._cold_at[rows] >= 0]].ravel()])
-            reached = np.unique(reached[reached >= 0])
-            top = float(np.abs(score_of(reached)).max()) if len(reached) else 0.0
-        direction = self.model.factor_map @ np.append(user, 1.0).astype(np.float32)  # x -> q(x).q_u + b(x)
-        return self._placed(score_of, top, direction, user_bias, rows, mapped_share, evidence_prior)
+            if not self._history(history)[0].size:
+                return None
+            targets, sums, direction = self._reach(name, history)
+            top, offset = float(np.abs(sums).max()) if len(sums) else 0.0, 0.0
+            dense = np.zeros(len(self.model.item_ids), dtype=np.float32)  # the model's scores in model rows
+            dense[targets] = sums  # (np.zeros maps zero pages: only those touched cost)
 
-    def _placed(self, score_of: Callable[[np.ndarray], np.ndarray], top: float, direction: np.ndarray,
-                offset: float, rows: np.ndarray | None, mapped_share: float = 0.5,
-                evidence_prior: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """Model scores (`score_of(model rows)`) placed in index rows (0 where the model has no
-        such item), divided by `top`; and for the items without evidence (0 elsewhere) the mix of
-        their mapped scores (vector . direction + offset, in model units, scaled alike),
-        `mapped_share` of it, and their borrowed ones. Of every index row, or of `rows`.
-        With an `evidence_prior` k, an item with evidence c keeps c / (c + k) of its model score
-        and gets k / (c + k) of its mapped score as its predicted one (module docstring)."""
-        scale = top if top > 0 else 1.0
-        n = len(self.index) if rows is None else len(rows)
+            def score_of(model_rows: np.ndarray) -> np.ndarray:
+                return dense[model_rows]
+
+        found = self._estimated_from(score_of, top, direction, offset, rows)
+        self._estimated[name] = (key, rows, found)
+        return found
+
+    def _estimated_from(self, score_of: Callable[[np.ndarray], np.ndarray], top: float | None, direction: np.ndarray,
+                        offset: float, rows: np.ndarray | None) -> Estimates:
+        """`Estimates` from the model's scores (`score_of(model rows)`), divided by `top` (None:
+        the largest score read, of the model items among `rows` and of those the items
+        without evidence among them borrow from), and the mapped direction and offset."""
         model_rows = self._model_row_at if rows is None else self._model_row_at[rows]
-        scores = np.zeros(n, dtype=np.float32)
         known = model_rows >= 0
-        scores[known] = score_of(model_rows[known]) / scale
+        own = score_of(model_rows[known])
         if rows is None:
             cold, at = self._cold_rows, np.arange(len(self._cold_rows))
             mapped = self._cold_dot(direction)
@@ -568,15 +589,37 @@ class Collaborative:
             mapped = self.index.dot(direction, rows)[cold]  # every candidate's: their vectors are read once a request
         neighbours = self._transfer_rows[at]
         valid = neighbours >= 0
+        lent = score_of(neighbours[valid])
+        if top is None:
+            top = float(max(np.abs(own).max(initial=0.0), np.abs(lent).max(initial=0.0)))
+        scale = top if top > 0 else 1.0
         borrowed = np.zeros(neighbours.shape, dtype=np.float32)
-        borrowed[valid] = score_of(neighbours[valid]) / scale
-        predicted = np.zeros(n, dtype=np.float32)
-        predicted[cold] = mapped_share * (mapped + offset) / scale \
-            + (1.0 - mapped_share) * (borrowed * self._transfer_weights[at]).sum(1)
+        borrowed[valid] = lent / scale
+
+        def mapped_known() -> np.ndarray:
+            return (self.index.dot(direction)[known] if rows is None else
+                    self.index.dot(direction, rows)[known]) + offset  # the candidates' vectors, read once a request
+
+        return Estimates(len(model_rows), known, own / scale, cold, (borrowed * self._transfer_weights[at]).sum(1),
+                         mapped + offset, scale, mapped_known)
+
+    def _mixed(self, estimates: Estimates | None, rows: np.ndarray | None, mapped_share: float,
+               evidence_prior: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """Model scores placed in index rows (0 where the model has no such item); and for the
+        items without evidence (0 elsewhere) `mapped_share` of their mapped score and the rest
+        of their borrowed one. With an `evidence_prior` k, an item with evidence c keeps
+        c / (c + k) of its model score and gets k / (c + k) of its mapped score as its predicted
+        one (module docstring)."""
+        if estimates is None:
+            return None
+        scores = np.zeros(estimates.n, dtype=np.float32)
+        scores[estimates.known] = estimates.own
+        predicted = np.zeros(estimates.n, dtype=np.float32)
+        predicted[estimates.cold] = mapped_share * estimates.mapped_cold / estimates.scale \
+            + (1.0 - mapped_share) * estimates.borrowed
+        known = estimates.known
         if evidence_prior > 0 and self.model.evidence is not None and known.any():
             share = self.evidence_share(evidence_prior, rows)[known]
-            mapped_known = self.index.dot(direction)[known] if rows is None else \
-                self.index.dot(direction, rows)[known]  # the candidates' vectors, read once a request
             scores[known] *= share
-            predicted[known] = (1.0 - share) * (mapped_known + offset) / scale
+            predicted[known] = (1.0 - share) * estimates.mapped_known() / estimates.scale
         return scores, predicted

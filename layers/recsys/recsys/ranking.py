@@ -94,7 +94,7 @@ def score(index: ItemIndex, profile: Profile | None, context: np.ndarray | None,
 
 
 def candidates(index: ItemIndex, profile: Profile | None, request: Request, weights: BlendWeights = DEFAULT_WEIGHTS,
-               collaborative: Collaborative | None = None) -> np.ndarray:
+               collaborative: Collaborative | None = None, also: tuple[BlendWeights, ...] = ()) -> np.ndarray:
     """The rows a large catalog's list is chosen from, sorted: every source of a high blended
     score contributes its best items, and `rank` scores them exactly.
     - the items a row model (item-item, sequence) reaches from the history, its CF_CANDIDATES
@@ -105,27 +105,38 @@ def candidates(index: ItemIndex, profile: Profile | None, request: Request, weig
       (that taste plus their predicted collaborative scores: `Collaborative.new_item_direction`);
     - the POPULAR most popular items, and the POPULAR items without evidence predicted most
       popular;
-    - the history's own items and the excluded ones are not needed: filters leave them out."""
+    - the history's own items and the excluded ones are not needed: filters leave them out.
+    `also`: more weightings whose candidates join these (the blend fit's union: the sources
+    they share are read once, and their directions probe the lists together)."""
     found = [index.popular(POPULAR)]
     tastes = scoring.taste_vectors(profile, request.context, request.now)
-    combined = sum((getattr(weights, name) * vector for name, vector in tastes.items()),
-                   np.zeros(index.dim, np.float32))
     lists = index.candidate_lists()
-    if np.any(combined):
-        found.append(lists.probe(combined[None, :], PROBE))
+    probes, probes_new, reached_by = [], [], {}
+    for each in (weights, *also):
+        combined = sum((getattr(each, name) * vector for name, vector in tastes.items()),
+                       np.zeros(index.dim, np.float32))
+        if np.any(combined):
+            probes.append(combined)
+        history = history_weights(profile, each.recency_half_life, each.recency_floor) \
+            if profile and collaborative is not None else {}
+        if collaborative is None or not history:
+            continue
+        for name in CollaborativeModel.ROW_MODELS:
+            if getattr(each, name) and (name, each.recency_half_life, each.recency_floor) not in reached_by:
+                reached, strength = collaborative.reached(history, name)
+                strongest = min(CF_CANDIDATES, len(reached))
+                reached_by[name, each.recency_half_life, each.recency_floor] = \
+                    reached[np.argpartition(-strength, strongest - 1)[:strongest]] if strongest else reached
+        new_items = combined + collaborative.new_item_direction(history, each)
+        if np.any(new_items != combined):
+            probes_new.append(new_items)
     if collaborative is not None:
         found.append(collaborative.new_item_popular(POPULAR))
-        history = history_weights(profile, weights.recency_half_life, weights.recency_floor) if profile else {}
-        if history:
-            for name in CollaborativeModel.ROW_MODELS:
-                if getattr(weights, name):
-                    reached, strength = collaborative.reached(history, name)
-                    strongest = min(CF_CANDIDATES, len(reached))
-                    if strongest:
-                        found.append(reached[np.argpartition(-strength, strongest - 1)[:strongest]])
-            new_items = combined + collaborative.new_item_direction(history, weights)
-            if np.any(new_items != combined):
-                found.append(lists.probe(new_items[None, :], PROBE_NEW))
+    found += list(reached_by.values())
+    if probes:
+        found.append(lists.probe(np.stack(probes), PROBE))
+    if probes_new:
+        found.append(lists.probe(np.stack(probes_new), PROBE_NEW))
     return np.unique(np.concatenate(found).astype(np.int64))
 
 
