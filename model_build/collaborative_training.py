@@ -102,9 +102,10 @@ class Histories:
 
 class Parts:
     """The parts of `train` that depend on the interactions, the item vectors and their own
-    settings only (the histories, the row models' top rows, ALS, the new-item transfer), kept
-    between trainings on the same interactions and vectors: the blend fit's trials of training
-    settings retrain only the part a setting shapes. `keep` drops the parts another setting made."""
+    settings only (the histories, the row models' top rows and their directions, ALS, the
+    new-item transfer), kept between trainings on the same interactions and vectors: the blend
+    fit's trials of training settings retrain only the part a setting shapes. `keep` drops the
+    parts another setting made."""
 
     def __init__(self) -> None:
         self._found: dict[str, dict[tuple[Any, ...], Any]] = {}
@@ -115,6 +116,11 @@ class Parts:
                 "ease": (config.ease_l2, config.ease_items, config.neighbours),
                 "item_cooccurrence": (config.ease_items, config.item_window, config.neighbours),
                 "sequence": (config.sequence_window, config.sequence_backward, config.neighbours),
+                # with each row's direction for new items (`row_model`), which the content map shapes
+                "item_item_rows": (config.ease_l2, config.ease_items, config.item_window, config.neighbours,
+                                   config.content_map_l2),
+                "sequence_rows": (config.sequence_window, config.sequence_backward, config.neighbours,
+                                  config.content_map_l2),
                 "als": (config.factors, config.als_regularization, config.als_alpha, config.als_iterations,
                         config.als_cg_steps, config.seed),
                 "transfer": (config.transfer_candidates,)}
@@ -145,14 +151,20 @@ def train(interactions: Iterable[Interaction], index: ItemIndex,
     at = np.array([index.rows.get(item_id, -1) for item_id in histories.item_ids], dtype=np.int64)
     gram, vector_sum = vector_moments(index, at)
     projection = np.linalg.inv(gram + config.content_map_l2 * np.eye(index.dim)).astype(np.float32)
-    vectors = np.vstack(list(_vector_blocks(index, at)))  # the model items' vectors, zero where the index lacks one
     head = parts.get("ease", config, lambda: ease_model(histories, config))  # first: its dense matrices go
     tail = parts.get("item_cooccurrence", config, lambda: cooccurrence_model(histories, config))  # before this
-    item_item = row_model(*_stack(head, tail), projection, vectors)
+    sequence = parts.get("sequence", config, lambda: sequence_model(histories, config))
+    vectors: list[np.ndarray] = []  # the model items' vectors (zero where the index lacks one), read once if needed
+
+    def directed(rows: TopRows) -> ItemRows:
+        if not vectors:
+            vectors.append(np.vstack(list(_vector_blocks(index, at))))
+        return row_model(*rows, projection, vectors[0])
+
+    item_item = parts.get("item_item_rows", config, lambda: directed(_stack(head, tail)))
     log(f"item-item: {n} items ({min(n, config.ease_items)} by EASE), {item_item.rows.shape[1]} neighbours each")
-    in_sequence = row_model(*parts.get("sequence", config, lambda: sequence_model(histories, config)), projection,
-                            vectors)
-    del vectors
+    in_sequence = parts.get("sequence_rows", config, lambda: directed(sequence))
+    vectors.clear()
     log(f"sequence: window {config.sequence_window}")
     factors, biases = parts.get("als", config, lambda: als(histories, config))
     targets = np.hstack([factors, biases[:, None]])

@@ -12,7 +12,7 @@ import pytest
 from model_build import blend
 from model_build.collaborative_training import TrainingConfig, train
 from model_build.data import Interaction
-from recsys.collaborative import Collaborative
+from recsys.collaborative import Collaborative, ItemRows
 from recsys.index import ItemIndex
 
 DIM, GROUPS = 16, 8
@@ -244,7 +244,8 @@ def test_recency_settings_beyond_the_memory_cache_are_read_back_from_disk(monkey
 
 def test_a_training_trial_retrains_only_the_part_its_setting_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
     """`Parts`: a second training that changes the sequence window reuses the histories, EASE,
-    ALS and the transfer, and gives the model a fresh training with that setting gives."""
+    the item-item directions, ALS and the transfer, and gives the model a fresh training with
+    that setting gives; one that changes ALS's penalty retrains ALS alone."""
     from dataclasses import replace
 
     from model_build import collaborative_training
@@ -252,33 +253,37 @@ def test_a_training_trial_retrains_only_the_part_its_setting_shapes(monkeypatch:
 
     rows, index = generated(60, 200, 10)
     calls: list[str] = []
-    for name in ("read_histories", "ease_model", "cooccurrence_model", "sequence_model", "als", "new_item_transfer"):
+    for name in ("read_histories", "ease_model", "cooccurrence_model", "sequence_model", "row_model", "als",
+                 "new_item_transfer"):
         original = getattr(collaborative_training, name)
         monkeypatch.setattr(collaborative_training, name,
                             lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     parts = Parts()
     train(rows, index, FAST, parts)
-    assert len(calls) == 6
+    assert len(calls) == 8
     calls.clear()
     other = replace(FAST, sequence_window=3)
     reused = train(rows, index, other, parts)
-    assert calls == ["sequence_model"]
+    assert calls == ["sequence_model", "row_model"]
     fresh = train(rows, index, other)
     for name in ("item_item", "sequence"):
-        assert np.array_equal(getattr(reused, name).rows, getattr(fresh, name).rows)
-        assert np.array_equal(getattr(reused, name).weights, getattr(fresh, name).weights)
+        for array in ItemRows.FIELDS:
+            assert np.array_equal(getattr(getattr(reused, name), array), getattr(getattr(fresh, name), array))
     assert np.array_equal(reused.factors, fresh.factors)
     parts.keep(other)
     calls.clear()
     train(rows, index, FAST, parts)
-    assert calls == ["sequence_model"], "kept: only the parts of the settings kept"
+    assert calls == ["sequence_model", "row_model"], "kept: only the parts of the settings kept"
+    calls.clear()
+    train(rows, index, replace(FAST, als_regularization=FAST.als_regularization * 3), parts)
+    assert calls == ["als"], "ALS's penalty leaves the row models and their directions as they were"
     head = replace(FAST, ease_items=50)  # EASE over 50 items, co-occurrence for the rest
     parts = Parts()
     train(rows, index, head, parts)
     calls.clear()
     penalised = replace(head, ease_l2=head.ease_l2 * 3)
     reused = train(rows, index, penalised, parts)
-    assert calls == ["ease_model"], "EASE's penalty leaves the co-occurrence rows as they were"
+    assert calls == ["ease_model", "row_model"], "EASE's penalty leaves the co-occurrence rows as they were"
     fresh = train(rows, index, penalised)
     assert np.array_equal(reused.item_item.rows, fresh.item_item.rows)
     assert np.array_equal(reused.item_item.weights, fresh.item_item.weights)
