@@ -297,6 +297,28 @@ def test_items_with_little_evidence_move_from_their_mapped_score_to_the_models(c
     np.testing.assert_allclose(collaborative.evidence_share(3.0)[[few, many]], [0.5, c / (c + 3.0)], rtol=1e-6)
 
 
+@pytest.mark.parametrize("component", ["item_item", "sequence", "factors"])
+def test_the_scores_kept_for_the_last_history_are_a_fresh_models(model: CollaborativeModel, component: str) -> None:
+    """A model's estimates are kept for the last history and rows (the blend fit mixes them
+    twice): any mix of them is what a fresh Collaborative gives, and an item added to the
+    catalog since is scored."""
+    index = index_with(GROUPS["a"] + GROUPS["b"])
+    kept = Collaborative(model, index)
+    history = {"a0": 1.0, "a1": 0.5, "b2": 0.25}
+    for rows in (None, np.arange(0, len(index), 2)):
+        for share, prior in ((0.0, 0.0), (1.0, np.inf), (0.3, 2.0)):
+            got = getattr(kept, component)(history, rows, share, prior)
+            fresh = getattr(Collaborative(model, index), component)(history, rows, share, prior)
+            for part in range(2):
+                np.testing.assert_array_equal(got[part], fresh[part], err_msg=f"{rows is None} {share} {prior}")
+    getattr(kept, component)(history)
+    index.extend(["new"], near(index, "a0", "a1")[None, :], np.ones(1))
+    grown = getattr(kept, component)(history)
+    fresh = getattr(Collaborative(model, index), component)(history)
+    assert len(grown[0]) == len(index) and grown[1][index.rows["new"]] != 0
+    np.testing.assert_array_equal(grown[1], fresh[1])
+
+
 def test_the_evidence_counts_round_trip_and_an_older_model_keeps_the_prior_off(model: CollaborativeModel) -> None:
     read, _ = CollaborativeModel.from_npz(model.to_npz())
     np.testing.assert_array_equal(read.evidence, model.evidence)

@@ -430,11 +430,11 @@ class Collaborative:
         history's weighted sum of its rows' `ItemRows.directions` (the build's vectors; model
         items the catalog lacked count as zero vectors, as in training). The last history's
         are kept: a request asks for them for its candidates and again for its scores."""
+        self.sync()  # first: a catalog grown since clears what is kept
         key = (name, tuple(history.items()))
         held = self._reached.get(name)
         if held is not None and held[0] == key:
             return held[1]
-        self.sync()
         model: ItemRows = getattr(self.model, name)
         history_rows, weights = self._history(history)
         neighbours = model.rows[history_rows]
@@ -541,11 +541,11 @@ class Collaborative:
         """A model's `Estimates` for the history, of every index row or of `rows`. The last
         history's and rows' are kept per model (by the rows array's identity): the blend fit
         mixes them twice, under two mapped shares and priors."""
+        self.sync()  # first: a catalog grown since clears what is kept
         key = (name, tuple(history.items()))
         held = self._estimated.get(name)
         if held is not None and held[0] == key and held[1] is rows:
             return held[2]
-        self.sync()
         if name == "factors":
             folded = self.fold_in(history)
             if folded is None:

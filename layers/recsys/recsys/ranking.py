@@ -107,7 +107,8 @@ def candidates(index: ItemIndex, profile: Profile | None, request: Request, weig
       popular;
     - the history's own items and the excluded ones are not needed: filters leave them out.
     `also`: more weightings whose candidates join these (the blend fit's union: the sources
-    they share are read once, and their directions probe the lists together)."""
+    they share are read once, and their directions probe the lists together, so a list whose
+    centroid ties with a probe's last one to the float's last bit may differ)."""
     found = [index.popular(POPULAR)]
     tastes = scoring.taste_vectors(profile, request.context, request.now)
     lists = index.candidate_lists()
