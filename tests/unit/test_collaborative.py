@@ -319,6 +319,26 @@ def test_the_scores_kept_for_the_last_history_are_a_fresh_models(model: Collabor
     np.testing.assert_array_equal(grown[1], fresh[1])
 
 
+def test_a_collaborative_that_scored_is_freed_with_its_last_reference(model: CollaborativeModel) -> None:
+    """What a Collaborative keeps between calls holds no reference back to it: the blend fit
+    drops a rejected trial's models (GBs at a million items) at once, not at the next full
+    garbage collection."""
+    import gc
+    import weakref
+
+    collaborative = Collaborative(model, index_with(GROUPS["a"] + GROUPS["b"]))
+    for name in ("item_item", "sequence", "factors"):
+        getattr(collaborative, name)({"a0": 1.0, "b1": 0.5}, np.arange(5), 0.5, 2.0)
+        getattr(collaborative, name)({"a0": 1.0}, None, 0.5, 2.0)
+    alive = weakref.ref(collaborative)
+    gc.disable()
+    try:
+        del collaborative
+        assert alive() is None
+    finally:
+        gc.enable()
+
+
 def test_the_evidence_counts_round_trip_and_an_older_model_keeps_the_prior_off(model: CollaborativeModel) -> None:
     read, _ = CollaborativeModel.from_npz(model.to_npz())
     np.testing.assert_array_equal(read.evidence, model.evidence)

@@ -137,8 +137,10 @@ class Estimates:
     """One model's scores of a history, over n index rows (every row, or the candidates),
     before the mix (`Collaborative._mixed`): the model's own scores of the items with evidence
     (`known`, a mask), and for the items without (`cold`, positions) their borrowed scores and
-    their mapped ones (vector . direction + offset, in model units: divide by `scale`);
-    `mapped_known` computes the mapped scores of the known items (an evidence prior's)."""
+    their mapped ones (vector . direction + offset, in model units: divide by `scale`); the
+    known items' mapped scores are computed when an evidence prior asks (`Collaborative._mixed`).
+    Plain arrays only: a closure over the Collaborative would make a reference cycle that keeps
+    its model in memory after the last reference goes (until a full garbage collection)."""
 
     n: int
     known: np.ndarray
@@ -147,7 +149,8 @@ class Estimates:
     borrowed: np.ndarray  # over scale
     mapped_cold: np.ndarray
     scale: float
-    mapped_known: Callable[[], np.ndarray]
+    direction: np.ndarray
+    offset: float
 
 
 def nearest_of(similarity: np.ndarray, eligible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -595,13 +598,8 @@ class Collaborative:
         scale = top if top > 0 else 1.0
         borrowed = np.zeros(neighbours.shape, dtype=np.float32)
         borrowed[valid] = lent / scale
-
-        def mapped_known() -> np.ndarray:
-            return (self.index.dot(direction)[known] if rows is None else
-                    self.index.dot(direction, rows)[known]) + offset  # the candidates' vectors, read once a request
-
         return Estimates(len(model_rows), known, own / scale, cold, (borrowed * self._transfer_weights[at]).sum(1),
-                         mapped + offset, scale, mapped_known)
+                         mapped + offset, scale, direction, offset)
 
     def _mixed(self, estimates: Estimates | None, rows: np.ndarray | None, mapped_share: float,
                evidence_prior: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -621,5 +619,7 @@ class Collaborative:
         if evidence_prior > 0 and self.model.evidence is not None and known.any():
             share = self.evidence_share(evidence_prior, rows)[known]
             scores[known] *= share
-            predicted[known] = (1.0 - share) * estimates.mapped_known() / estimates.scale
+            mapped_known = self.index.dot(estimates.direction)[known] if rows is None else \
+                self.index.dot(estimates.direction, rows)[known]  # the candidates' vectors, read once a request
+            predicted[known] = (1.0 - share) * (mapped_known + estimates.offset) / estimates.scale
         return scores, predicted
