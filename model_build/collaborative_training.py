@@ -20,6 +20,7 @@ The maps from item vectors read the vectors a block at a time (d x d sums).
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -112,15 +113,13 @@ class Parts:
 
     @staticmethod
     def keys(config: TrainingConfig) -> dict[str, tuple[Any, ...]]:
-        return {"histories": (),
-                "ease": (config.ease_l2, config.ease_items, config.neighbours),
-                "item_cooccurrence": (config.ease_items, config.item_window, config.neighbours),
-                "sequence": (config.sequence_window, config.sequence_backward, config.neighbours),
-                # with each row's direction for new items (`row_model`), which the content map shapes
-                "item_item_rows": (config.ease_l2, config.ease_items, config.item_window, config.neighbours,
-                                   config.content_map_l2),
-                "sequence_rows": (config.sequence_window, config.sequence_backward, config.neighbours,
-                                  config.content_map_l2),
+        ease = (config.ease_l2, config.ease_items, config.neighbours)
+        item_cooccurrence = (config.ease_items, config.item_window, config.neighbours)
+        sequence = (config.sequence_window, config.sequence_backward, config.neighbours)
+        return {"histories": (), "ease": ease, "item_cooccurrence": item_cooccurrence, "sequence": sequence,
+                # the rows with each row's direction for new items (`row_model`), which the content map shapes
+                "item_item_rows": (*ease, *item_cooccurrence, config.content_map_l2),
+                "sequence_rows": (*sequence, config.content_map_l2),
                 "als": (config.factors, config.als_regularization, config.als_alpha, config.als_iterations,
                         config.als_cg_steps, config.seed),
                 "transfer": (config.transfer_candidates,)}
@@ -154,17 +153,12 @@ def train(interactions: Iterable[Interaction], index: ItemIndex,
     head = parts.get("ease", config, lambda: ease_model(histories, config))  # first: its dense matrices go
     tail = parts.get("item_cooccurrence", config, lambda: cooccurrence_model(histories, config))  # before this
     sequence = parts.get("sequence", config, lambda: sequence_model(histories, config))
-    vectors: list[np.ndarray] = []  # the model items' vectors (zero where the index lacks one), read once if needed
-
-    def directed(rows: TopRows) -> ItemRows:
-        if not vectors:
-            vectors.append(np.vstack(list(_vector_blocks(index, at))))
-        return row_model(*rows, projection, vectors[0])
-
-    item_item = parts.get("item_item_rows", config, lambda: directed(_stack(head, tail)))
+    # the model items' vectors (zero where the index lacks one), read once and only for a new row model
+    vectors = functools.cache(lambda: np.vstack(list(_vector_blocks(index, at))))
+    item_item = parts.get("item_item_rows", config, lambda: row_model(*_stack(head, tail), projection, vectors()))
     log(f"item-item: {n} items ({min(n, config.ease_items)} by EASE), {item_item.rows.shape[1]} neighbours each")
-    in_sequence = parts.get("sequence_rows", config, lambda: directed(sequence))
-    vectors.clear()
+    in_sequence = parts.get("sequence_rows", config, lambda: row_model(*sequence, projection, vectors()))
+    vectors.cache_clear()
     log(f"sequence: window {config.sequence_window}")
     factors, biases = parts.get("als", config, lambda: als(histories, config))
     targets = np.hstack([factors, biases[:, None]])

@@ -134,7 +134,7 @@ class Transfer:
 
 @dataclass(frozen=True)
 class Estimates:
-    """One model's scores of a history, over n index rows (every row, or the candidates),
+    """One model's scores of a history, over index rows (every row, or the candidates),
     before the mix (`Collaborative._mixed`): the model's own scores of the items with evidence
     (`known`, a mask), and for the items without (`cold`, positions) their borrowed scores and
     their mapped ones (vector . direction + offset, in model units: divide by `scale`); the
@@ -142,7 +142,6 @@ class Estimates:
     Plain arrays only: a closure over the Collaborative would make a reference cycle that keeps
     its model in memory after the last reference goes (until a full garbage collection)."""
 
-    n: int
     known: np.ndarray
     own: np.ndarray  # over scale
     cold: np.ndarray
@@ -367,7 +366,7 @@ class Collaborative:
         evidence the same predicted from their vectors; both scaled so the known scores peak at 1.
         Of every index row, or of the candidate `rows` only (in their order). `mapped_share` is
         the mapped estimate's share of the prediction, `evidence_prior` the prior that moves items
-        with little evidence towards it (see `_placed`)."""
+        with little evidence towards it (see `_mixed`)."""
         return self._mixed(self._estimates("item_item", history, rows), rows, mapped_share, evidence_prior)
 
     def sequence(self, history: dict[str, float], rows: np.ndarray | None = None, mapped_share: float = 0.5,
@@ -404,7 +403,7 @@ class Collaborative:
         """The direction in vector space along which an item without evidence gains in the
         blend from its predicted collaborative scores: each row model's mapped score as the
         blend weighs it (its direction over the model's scale, x its weight, `cold_transfer` and
-        the mapped share; see `_placed`), the factors' likewise (scaled by the history's items'
+        the mapped share; see `_mixed`), the factors' likewise (scaled by the history's items'
         largest score), and predicted popularity. (The borrowed estimate is not linear in the
         vector: a new item near the items a history reaches has a vector near them too.)"""
         share = weights.cold_transfer * weights.cold_mapped_share
@@ -598,7 +597,7 @@ class Collaborative:
         scale = top if top > 0 else 1.0
         borrowed = np.zeros(neighbours.shape, dtype=np.float32)
         borrowed[valid] = lent / scale
-        return Estimates(len(model_rows), known, own / scale, cold, (borrowed * self._transfer_weights[at]).sum(1),
+        return Estimates(known, own / scale, cold, (borrowed * self._transfer_weights[at]).sum(1),
                          mapped + offset, scale, direction, offset)
 
     def _mixed(self, estimates: Estimates | None, rows: np.ndarray | None, mapped_share: float,
@@ -610,12 +609,12 @@ class Collaborative:
         one (module docstring)."""
         if estimates is None:
             return None
-        scores = np.zeros(estimates.n, dtype=np.float32)
-        scores[estimates.known] = estimates.own
-        predicted = np.zeros(estimates.n, dtype=np.float32)
+        known = estimates.known
+        scores = np.zeros(len(known), dtype=np.float32)
+        scores[known] = estimates.own
+        predicted = np.zeros(len(known), dtype=np.float32)
         predicted[estimates.cold] = mapped_share * estimates.mapped_cold / estimates.scale \
             + (1.0 - mapped_share) * estimates.borrowed
-        known = estimates.known
         if evidence_prior > 0 and self.model.evidence is not None and known.any():
             share = self.evidence_share(evidence_prior, rows)[known]
             scores[known] *= share

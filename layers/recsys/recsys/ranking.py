@@ -112,21 +112,25 @@ def candidates(index: ItemIndex, profile: Profile | None, request: Request, weig
     found = [index.popular(POPULAR)]
     tastes = scoring.taste_vectors(profile, request.context, request.now)
     lists = index.candidate_lists()
-    probes, probes_new, reached_by = [], [], {}
+    probes, probes_new, histories, reached_by = [], [], {}, {}
     for each in (weights, *also):
         combined = sum((getattr(each, name) * vector for name, vector in tastes.items()),
                        np.zeros(index.dim, np.float32))
         if np.any(combined):
             probes.append(combined)
-        history = history_weights(profile, each.recency_half_life, each.recency_floor) \
-            if profile and collaborative is not None else {}
-        if collaborative is None or not history:
+        if collaborative is None or profile is None:
+            continue
+        recency = (each.recency_half_life, each.recency_floor)
+        if recency not in histories:  # the weightings the fit unions share one
+            histories[recency] = history_weights(profile, *recency)
+        history = histories[recency]
+        if not history:
             continue
         for name in CollaborativeModel.ROW_MODELS:
-            if getattr(each, name) and (name, each.recency_half_life, each.recency_floor) not in reached_by:
+            if getattr(each, name) and (name, recency) not in reached_by:
                 reached, strength = collaborative.reached(history, name)
                 strongest = min(CF_CANDIDATES, len(reached))
-                reached_by[name, each.recency_half_life, each.recency_floor] = \
+                reached_by[name, recency] = \
                     reached[np.argpartition(-strength, strongest - 1)[:strongest]] if strongest else reached
         new_items = combined + collaborative.new_item_direction(history, each)
         if np.any(new_items != combined):

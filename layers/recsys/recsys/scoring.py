@@ -40,7 +40,7 @@ class BlendWeights:
     cold_transfer: float = 2.0
     new_item_popularity: float = 0.0
     # The predicted score's mix: this share from the ridge-mapped estimate, the rest from the
-    # borrowed one (recsys.collaborative, `Collaborative._placed`).
+    # borrowed one (recsys.collaborative, `Collaborative._mixed`).
     cold_mapped_share: float = 0.5
     # Items with little evidence: an item chosen by c users in training keeps c / (c + this) of
     # each collaborative score and gets the rest from its mapped estimate (recsys.collaborative);
