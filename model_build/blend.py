@@ -340,6 +340,59 @@ class Validation:
         return alone[name]["cold_recall@20"], name
 
 
+Rule = Callable[[dict[str, float], float, dict[str, float], float], bool]
+
+
+def ascent(validation: Validation, best: scoring.BlendWeights, better: Rule, phase: str,
+           over: dict[str, Sequence[float]],
+           log: Callable[[str], None]) -> tuple[scoring.BlendWeights, dict[str, float]]:
+    """Coordinate ascent on `validation` from `best`: one weight of `over` at a time, up to SWEEPS
+    passes, a change kept when `better` (figures, floor, best's figures, best's floor) holds."""
+    best_figures, best_floor = validation.score(best), validation.floor(best)[0]
+    for sweep in range(SWEEPS):
+        improved = False
+        candidates = [(name, value) for name, values in over.items() for value in values]
+        for name, value in progress(candidates, f"blend: {phase}, sweep {sweep + 1}", unit="weighting"):
+            if value == getattr(best, name):
+                continue
+            candidate = replace(best, **{name: value})
+            figures, candidate_floor = validation.score(candidate), validation.floor(candidate)[0]
+            if better(figures, candidate_floor, best_figures, best_floor):
+                best, best_figures, best_floor, improved = candidate, figures, candidate_floor, True
+                log(f"blend: {phase}, sweep {sweep + 1}, {name}={value}: {figures} (floor {candidate_floor})")
+        if not improved:
+            break
+    return best, best_figures
+
+
+def more_new_items(within: float) -> Rule:
+    """The second ascent's rule: the floor met, ndcg@10 at least `within`, more cold_recall@20."""
+    def better(figures: dict[str, float], at: float, than: dict[str, float], _: float) -> bool:
+        return (figures["cold_recall@20"] >= at and figures["ndcg@10"] >= within
+                and figures["cold_recall@20"] > than["cold_recall@20"] + 1e-5)
+    return better
+
+
+def ascents(validation: Validation, start: scoring.BlendWeights, search: dict[str, Sequence[float]],
+            log: Callable[[str], None]) -> tuple[scoring.BlendWeights, dict[str, float], float | None]:
+    """The fit's two ascents on one carve (module docstring): ndcg@10 at the floor, then, if the
+    floor is met, the most new items within one standard error of that ndcg@10. The weights,
+    their figures and the second ascent's ndcg@10 bound (None: the floor was not met)."""
+    log(f"blend: start {validation.score(start)}, floor {validation.floor(start)}")
+    best, best_figures = ascent(validation, start, preferred, "ndcg@10 at the floor", search, log)
+    if best_figures["cold_recall@20"] < validation.floor(best)[0]:
+        return best, best_figures, None
+    within = best_figures["ndcg@10"] - best_figures["ndcg@10_se"]
+    best, best_figures = ascent(validation, best, more_new_items(within), f"new items at ndcg@10 >= {within:.5f}",
+                                search, log)
+    return best, best_figures, within
+
+
+def without_recency(search: dict[str, Sequence[float]]) -> dict[str, Sequence[float]]:
+    """`search` but the history recency, whose every value scores each user again."""
+    return {name: values for name, values in search.items() if name not in RECENCY}
+
+
 def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingConfig = TrainingConfig(),
         start: scoring.BlendWeights = scoring.DEFAULT_WEIGHTS,
         log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
@@ -348,78 +401,42 @@ def fit(interactions: Sequence[Interaction], index: ItemIndex, config: TrainingC
     searching `search` (default `SEARCH`)."""
     search = SEARCH if search is None else search
     parts = Parts()  # the carve's models, kept between trials of training settings
-    validations = [Validation(interactions, index, config, parts)]  # the carve trained with the chosen settings, last
-
-    def score(weights: scoring.BlendWeights) -> dict[str, float]:
-        return validations[-1].score(weights)
-
-    def alone(weights: scoring.BlendWeights) -> dict[str, dict[str, float]]:
-        return validations[-1].alone(weights)
-
-    def floor(weights: scoring.BlendWeights) -> tuple[float, str]:
-        return validations[-1].floor(weights)
-
-    Rule = Callable[[dict[str, float], float, dict[str, float], float], bool]
-
-    def ascent(best: scoring.BlendWeights, better: Rule, phase: str,
-               over: dict[str, Sequence[float]] = search) -> tuple[scoring.BlendWeights, dict[str, float]]:
-        best_figures, best_floor = score(best), floor(best)[0]
-        for sweep in range(SWEEPS):
-            improved = False
-            candidates = [(name, value) for name, values in over.items() for value in values]
-            for name, value in progress(candidates, f"blend: {phase}, sweep {sweep + 1}", unit="weighting"):
-                if value == getattr(best, name):
-                    continue
-                candidate = replace(best, **{name: value})
-                figures, candidate_floor = score(candidate), floor(candidate)[0]
-                if better(figures, candidate_floor, best_figures, best_floor):
-                    best, best_figures, best_floor, improved = candidate, figures, candidate_floor, True
-                    log(f"blend: {phase}, sweep {sweep + 1}, {name}={value}: {figures} (floor {candidate_floor})")
-            if not improved:
-                break
-        return best, best_figures
-
-    log(f"blend: start {score(start)}, floor {floor(start)}")
-    best, best_figures = ascent(start, preferred, "ndcg@10 at the floor")
-    if best_figures["cold_recall@20"] >= floor(best)[0]:
-        within = best_figures["ndcg@10"] - best_figures["ndcg@10_se"]
-
-        def more_new_items(figures: dict[str, float], at: float, than: dict[str, float], _: float) -> bool:
-            return (figures["cold_recall@20"] >= at and figures["ndcg@10"] >= within
-                    and figures["cold_recall@20"] > than["cold_recall@20"] + 1e-5)
-
-        best, best_figures = ascent(best, more_new_items, f"new items at ndcg@10 >= {within:.5f}")
+    validation = Validation(interactions, index, config, parts)  # trained with the chosen settings
+    best, best_figures, within = ascents(validation, start, search, log)
+    if within is not None:
         chosen = config
         for name, used in TRAINING_SEARCH.items():
             if not used(best):
                 continue
             for value in training_steps(getattr(chosen, name)):
                 trial_config = replace(chosen, **{name: value})
-                validations[0].set_aside()
-                trial = validations[0].retrained(trial_config, parts)
+                validation.set_aside()
+                trial = validation.retrained(trial_config, parts)
                 figures = trial.score_once(best)
                 log(f"blend: training {name}={value}: {figures}")
                 cold_gain = figures["cold_recall@20"] - best_figures["cold_recall@20"]
                 ndcg_gain = figures["ndcg@10"] - best_figures["ndcg@10"]
                 if figures["ndcg@10"] >= within and (cold_gain > 1e-5 or (cold_gain > -1e-5 and ndcg_gain > 1e-5)) \
                         and figures["cold_recall@20"] >= trial.floor(best)[0]:  # the floor only when it decides
-                    validations[:] = [trial]
+                    validation = trial
                     chosen, best_figures = trial_config, figures
                     log(f"blend: training settings now {name}={value}")
                 del trial
                 parts.keep(chosen)
         if chosen != config:  # the weights again under the chosen settings (recency kept: it rescores every user)
             config = chosen
-            best, best_figures = ascent(best, more_new_items, f"new items at ndcg@10 >= {within:.5f}, chosen training",
-                                        {n: v for n, v in search.items() if n not in RECENCY})
-    floor_value, floor_from = floor(best)
+            best, best_figures = ascent(validation, best, more_new_items(within),
+                                        f"new items at ndcg@10 >= {within:.5f}, chosen training",
+                                        without_recency(search), log)
+    floor_value, floor_from = validation.floor(best)
     met = best_figures["cold_recall@20"] >= floor_value
     if not met:
         log(f"blend: WARNING: no weighting the fit reached keeps cold_recall@20 at {floor_value} ({floor_from}); "
             f"the best reached {best_figures['cold_recall@20']}. Returning {floor_from}'s own weighting")
         best = replace(best, **ALONE[floor_from])
-        best_figures = alone(best)[floor_from]
-    return FitResult(with_context(best), {"blend": best_figures, **alone(best)}, floor_value, floor_from, met, config)
+        best_figures = validation.alone(best)[floor_from]
+    return FitResult(with_context(best), {"blend": best_figures, **validation.alone(best)}, floor_value, floor_from,
+                     met, config)
 
 
 def training_steps(value: Any) -> list[Any]:

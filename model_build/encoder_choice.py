@@ -4,12 +4,14 @@ content signal alone.
 
 MiniLM is fine-tuned on the carve's training side (model_build/finetune.py: on CPU the
 lower half frozen and fewer steps), exported and quantized by the encoder stage (its int8
-gate against the fine-tuned fp32 model), the catalog embedded with it, and the same
-weights scored on the same carve with its vectors (the collaborative maps refitted in its
-space, `blend.Validation`). It is kept when the fit's whole rule prefers it
-(`blend.chosen_over`: each held to its own cold floor, then ndcg@10, and within one
-standard error of the better ndcg@10 the one that finds more new items). `make eval FINETUNE=1` ranks with its vectors
-when kept (`finetuned`); `make model FINETUNE=1` puts it in the layer and refits (`adopt`).
+gate against the fine-tuned fp32 model), the catalog embedded with it, and the blend's
+weights ascended on the same carve with its vectors (the collaborative maps refitted in its
+space, `blend.Validation`), from the pre-trained blend's by the fit's two ascents
+(`blend.ascents`). It is kept when the fit's whole rule prefers it (`blend.chosen_over`:
+each held to its own cold floor, then ndcg@10, and within one standard error of the better
+ndcg@10 the one that finds more new items). `make eval FINETUNE=1` ranks with its vectors
+and weights when kept (`finetuned`); `make model FINETUNE=1` puts it in the layer and refits
+(`adopt`).
 """
 from __future__ import annotations
 
@@ -35,8 +37,11 @@ def finetuned(data: Path, interactions: Sequence[Interaction], weights: BlendWei
               than_floor: float, work: Path, steps: int | None, lap: Callable[[str], None],
               config: TrainingConfig = TrainingConfig()) -> dict[str, Any]:
     """The fine-tuned encoder against the blend figures `than` (held to `than_floor`) of the
-    pre-trained one under `weights` and the training settings `config`: "kept", the training
-    report, both validation figures,
+    pre-trained one under `weights` and the training settings `config`. The fine-tuned blend's
+    weights are ascended from `weights` on its own carve by the fit's two ascents (the history
+    recency and the training settings kept: each would retrain or rescore every user), so each
+    encoder is judged with weights fitted in its own vector space. Returns "kept", the
+    training report, both validation figures, "weights" (the fine-tuned blend's, with context),
     "encoder" (its int8 folder) and "catalog" (its item vectors' .npz) in `work`."""
     hf_dir, encoder_dir, catalog_npz = work / "model", work / "int8", work / "catalog.npz"
     if finetune.run(data, paths.pretrained_model(), hf_dir, steps, judge=False):
@@ -50,14 +55,20 @@ def finetuned(data: Path, interactions: Sequence[Interaction], weights: BlendWei
     catalog_stage.run(data, encoder_dir, catalog_npz, cache=work / "vector_cache.npz")
     index, _ = ItemIndex.from_npz(catalog_npz.read_bytes())
     validation = blend.Validation(interactions, index, config)
-    figures, (floor, floor_from) = validation.score(weights), validation.floor(weights)
+
+    def log(message: str) -> None:
+        print(f"fine-tuned encoder: {message}", file=sys.stderr, flush=True)
+
+    refitted, figures, _ = blend.ascents(validation, weights, blend.without_recency(blend.SEARCH), log)
+    floor, floor_from = validation.floor(refitted)
     kept = blend.chosen_over(figures, floor, than, than_floor)
     lap("fine-tuned encoder: blend on validation")
     verdict = "kept" if kept else "not kept: the pre-trained encoder's blend is better"
     print(f"fine-tuned encoder on validation {figures} (floor {floor}, {floor_from}) vs pre-trained {than} "
           f"(floor {than_floor}): {verdict}", file=sys.stderr, flush=True)
     return {"kept": kept, "training": training, "validation": {"finetuned": figures, "pretrained": than},
-            "cold_floor": {"finetuned": floor, "pretrained": than_floor}, "encoder": str(encoder_dir),
+            "cold_floor": {"finetuned": floor, "pretrained": than_floor},
+            "weights": json.loads(blend.with_context(refitted).to_json()), "encoder": str(encoder_dir),
             "catalog": str(catalog_npz)}
 
 

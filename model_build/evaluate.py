@@ -31,6 +31,7 @@ from model_build.progress import progress
 from model_build.report import render
 from recsys.collaborative import Collaborative
 from recsys.index import ItemIndex
+from recsys.scoring import BlendWeights
 
 BASELINES = {"content": blend.CONTENT_ONLY, "popularity": "popularity alone"}  # file suffix: signal alone
 
@@ -84,8 +85,9 @@ def run(split: Path, out: Path, model: Path, tune: bool = False, steps: int | No
     if tune:
         tuned = encoder_choice.finetuned(split, interactions, fitted.weights, fitted.validation["blend"],
                                          fitted.floor, paths.eval_dir(split) / "finetune", steps, lap, fitted.config)
-        if tuned["kept"]:  # its item vectors serve every list, new items' too
+        if tuned["kept"]:  # its item vectors and weights serve every list, new items' too
             index, _ = ItemIndex.from_npz(Path(tuned["catalog"]).read_bytes())
+            weights = BlendWeights.from_json(json.dumps(tuned["weights"]))
     collaborative = Collaborative(train(interactions, index, fitted.config), index)
     lap("collaborative training")
     profiles = blend.profiles_from(interactions, index)

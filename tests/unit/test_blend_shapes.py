@@ -6,12 +6,15 @@ encoder gives every empty text. Each shape checks the fit's rule: the blend it r
 finds new items at least as well, on validation, as the best signal alone."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from model_build import blend
 from model_build.collaborative_training import TrainingConfig, train
 from model_build.data import Interaction
+from recsys import scoring
 from recsys.collaborative import Collaborative, ItemRows
 from recsys.index import ItemIndex
 
@@ -97,6 +100,25 @@ def test_between_finished_blends_ndcg_within_one_error_yields_to_new_items() -> 
     assert blend.chosen_over(pretrained, 0.01132, worse, 0.04406)
     below = {**finetuned, "cold_recall@20": 0.03}  # under its own floor: the feasible one wins
     assert not blend.chosen_over(below, 0.04406, pretrained, 0.01132)
+
+
+def test_the_ascents_refit_weights_in_another_vector_space() -> None:
+    """What a fine-tuned encoder is judged with (model_build/encoder_choice.py): the fit's two
+    ascents on its own carve, from weights fitted elsewhere. From a start below the floor (no
+    new-item transfer: only the long-term cosine finds new items) they climb to a blend that
+    meets it, one the rule prefers to the start, within one standard error of the first
+    ascent's best ndcg@10, and report that blend's own figures."""
+    rows, index = generated(150, 1_000, 20)
+    validation = blend.Validation(rows, index, FAST)
+    start = replace(scoring.DEFAULT_WEIGHTS, cold_transfer=0.0)
+    start_figures, start_floor = validation.score(start), validation.floor(start)[0]
+    assert start_figures["cold_recall@20"] < start_floor
+    weights, figures, within = blend.ascents(validation, start, SMALL_SEARCH, lambda _: None)
+    floor = validation.floor(weights)[0]
+    assert within is not None and figures["cold_recall@20"] >= floor and figures["ndcg@10"] >= within
+    assert figures == validation.score(weights)
+    assert blend.preferred(figures, floor, start_figures, start_floor)
+    assert blend.without_recency({**SMALL_SEARCH, "recency_floor": (0.1,)}) == SMALL_SEARCH
 
 
 def test_the_new_item_mix_is_linear_in_its_share() -> None:
