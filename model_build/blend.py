@@ -27,7 +27,8 @@ compared by ndcg@10, two infeasible ones by cold_recall@20 (so an ascent that st
 the floor climbs towards it first). Then, since an ndcg@10 difference smaller than its
 standard error over the carve's users is noise, a second ascent from that best weighting
 takes the most cold_recall@20 among feasible weightings whose ndcg@10 is within one
-standard error of it (the error measured on the same lists: `ndcg@10_se`). Both margins
+standard error of it (the error measured on the same lists: `ndcg@10_se`); it starts from
+the fit's start instead when that already is such a weighting with more new items. Both margins
 are the data's own: the floor from its signals, the tolerance from its users' spread.
 
 If no weighting the ascent reaches meets the floor,
@@ -376,15 +377,22 @@ def more_new_items(within: float) -> Rule:
 def ascents(validation: Validation, start: scoring.BlendWeights, search: dict[str, Sequence[float]],
             log: Callable[[str], None]) -> tuple[scoring.BlendWeights, dict[str, float], float | None]:
     """The fit's two ascents on one carve (module docstring): ndcg@10 at the floor, then, if the
-    floor is met, the most new items within one standard error of that ndcg@10. The weights,
-    their figures and the second ascent's ndcg@10 bound (None: the floor was not met)."""
-    log(f"blend: start {validation.score(start)}, floor {validation.floor(start)}")
+    floor is met, the most new items within one standard error of that ndcg@10, from the first
+    ascent's best or from `start` when `start` meets the floor, is within that error and finds
+    more new items (climbing ndcg@10 can leave such a start behind: a fine-tuned encoder's,
+    judged from the pre-trained blend's weights). The weights, their figures and the second
+    ascent's ndcg@10 bound (None: the floor was not met)."""
+    start_figures, start_floor = validation.score(start), validation.floor(start)[0]
+    log(f"blend: start {start_figures}, floor {start_floor}")
     best, best_figures = ascent(validation, start, preferred, "ndcg@10 at the floor", search, log)
     if best_figures["cold_recall@20"] < validation.floor(best)[0]:
         return best, best_figures, None
     within = best_figures["ndcg@10"] - best_figures["ndcg@10_se"]
-    best, best_figures = ascent(validation, best, more_new_items(within), f"new items at ndcg@10 >= {within:.5f}",
-                                search, log)
+    rule = more_new_items(within)
+    if rule(start_figures, start_floor, best_figures, 0.0):  # the first ascent left behind a start that qualifies
+        best, best_figures = start, start_figures
+        log(f"blend: the second ascent starts from the start: {start_figures}")
+    best, best_figures = ascent(validation, best, rule, f"new items at ndcg@10 >= {within:.5f}", search, log)
     return best, best_figures, within
 
 
