@@ -7,6 +7,7 @@ finds new items at least as well, on validation, as the best signal alone."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import cast
 
 import numpy as np
 import pytest
@@ -121,22 +122,38 @@ def test_the_ascents_refit_weights_in_another_vector_space() -> None:
     assert blend.without_recency({**SMALL_SEARCH, "recency_floor": (0.1,)}) == SMALL_SEARCH
 
 
+class Landscape:
+    """Validation figures scripted per (cold_transfer, long_term): the ascents' search alone,
+    on figures chosen so that coordinate moves cannot lead back to the start (a stand-in for
+    blend.Validation, whose figures on generated data do not give such a path)."""
+
+    SE = 0.01
+    FIGURES = {(1.0, 0.25): (0.150, 0.08),  # the start: within one error of the best, most new items
+               (0.0, 0.25): (0.153, 0.04),  # the first ascent's first step (more ndcg@10)
+               (0.0, 1.0): (0.156, 0.05),  # its best: the second ascent's bound 0.146
+               (1.0, 1.0): (0.140, 0.09)}  # beyond the bound
+
+    def score(self, weights: scoring.BlendWeights) -> dict[str, float]:
+        ndcg, cold = self.FIGURES[weights.cold_transfer, weights.long_term]
+        return {"ndcg@10": ndcg, "ndcg@10_se": self.SE, "cold_recall@20": cold}
+
+    def floor(self, weights: scoring.BlendWeights) -> tuple[float, str]:
+        return 0.01, blend.CONTENT_ONLY
+
+
 def test_the_second_ascent_never_ends_with_fewer_new_items_than_a_start_within_one_error() -> None:
     """A start that meets the floor and is within one standard error of the first ascent's best
-    ndcg@10 already is a weighting the second ascent looks for: climbing ndcg@10 can leave it
-    behind, and the second ascent then starts from it, so the fit ends with at least its new
-    items (on ml-latest-small the fine-tuned encoder's start, 0.0764 cold recall, was left at
-    0.0739 before)."""
-    rows, index = generated(150, 1_000, 20)
-    validation = blend.Validation(rows, index, FAST)
-    start, _, _ = blend.ascents(validation, replace(scoring.DEFAULT_WEIGHTS, cold_transfer=0.0), SMALL_SEARCH,
-                                lambda _: None)
-    start_figures = validation.score(start)
-    messages: list[str] = []
-    weights, figures, within = blend.ascents(validation, start, SMALL_SEARCH, messages.append)
-    assert within is not None and start_figures["ndcg@10"] >= within
-    assert any("the second ascent starts from the start" in m for m in messages)
-    assert figures["cold_recall@20"] >= start_figures["cold_recall@20"]
+    ndcg@10 already is a weighting the second ascent looks for. Climbing ndcg@10 can leave it
+    where no single move leads back (here: the first ascent ends at 0.156 / 0.05, and each move
+    from there finds fewer new items or falls below the bound); the second ascent then starts
+    from it. On ml-latest-small the fine-tuned encoder's start (0.0764 cold recall) was left so
+    at 0.0739 before."""
+    start = replace(scoring.DEFAULT_WEIGHTS, cold_transfer=1.0, long_term=0.25)
+    search = {"cold_transfer": (0.0, 1.0), "long_term": (0.25, 1.0)}
+    weights, figures, within = blend.ascents(cast(blend.Validation, Landscape()), start, search, lambda _: None)
+    assert within == pytest.approx(0.146)
+    assert (weights.cold_transfer, weights.long_term) == (1.0, 0.25)
+    assert figures["cold_recall@20"] == 0.08
 
 
 def test_the_new_item_mix_is_linear_in_its_share() -> None:

@@ -2,6 +2,8 @@
 tastes, scored by recsys/collaborative.py and recsys/scoring.py."""
 from __future__ import annotations
 
+import gc
+import weakref
 from dataclasses import replace
 
 import numpy as np
@@ -323,9 +325,6 @@ def test_a_collaborative_that_scored_is_freed_with_its_last_reference(model: Col
     """What a Collaborative keeps between calls holds no reference back to it: the blend fit
     drops a rejected trial's models (GBs at a million items) at once, not at the next full
     garbage collection."""
-    import gc
-    import weakref
-
     collaborative = Collaborative(model, index_with(GROUPS["a"] + GROUPS["b"]))
     for name in ("item_item", "sequence", "factors"):
         getattr(collaborative, name)({"a0": 1.0, "b1": 0.5}, np.arange(5), 0.5, 2.0)

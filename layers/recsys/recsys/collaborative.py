@@ -618,7 +618,6 @@ class Collaborative:
         if evidence_prior > 0 and self.model.evidence is not None and known.any():
             share = self.evidence_share(evidence_prior, rows)[known]
             scores[known] *= share
-            mapped_known = self.index.dot(estimates.direction)[known] if rows is None else \
-                self.index.dot(estimates.direction, rows)[known]  # the candidates' vectors, read once a request
+            mapped_known = self.index.dot(estimates.direction, rows)[known]  # the candidates' vectors, read once
             predicted[known] = (1.0 - share) * (mapped_known + estimates.offset) / estimates.scale
         return scores, predicted
