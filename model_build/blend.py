@@ -179,20 +179,23 @@ def preferred(figures: dict[str, float], floor: float, than: dict[str, float], t
     return figures[metric] > than[metric] + 1e-5
 
 
-def chosen_over(figures: dict[str, float], floor: float, than: dict[str, float], than_floor: float) -> bool:
-    """The fit's whole rule between two finished blends (each held to its own floor), as the
-    two ascents apply it: one meeting its floor beats one that does not (two that do not: more
-    cold_recall@20); of two that do, the one with more cold_recall@20 wins when both are
-    within one standard error of the better ndcg@10, else the better ndcg@10 does. What
-    `make eval FINETUNE=1` chooses an encoder by (model_build/encoder_choice.py)."""
+def improves_on(figures: dict[str, float], floor: float, than: dict[str, float], than_floor: float) -> bool:
+    """Does a finished blend (`figures`, held to its own `floor`) improve on a finished one
+    (`than`, held to `than_floor`)? What an encoder is chosen by (model_build/encoder_choice.py).
+    One meeting its floor beats one that does not (two that do not: more cold_recall@20). Of
+    two that do, it improves when it loses neither ndcg@10 nor cold_recall@20 and gains on one,
+    or when it gains more than `than`'s standard error of ndcg@10, as the first ascent would
+    take it. Not the second ascent's trade: each blend already took new items at up to one
+    standard error of its own best ndcg@10, and trading another error between the two blends
+    would leave the chosen one up to two errors below the best either found."""
     feasible, was_feasible = figures["cold_recall@20"] >= floor, than["cold_recall@20"] >= than_floor
     if feasible != was_feasible or not feasible:
         return preferred(figures, floor, than, than_floor)
-    top = figures if figures["ndcg@10"] > than["ndcg@10"] else than
-    within = top["ndcg@10"] - top["ndcg@10_se"]
-    if figures["ndcg@10"] >= within and than["ndcg@10"] >= within:
-        return figures["cold_recall@20"] > than["cold_recall@20"] + 1e-5
-    return figures is top
+    ndcg_gain = figures["ndcg@10"] - than["ndcg@10"]
+    cold_gain = figures["cold_recall@20"] - than["cold_recall@20"]
+    if ndcg_gain > than["ndcg@10_se"]:
+        return True
+    return ndcg_gain >= -1e-5 and cold_gain >= -1e-5 and (ndcg_gain > 1e-5 or cold_gain > 1e-5)
 
 
 class Validation:
@@ -375,19 +378,24 @@ def more_new_items(within: float) -> Rule:
 
 
 def ascents(validation: Validation, start: scoring.BlendWeights, search: dict[str, Sequence[float]],
-            log: Callable[[str], None]) -> tuple[scoring.BlendWeights, dict[str, float], float | None]:
+            log: Callable[[str], None], at_least: float | None = None,
+            ) -> tuple[scoring.BlendWeights, dict[str, float], float | None]:
     """The fit's two ascents on one carve (module docstring): ndcg@10 at the floor, then, if the
     floor is met, the most new items within one standard error of that ndcg@10, from the first
     ascent's best or from `start` when `start` meets the floor, is within that error and finds
     more new items (climbing ndcg@10 can leave such a start behind: a fine-tuned encoder's,
-    judged from the pre-trained blend's weights). The weights, their figures and the second
-    ascent's ndcg@10 bound (None: the floor was not met)."""
+    judged from the pre-trained blend's weights). `at_least`: an ndcg@10 the second ascent
+    keeps to where the first ascent reached it (a blend this one must not lose ndcg@10 to:
+    `improves_on`). The weights, their figures and the second ascent's ndcg@10 bound (None:
+    the floor was not met)."""
     start_figures, start_floor = validation.score(start), validation.floor(start)[0]
     log(f"blend: start {start_figures}, floor {start_floor}")
     best, best_figures = ascent(validation, start, preferred, "ndcg@10 at the floor", search, log)
     if best_figures["cold_recall@20"] < validation.floor(best)[0]:
         return best, best_figures, None
     within = best_figures["ndcg@10"] - best_figures["ndcg@10_se"]
+    if at_least is not None:
+        within = max(within, min(at_least, best_figures["ndcg@10"]))
     rule = more_new_items(within)
     if rule(start_figures, start_floor, best_figures, 0.0):  # the first ascent left behind a start that qualifies
         best, best_figures = start, start_figures

@@ -7,9 +7,10 @@ lower half frozen and fewer steps), exported and quantized by the encoder stage 
 gate against the fine-tuned fp32 model), the catalog embedded with it, and the blend's
 weights ascended on the same carve with its vectors (the collaborative maps refitted in its
 space, `blend.Validation`), from the pre-trained blend's by the fit's two ascents
-(`blend.ascents`). It is kept when the fit's whole rule prefers it (`blend.chosen_over`:
-each held to its own cold floor, then ndcg@10, and within one standard error of the better
-ndcg@10 the one that finds more new items). `make eval FINETUNE=1` ranks with its vectors
+(`blend.ascents`), the second ascent keeping to the pre-trained blend's ndcg@10 where the
+first reached it. It is kept when its blend improves on the pre-trained one
+(`blend.improves_on`: each held to its own cold floor, then neither ndcg@10 nor new items
+lost and one gained, or ndcg@10 gained beyond one standard error). `make eval FINETUNE=1` ranks with its vectors
 and weights when kept (`finetuned`); `make model FINETUNE=1` puts it in the layer and refits
 (`adopt`).
 """
@@ -39,8 +40,9 @@ def finetuned(data: Path, interactions: Sequence[Interaction], weights: BlendWei
     """The fine-tuned encoder against the blend figures `than` (held to `than_floor`) of the
     pre-trained one under `weights` and the training settings `config`. The fine-tuned blend's
     weights are ascended from `weights` on its own carve by the fit's two ascents (the history
-    recency and the training settings kept: each would retrain or rescore every user), so each
-    encoder is judged with weights fitted in its own vector space. Returns "kept", the
+    recency and the training settings kept: each would retrain or rescore every user; the second
+    ascent keeps to `than`'s ndcg@10), so each encoder is judged with weights fitted in its own
+    vector space, and kept by `blend.improves_on`. Returns "kept", the
     training report, both validation figures, "weights" (the fine-tuned blend's, with context),
     "encoder" (its int8 folder) and "catalog" (its item vectors' .npz) in `work`."""
     hf_dir, encoder_dir, catalog_npz = work / "model", work / "int8", work / "catalog.npz"
@@ -59,9 +61,10 @@ def finetuned(data: Path, interactions: Sequence[Interaction], weights: BlendWei
     def log(message: str) -> None:
         print(f"fine-tuned encoder: {message}", file=sys.stderr, flush=True)
 
-    refitted, figures, _ = blend.ascents(validation, weights, blend.without_recency(blend.SEARCH), log)
+    refitted, figures, _ = blend.ascents(validation, weights, blend.without_recency(blend.SEARCH), log,
+                                         at_least=than["ndcg@10"])
     floor, floor_from = validation.floor(refitted)
-    kept = blend.chosen_over(figures, floor, than, than_floor)
+    kept = blend.improves_on(figures, floor, than, than_floor)
     lap("fine-tuned encoder: blend on validation")
     verdict = "kept" if kept else "not kept: the pre-trained encoder's blend is better"
     print(f"fine-tuned encoder on validation {figures} (floor {floor}, {floor_from}) vs pre-trained {than} "
