@@ -10,9 +10,9 @@ space, `blend.Validation`), from the pre-trained blend's by the fit's two ascent
 (`blend.ascents`), the second ascent keeping to the pre-trained blend's ndcg@10 where the
 first reached it. It is kept when its blend improves on the pre-trained one
 (`blend.improves_on`: each held to its own cold floor, then neither ndcg@10 nor new items
-lost and one gained, or ndcg@10 gained beyond one standard error). `make eval FINETUNE=1` ranks with its vectors
-and weights when kept (`finetuned`); `make model FINETUNE=1` puts it in the layer and refits
-(`adopt`).
+lost and one gained, or ndcg@10 gained beyond one standard error). `make eval` (unless
+FINETUNE=0) ranks with its vectors and weights when kept (`finetuned`); `make model
+FINETUNE=1` puts it in the layer and refits (`adopt`).
 """
 from __future__ import annotations
 

@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output JSONL, one line per test user")
     parser.add_argument("--model", type=Path, default=paths.ENCODER_MODEL, help="encoder artifact")
     parser.add_argument("--finetune", action="store_true",
-                        help="fine-tune MiniLM on the train interactions too; kept if the blend is better "
-                             "on validation")
+                        help="fine-tune MiniLM on the train interactions too; kept if its blend improves on "
+                             "the pre-trained one's on validation (make eval passes it unless FINETUNE=0)")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"fine-tuning steps (default {finetune.STEPS} on a GPU, {finetune.CPU_STEPS} on CPU)")
     parser.set_defaults(run=lambda args: run(args.split, args.out, args.model, args.finetune, args.steps))

@@ -165,7 +165,7 @@ def freeze_lower_half(module: Any) -> int:
 def run(data: Path, model_dir: Path, out: Path, steps: int | None = None, batch: int = BATCH, lr: float = LR,
         seed: int = SEED, judge: bool = True) -> int:
     """Fine-tunes and writes the model to `out` when kept. `judge` False: the caller judges
-    (`make eval FINETUNE=1` compares the whole blend on validation,
+    (`make eval` compares the whole blend on validation,
     model_build/evaluate.py): the content-only figures are not computed and the model is
     always written."""
     import torch

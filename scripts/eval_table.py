@@ -29,7 +29,7 @@ PEERS = (  # name, ndcg@10, recall@20, hr@10, coverage@10, cold_recall@20
     ("MiniLM content only (mean of history vectors)", 0.0144, 0.0154, 0.125, 0.055, 0.0149),
     ("SASRec (rectools)", 0.0836, 0.0978, 0.402, 0.048, 0),
 )
-TARGETS = {"ndcg@10": 0.140, "cold_recall@20": 0.032}
+TARGETS = {"ndcg@10": 0.140, "cold_recall@20": 0.05}  # issue #11's on ml-latest-small (0.032 was issue #5's)
 
 
 def main() -> int:

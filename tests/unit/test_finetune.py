@@ -59,7 +59,7 @@ def test_finetune_keeps_the_model_only_when_validation_improves(tiny_model: Path
 
 def test_finetune_judged_by_its_caller_always_writes_the_model(tiny_model: Path, dataset: Path,
                                                                tmp_path: Path) -> None:
-    """`make eval FINETUNE=1` judges the fine-tuned encoder by the whole blend on validation
+    """`make eval` judges the fine-tuned encoder by the whole blend on validation
     (model_build/evaluate.py `finetuned`): the stage skips its content-only figures and
     always writes the model."""
     out = tmp_path / "finetuned"
