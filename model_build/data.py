@@ -7,7 +7,8 @@ with its item_id) — whose items replace the CSV's of the same id and add the r
 items the API added survive a release. Interactions: `train.csv`
 (user_id,item_id,rating,timestamp), MovieLens `ratings.csv`, or `events.csv` written by
 `python -m ops export-events` (the same first four columns, then type, event_id,
-dwell_seconds, query; item events only are read, each with its type and dwell).
+dwell_seconds, query; item events only are read, each with its type and dwell). A rating
+column with one value in every row is implicit feedback: each row is a choice (`IMPLICIT`).
 
 The collaborative models train on positive choices only (`weighted_choices`): each
 user's interactions folded as the events function folds them into a profile, keeping the
@@ -30,6 +31,12 @@ from recsys.events import Event
 from recsys.profile import choice_weights
 
 NO_GENRES = "(no genres listed)"
+# A rating column that holds one value throughout (split.py writes "1" for every interaction
+# of its RecBole/UniSRec product sets) rates nothing: each row is a choice, read as this event
+# type, weight ProfileConfig.click = 1 without dwell (a rating at the user's mean weighs 0.8).
+# Read as ratings, every row would sit below the mean the profile's prior starts from, and a
+# short history would be all negative.
+IMPLICIT = "click"
 EXPORTED_ITEMS = "items.jsonl"
 # MovieLens titles end with the release year, "Heat (1995)": kept as the attribute `year`.
 YEAR = re.compile(r"\((\d{4})\)\s*$")
@@ -152,11 +159,28 @@ def read_interactions(directory: Path) -> Iterator[Interaction]:
     else:
         raise DatasetError(f"{directory}: no train.csv or ratings.csv")
     user, item, rating, timestamp = columns
+    kind = rating_kind(path, rating)
     for line, r in _rows(path, columns):
         try:
-            yield Interaction(r[user], r[item], float(r[rating]), int(float(r[timestamp])))
+            yield Interaction(r[user], r[item], float(r[rating]), int(float(r[timestamp])), kind)
         except ValueError as error:
             raise DatasetError(f"{path}:{line}: {error}") from None
+
+
+def rating_kind(path: Path, column: str = "rating") -> str:
+    """The event type the rows of `path` are: "rating", or IMPLICIT when every row holds the
+    same value in `column` (read up to the second value)."""
+    first = None
+    for line, r in _rows(path, (column,)):
+        try:
+            value = float(r[column])
+        except ValueError as error:
+            raise DatasetError(f"{path}:{line}: {error}") from None
+        if first is None:
+            first = value
+        elif value != first:
+            return "rating"
+    return IMPLICIT if first is not None else "rating"
 
 
 def _exported_events(path: Path) -> Iterator[Interaction]:

@@ -10,7 +10,8 @@
    Frozen pass: before each test event, asks for that user's top 10 and records
    whether the event's item is in it; no events are sent, so profiles stay as train
    left them. Real-time pass: the same, but after each request the event itself is
-   posted (as a rating, with its original timestamp) and the next request waits
+   posted (as a rating, or as the choice it is when train.csv's ratings are one value:
+   model_build.data.rating_kind; with its original timestamp) and the next request waits
    until the profile shows it (this measures event -> profile-updated latency).
 3. Prints one JSON line: hr@10_realtime, hr@10_frozen, their ratio, events/s, latency
    p50/p99, and the sample it used.
@@ -37,6 +38,7 @@ from local_stack.stack import LocalStack, configure_logging, free_port
 from model_build import catalog as catalog_stage
 from model_build import collaborative as collaborative_stage
 from model_build import paths
+from model_build.data import Interaction, rating_kind
 from model_build.publish import publish_release, write_items
 from recsys.settings import Settings
 
@@ -69,7 +71,7 @@ def event_count(stack: LocalStack, user: str) -> int:
     return int(item["event_count"]["N"]) if item else 0
 
 
-def replay(stack: LocalStack, api: ApiClient, rows: list[dict], realtime: bool) -> dict:
+def replay(stack: LocalStack, api: ApiClient, rows: list[dict], realtime: bool, kind: str) -> dict:
     hits, latencies = 0, []
     counts = {r["user_id"]: event_count(stack, r["user_id"]) for r in rows} if realtime else {}
     for n, row in enumerate(rows):
@@ -77,9 +79,9 @@ def replay(stack: LocalStack, api: ApiClient, rows: list[dict], realtime: bool) 
         hits += row["item_id"] in top10(api, user)
         if not realtime:
             continue
+        event = Interaction(user, row["item_id"], float(row["rating"]), int(row["timestamp"]), kind).as_event()
         status, body = api.post("/events", {"events": [{
-            "event_id": f"test-{user}-{row['item_id']}-{row['timestamp']}", "user_id": user, "type": "rating",
-            "item_id": row["item_id"], "value": float(row["rating"]), "timestamp": int(row["timestamp"])}]})
+            **event.to_json(), "event_id": f"test-{user}-{row['item_id']}-{row['timestamp']}"}]})
         if status != 202 or body["accepted"] != 1:
             raise RuntimeError(f"event {n} refused: {status} {body}")
         posted = time.perf_counter()
@@ -121,8 +123,9 @@ def main() -> int:
         bootstrap_started = time.perf_counter()
         train = load_users(stack, api, args.split, timeout=1800)
         bootstrap_seconds = time.perf_counter() - bootstrap_started
-        frozen = replay(stack, api, rows, realtime=False)
-        live = replay(stack, api, rows, realtime=True)
+        kind = rating_kind(args.split / "train.csv")  # what train.csv was bootstrapped as
+        frozen = replay(stack, api, rows, realtime=False, kind=kind)
+        live = replay(stack, api, rows, realtime=True, kind=kind)
     hr_frozen, hr_live = frozen["hits"] / len(rows), live["hits"] / len(rows)
     result = {
         "hr@10_realtime": round(hr_live, 5), "hr@10_frozen": round(hr_frozen, 5),

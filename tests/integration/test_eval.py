@@ -27,6 +27,11 @@ SPLIT_NAME = "test-eval-product-shape"  # its work folder: build/eval/<this>, re
 ITEMS, USERS, HISTORY = 400, 150, 12
 
 
+def tie_break(user: str, item: str) -> str:
+    """split.py's: a seeded hash of (user, item), so no id order leaks into a sequence."""
+    return hashlib.sha1(f"7:{user}:{item}".encode()).hexdigest()
+
+
 def product_shaped(out: Path) -> dict[str, set[str]]:
     """A split of ITEMS movies as products: title, genres and tags in one text, each user's
     last HISTORY choices among them as positions 0.., rating 1; split.py's protocol (5% of the
@@ -56,7 +61,7 @@ def product_shaped(out: Path) -> dict[str, set[str]]:
     cold = set(rng.sample(items, round(0.05 * len(items))))
     train, test, known = [], [], {}
     for u in users:
-        ordered = sorted(by_user[u], key=lambda r: (int(r["timestamp"]), hashlib.sha1(r["movieId"].encode()).hexdigest()))
+        ordered = sorted(by_user[u], key=lambda r: (int(r["timestamp"]), tie_break(u, r["movieId"])))
         sequence = [(u, r["movieId"], "1", t) for t, r in enumerate(ordered[-HISTORY:])]
         n_test = min(len(sequence) - 1, max(1, math.ceil(0.2 * len(sequence))))
         head = [row for row in sequence[:-n_test] if row[1] not in cold]

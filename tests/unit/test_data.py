@@ -1,11 +1,20 @@
 """model_build.data: reading items and interactions from a split or from MovieLens files."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from model_build.data import DatasetError, Interaction, positive_choices, read_interactions, read_items
+from model_build.data import (
+    IMPLICIT,
+    DatasetError,
+    Interaction,
+    positive_choices,
+    read_interactions,
+    read_items,
+    weighted_choices,
+)
 
 
 def write(directory: Path, name: str, *lines: str) -> Path:
@@ -83,8 +92,29 @@ def test_interactions_from_a_split(tmp_path: Path) -> None:
 
 
 def test_interactions_from_movielens(tmp_path: Path) -> None:
-    write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp", "1,31,2.5,1260759144")
-    assert list(read_interactions(tmp_path)) == [Interaction("1", "31", 2.5, 1_260_759_144)]
+    write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp", "1,31,2.5,1260759144", "1,29,4,1260759145")
+    assert list(read_interactions(tmp_path)) == [Interaction("1", "31", 2.5, 1_260_759_144),
+                                                 Interaction("1", "29", 4.0, 1_260_759_145)]
+
+
+@pytest.mark.parametrize("name", ["train.csv", "ratings.csv"])
+def test_a_rating_column_of_one_value_is_implicit_feedback(tmp_path: Path, name: str) -> None:
+    """split.py writes rating 1 for every interaction of its RecBole product sets, positions as
+    the time. Read as ratings, a short history sits below the mean the profile's prior starts
+    from and counts as dislikes; read as choices, every row is a positive one, alike."""
+    header = "user_id,item_id,rating,timestamp" if name == "train.csv" else "userId,movieId,rating,timestamp"
+    write(tmp_path, name, header, *(f"u1,i{t},1,{t}" for t in range(5)), "u2,i0,1.0,0")
+    rows = list(read_interactions(tmp_path))
+    assert {row.type for row in rows} == {IMPLICIT} and len(rows) == 6
+    assert weighted_choices(rows) == [(row, 1.0) for row in rows]
+    as_ratings = [replace(row, type="rating") for row in rows]  # what they were read as before
+    assert positive_choices(as_ratings) == []
+
+
+def test_a_rating_column_with_two_values_is_ratings(tmp_path: Path) -> None:
+    write(tmp_path, "train.csv", "user_id,item_id,rating,timestamp", *(f"u1,i{t},1,{t}" for t in range(5)),
+          "u1,i9,2,9")
+    assert {row.type for row in read_interactions(tmp_path)} == {"rating"}
 
 
 def test_no_interaction_file(tmp_path: Path) -> None:
