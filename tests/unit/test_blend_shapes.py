@@ -7,6 +7,7 @@ finds new items at least as well, on validation, as the best signal alone."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 
 from model_build import blend
 from model_build.collaborative_training import TrainingConfig, train
-from model_build.data import Interaction
+from model_build.data import Interaction, read_interactions
 from recsys import scoring
 from recsys.collaborative import Collaborative, ItemRows
 from recsys.index import ItemIndex
@@ -69,6 +70,25 @@ def test_the_fit_holds_new_items_to_the_best_signal_alone(shape: dict) -> None:
     result = fitted(*generated(**shape))
     held_to_the_floor(result)
     assert result.validation["blend"]["ndcg@10"] > 0
+
+
+def test_a_product_set_of_one_rating_value_is_read_as_choices(tmp_path: Path) -> None:
+    """split.py's RecBole product sets: rating 1 on every row, the position as the time, short
+    histories. Read through model_build.data, the rows are choices, and the fit finds the
+    users' tastes; read as ratings, each user's first five sit below the prior mean and the
+    carve's training side held no positive choice at all."""
+    rows, index = generated(200, 1_000, 6)
+    lines = ["user_id,item_id,rating,timestamp"]
+    for user in dict.fromkeys(row.user_id for row in rows):
+        lines += [f"{user},{row.item_id},1,{t}" for t, row in enumerate(r for r in rows if r.user_id == user)]
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    read = list(read_interactions(tmp_path))
+    result = fitted(read, index)
+    held_to_the_floor(result)
+    assert result.validation[blend.CONTENT_ONLY]["ndcg@10"] > 0
+    assert result.validation["blend"]["ndcg@10"] > result.validation["popularity alone"]["ndcg@10"]
+    with pytest.raises(ValueError, match="no interactions to train on"):  # the carve's five left: all below the mean
+        fitted([replace(row, type="rating") for row in read], index)
 
 
 def test_with_text_content_finds_new_items_and_without_it_nothing_does() -> None:
@@ -196,7 +216,6 @@ def test_the_fit_mixes_any_evidence_prior_as_ranking_scores_it(exhaustive: bool)
     the recommendations route scores under the same weights, for any prior and new-item mix:
     of every item, or (a catalog over the index's exact_max) of the rows the candidate stage
     retrieves under those weights and under each signal alone."""
-    from dataclasses import replace
 
     from recsys import ranking
     from recsys.scoring import DEFAULT_WEIGHTS
@@ -260,7 +279,6 @@ def test_the_fit_searches_the_training_settings_of_the_components_it_weights() -
 def test_one_scoring_pass_gives_the_figures_of_the_mixed_components() -> None:
     """A trial of training settings scores the weighted components once (`score_once`); the
     ascent mixes cached passes (`score`): the same lists, so the same figures."""
-    from dataclasses import replace
 
     from recsys.scoring import DEFAULT_WEIGHTS
 
@@ -276,7 +294,6 @@ def test_a_trial_shares_the_carve_and_scores_as_a_fresh_validation() -> None:
     the validation catalog (its candidate lists built once) and the profiles, and scores as a
     Validation built afresh with those settings. The carve's models transfer only to the items
     the interactions name (the validation catalog's), never to those nobody chose at all."""
-    from dataclasses import replace
 
     from recsys.scoring import DEFAULT_WEIGHTS
 
@@ -301,7 +318,6 @@ def test_a_trial_shares_the_carve_and_scores_as_a_fresh_validation() -> None:
 def test_recency_settings_beyond_the_memory_cache_are_read_back_from_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     """With room in memory for two history-recency settings, a sweep that returns to a third
     one reads its components back from disk (no user scored again) and gets the same figures."""
-    from dataclasses import replace
 
     from recsys.scoring import DEFAULT_WEIGHTS
 
@@ -326,7 +342,6 @@ def test_a_training_trial_retrains_only_the_part_its_setting_shapes(monkeypatch:
     """`Parts`: a second training that changes the sequence window reuses the histories, EASE,
     the item-item directions, ALS and the transfer, and gives the model a fresh training with
     that setting gives; one that changes ALS's penalty retrains ALS alone."""
-    from dataclasses import replace
 
     from model_build import collaborative_training
     from model_build.collaborative_training import Parts
