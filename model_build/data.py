@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys.catalog import MAX_LABEL_LENGTH, MAX_LABELS, MAX_TITLE, Item, parse_item
+from recsys.catalog import MAX_DESCRIPTION, MAX_LABEL_LENGTH, MAX_LABELS, MAX_TITLE, Item, parse_item
 from recsys.events import Event
 from recsys.profile import choice_weights
 
@@ -223,8 +223,20 @@ def _item(path: Path, line: int, item_id: str, title: str, genres: str, tags: li
     if not title.strip():
         untitled.append(line)
         title = item_id
+    title, rest = _title_and_rest(title.strip())
     categories = list(dict.fromkeys(g for g in genres.split("|") if g and g != NO_GENRES))
     clean_tags = list(dict.fromkeys(t.strip()[:MAX_LABEL_LENGTH] for t in tags if t.strip()))
     year = YEAR.search(title)
-    return Item(item_id=item_id, title=title.strip()[:MAX_TITLE], categories=categories[:MAX_LABELS],
+    return Item(item_id=item_id, title=title, description=rest[:MAX_DESCRIPTION], categories=categories[:MAX_LABELS],
                 tags=clean_tags[:MAX_LABELS], attributes={"year": int(year.group(1))} if year else {})
+
+
+def _title_and_rest(text: str) -> tuple[str, str]:
+    """A title column longer than an item's title (split.py puts a product set's whole text
+    there): the title up to the last space within MAX_TITLE, the rest the description, so the
+    encoder still reads all of it (`Item.text`)."""
+    if len(text) <= MAX_TITLE:
+        return text, ""
+    cut = text.rfind(" ", 0, MAX_TITLE + 1)
+    cut = cut if cut > 0 else MAX_TITLE
+    return text[:cut].rstrip(), text[cut:].strip()

@@ -15,6 +15,7 @@ from model_build.data import (
     read_items,
     weighted_choices,
 )
+from recsys.catalog import MAX_TITLE, parse_item
 
 
 def write(directory: Path, name: str, *lines: str) -> Path:
@@ -83,6 +84,17 @@ def test_the_live_catalogs_export_replaces_and_adds_to_the_csv_items(tmp_path: P
     (tmp_path / "items.jsonl").write_text('{"title": "no id"}\n')
     with pytest.raises(DatasetError, match="items.jsonl:1: each line needs an item_id"):
         read_items(tmp_path)
+
+
+def test_a_title_longer_than_an_items_title_goes_on_in_the_description(tmp_path: Path) -> None:
+    """split.py writes a product set's whole text in the title column: none of it is cut, and
+    the title ends at a word."""
+    text = " ".join(f"word{n}" for n in range(200))  # 1,189 characters
+    write(tmp_path, "items.csv", "item_id,title,genres,tags", f"p1,{text},,")
+    (item,) = read_items(tmp_path)
+    assert len(item.title) <= MAX_TITLE and text.startswith(item.title + " ")
+    assert item.title + " " + item.description == text == item.text
+    assert parse_item("p1", {k: v for k, v in item.to_json().items() if k != "item_id"}) == item  # the API takes it
 
 
 def test_interactions_from_a_split(tmp_path: Path) -> None:
