@@ -49,6 +49,18 @@ def fingerprint(data: Path, model_version: str) -> str:
     return digest.hexdigest()[:32]
 
 
+def embed(encoder: Encoder, texts: list[str]) -> np.ndarray:
+    """The texts' vectors, in chunks of BATCH (the progress bar's steps), texts of like length
+    together: the encoder pads each batch to its longest text, so on text of varied length
+    this is about twice as fast as the texts' own order (scripts/bench_catalog.py)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    vectors = np.empty((len(texts), encoder.dim), dtype=np.float32)
+    for start in progress(range(0, len(order), BATCH), "catalog: embedding", unit="batch"):
+        rows = order[start:start + BATCH]
+        vectors[rows] = encoder.encode([texts[i] for i in rows])
+    return vectors
+
+
 def run(data: Path, model: Path, out: Path, force: bool = False, cache: Path | None = paths.VECTOR_CACHE,
         vectors_from: Path | None = None) -> int:
     """`vectors_from`: a catalog .npz whose items keep its vectors (computed elsewhere, as this
@@ -92,9 +104,8 @@ def run(data: Path, model: Path, out: Path, force: bool = False, cache: Path | N
             todo.append(row)
         else:
             vectors[row] = cached
-    for start in progress(range(0, len(todo), BATCH), "catalog: embedding", unit="batch"):
-        rows = todo[start:start + BATCH]
-        vectors[rows] = encoder.encode([items[r].text for r in rows])
+    if todo:
+        vectors[todo] = embed(encoder, [items[row].text for row in todo])
     if given is not None:  # the given vectors, a block at a time
         taken = np.flatnonzero(given_rows >= 0)
         for start in range(0, len(taken), 1 << 16):

@@ -88,3 +88,19 @@ def test_the_catalog_stage_takes_vectors_computed_before(tmp_path: Path, monkeyp
     (tmp_path / "other.npz").write_bytes(given.to_npz(model_version="another-encoder"))
     with pytest.raises(SystemExit, match="another-encoder"):
         catalog.run(data, tmp_path, tmp_path / "out2.npz", cache=None, vectors_from=tmp_path / "other.npz")
+
+
+def test_the_stage_embeds_texts_by_length_and_returns_them_in_their_order() -> None:
+    """`catalog.embed` batches texts of like length together (less padding) and puts each
+    vector back in its text's row (a hashing encoder from tests.fakes: unit tests run
+    without the built model)."""
+    from model_build import catalog
+
+    CountingEncoder = counting_encoder()
+    CountingEncoder.texts = []
+    encoder = CountingEncoder()
+    texts = [" ".join(["word"] * n) + f" {n}" for n in (90, 3, 200, 1, 40, 7) * 30]
+    vectors = catalog.embed(encoder, texts)
+    assert np.array_equal(vectors, encoder.encode(texts))
+    lengths = [len(text) for text in CountingEncoder.texts[:len(texts)]]
+    assert lengths == sorted(lengths)
