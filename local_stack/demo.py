@@ -17,7 +17,7 @@ from local_stack.stack import LocalStack
 from model_build import catalog as catalog_stage
 from model_build import collaborative as collaborative_stage
 from model_build import paths
-from model_build.data import read_interactions
+from model_build.data import read_interactions, title_and_rest
 from model_build.publish import publish_release, write_items
 from recsys.settings import Settings
 
@@ -68,7 +68,9 @@ def put_items(admin: ApiClient, path: Path) -> int:
             if not item_id or not title or None in row:
                 raise ValueError(f"{path}: row {written + 1} needs item_id and title (or text), and no more fields "
                                  f"than the header (quote a field with a comma)")
-            body: dict[str, Any] = {"title": title, "description": row.pop("description", "") or ""}
+            title, rest = title_and_rest(title.strip())  # a long text goes on in the description
+            description = " ".join(part for part in (rest, row.pop("description", "") or "") if part)
+            body: dict[str, Any] = {"title": title, "description": description}
             categories = row.pop("categories", "")
             if categories:
                 body["categories"] = categories.split("|")
@@ -81,13 +83,14 @@ def put_items(admin: ApiClient, path: Path) -> int:
 
 
 def rating_events(data: Path) -> list[dict]:
-    """Every rating as an event, grouped by user: a user's history arrives in order and
+    """Every interaction as the event it is (a rating, or a choice where the ratings are one
+    value: model_build.data.rating_kind), grouped by user: a user's history arrives in order and
     together, as a backfill would send it, so each batch touches few profiles."""
     return [r.as_event().to_json() for r in sorted(read_interactions(data), key=lambda r: (r.user_id, r.timestamp))]
 
 
 def load_users(stack: LocalStack, client: ApiClient, data: Path, timeout: float = 600) -> dict:
-    """Posts every rating as an event, then waits until every consumer of the stream (profiles,
+    """Posts every interaction as an event (`rating_events`), then waits until every consumer of the stream (profiles,
     popularity) has applied them."""
     events = rating_events(data)
     mappings = stack.mappings_reading("EventsStream")

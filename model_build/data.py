@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import sys
 from collections import defaultdict
@@ -162,25 +163,33 @@ def read_interactions(directory: Path) -> Iterator[Interaction]:
     kind = rating_kind(path, rating)
     for line, r in _rows(path, columns):
         try:
-            yield Interaction(r[user], r[item], float(r[rating]), int(float(r[timestamp])), kind)
+            yield Interaction(r[user], r[item], _rating(r[rating]), int(float(r[timestamp])), kind)
         except ValueError as error:
             raise DatasetError(f"{path}:{line}: {error}") from None
 
 
 def rating_kind(path: Path, column: str = "rating") -> str:
-    """The event type the rows of `path` are: "rating", or IMPLICIT when every row holds the
-    same value in `column` (read up to the second value)."""
-    first = None
+    """The event type the rows of `path` are: "rating", or IMPLICIT when two rows or more all
+    hold the same value in `column` (read up to the second value)."""
+    first, rows = None, 0
     for line, r in _rows(path, (column,)):
         try:
-            value = float(r[column])
+            value = _rating(r[column])
         except ValueError as error:
             raise DatasetError(f"{path}:{line}: {error}") from None
         if first is None:
             first = value
         elif value != first:
             return "rating"
-    return IMPLICIT if first is not None else "rating"
+        rows += 1
+    return IMPLICIT if rows >= 2 else "rating"
+
+
+def _rating(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"a rating must be a finite number, not {text!r}")
+    return value
 
 
 def _exported_events(path: Path) -> Iterator[Interaction]:
@@ -191,7 +200,7 @@ def _exported_events(path: Path) -> Iterator[Interaction]:
         try:
             dwell = r.get("dwell_seconds") or None
             user, item, kind = (names.setdefault(r[c], r[c]) for c in ("user_id", "item_id", "type"))
-            yield Interaction(user, item, float(r["rating"] or 0.0), int(float(r["timestamp"])), kind,
+            yield Interaction(user, item, _rating(r["rating"] or "0"), int(float(r["timestamp"])), kind,
                               float(dwell) if dwell is not None else None)
         except ValueError as error:
             raise DatasetError(f"{path}:{line}: {error}") from None
@@ -223,20 +232,26 @@ def _item(path: Path, line: int, item_id: str, title: str, genres: str, tags: li
     if not title.strip():
         untitled.append(line)
         title = item_id
-    title, rest = _title_and_rest(title.strip())
+    title, rest = title_and_rest(title.strip())
     categories = list(dict.fromkeys(g for g in genres.split("|") if g and g != NO_GENRES))
     clean_tags = list(dict.fromkeys(t.strip()[:MAX_LABEL_LENGTH] for t in tags if t.strip()))
     year = YEAR.search(title)
-    return Item(item_id=item_id, title=title, description=rest[:MAX_DESCRIPTION], categories=categories[:MAX_LABELS],
+    return Item(item_id=item_id, title=title, description=rest, categories=categories[:MAX_LABELS],
                 tags=clean_tags[:MAX_LABELS], attributes={"year": int(year.group(1))} if year else {})
 
 
-def _title_and_rest(text: str) -> tuple[str, str]:
-    """A title column longer than an item's title (split.py puts a product set's whole text
-    there): the title up to the last space within MAX_TITLE, the rest the description, so the
-    encoder still reads all of it (`Item.text`)."""
-    if len(text) <= MAX_TITLE:
-        return text, ""
-    cut = text.rfind(" ", 0, MAX_TITLE + 1)
-    cut = cut if cut > 0 else MAX_TITLE
-    return text[:cut].rstrip(), text[cut:].strip()
+def title_and_rest(text: str) -> tuple[str, str]:
+    """A title longer than an item's (split.py puts a product set's whole text in the title
+    column; a feed may too): the title up to the last space within MAX_TITLE, the rest, up to
+    the last space within MAX_DESCRIPTION, the description, so the encoder still reads it
+    (`Item.text`)."""
+    title = _words(text, MAX_TITLE)
+    return title, _words(text[len(title):].strip(), MAX_DESCRIPTION)
+
+
+def _words(text: str, limit: int) -> str:
+    """`text`, or its words within `limit` characters (its first `limit` if it has no space there)."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit + 1)
+    return text[:cut if cut > 0 else limit].rstrip()

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
 import subprocess
@@ -98,13 +99,15 @@ def read_lists(path: Path) -> dict[str, list[str]]:
         return {row["user_id"]: row["items"] for row in map(json.loads, f)}
 
 
-def test_make_eval_fine_tunes_unless_told_not_to() -> None:
-    def command(*extra: str) -> str:
-        return subprocess.run(["make", "-n", "eval", "SPLIT=s", "OUT=o", *extra], cwd=REPO_ROOT, check=True,
-                              capture_output=True, text=True).stdout
-
-    assert "--finetune" in command() and "--finetune" in command("FINETUNE=1")
-    assert "--finetune" not in command("FINETUNE=0")
+@pytest.mark.parametrize(("target", "setting", "fine_tunes"), [
+    ("eval", None, True), ("eval", "", True), ("eval", "1", True), ("eval", "0", False), ("eval", "no", False),
+    ("model", None, False), ("model", "1", True), ("model", "0", False), ("model", "off", False)])
+def test_make_eval_fine_tunes_unless_told_not_to_and_make_model_only_when_told(target: str, setting: str | None,
+                                                                            fine_tunes: bool) -> None:
+    env = {name: value for name, value in os.environ.items() if name != "FINETUNE"}
+    args = ["make", "-n", target, "SPLIT=s", "OUT=o", "DATA=d"] + ([] if setting is None else [f"FINETUNE={setting}"])
+    command = subprocess.run(args, cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True).stdout
+    assert ("--finetune" in command) == fine_tunes
 
 
 def test_every_test_user_gets_a_full_list_of_catalog_items_outside_their_history(evaluated) -> None:

@@ -13,9 +13,10 @@ from model_build.data import (
     positive_choices,
     read_interactions,
     read_items,
+    title_and_rest,
     weighted_choices,
 )
-from recsys.catalog import MAX_TITLE, parse_item
+from recsys.catalog import MAX_DESCRIPTION, MAX_TITLE, parse_item
 
 
 def write(directory: Path, name: str, *lines: str) -> Path:
@@ -95,6 +96,9 @@ def test_a_title_longer_than_an_items_title_goes_on_in_the_description(tmp_path:
     assert len(item.title) <= MAX_TITLE and text.startswith(item.title + " ")
     assert item.title + " " + item.description == text == item.text
     assert parse_item("p1", {k: v for k, v in item.to_json().items() if k != "item_id"}) == item  # the API takes it
+    huge = " ".join(f"w{n}" for n in range(3_000))  # 16,889 characters: past the description's limit too
+    title, rest = title_and_rest(huge)
+    assert huge.startswith(f"{title} {rest} ") and len(rest) <= MAX_DESCRIPTION and not rest.endswith(" ")
 
 
 def test_interactions_from_a_split(tmp_path: Path) -> None:
@@ -121,6 +125,15 @@ def test_a_rating_column_of_one_value_is_implicit_feedback(tmp_path: Path, name:
     assert weighted_choices(rows) == [(row, 1.0) for row in rows]
     as_ratings = [replace(row, type="rating") for row in rows]  # what they were read as before
     assert positive_choices(as_ratings) == []
+
+
+def test_one_row_is_a_rating_and_a_rating_that_is_no_number_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "train.csv", "user_id,item_id,rating,timestamp", "u1,i1,4.5,1")
+    assert [row.type for row in read_interactions(tmp_path)] == ["rating"]
+    for bad in ("nan", "inf"):  # one of them among 1s would have read the file as ratings again
+        write(tmp_path, "train.csv", "user_id,item_id,rating,timestamp", "u1,i1,1,1", f"u1,i2,{bad},2", "u1,i3,1,3")
+        with pytest.raises(DatasetError, match=r"train\.csv:3: a rating must be a finite number"):
+            list(read_interactions(tmp_path))
 
 
 def test_a_rating_column_with_two_values_is_ratings(tmp_path: Path) -> None:
