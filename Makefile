@@ -67,14 +67,14 @@ test: $(CATALOG) $(COLLABORATIVE) $(MULTILINGUAL)
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit
 
-# A switch such as FINETUNE is off when set to 0, no, false or off.
-off = $(filter 0 no false off,$(1))
+# A switch such as FINETUNE is on when set to anything but 0, no, false or off.
+on = $(filter-out 0 no false off,$(1))
 
 ## eval: top-50 lists for every test user of a split (SPLIT=dir from shared/eval/split.py, OUT=file.jsonl);
 ## it fine-tunes the encoder too, kept if the blend improves on validation (FINETUNE=0: the pre-trained encoder alone)
 eval: $(MODEL)
 	@test -n "$(SPLIT)" -a -n "$(OUT)" || (echo "usage: make eval SPLIT=<split dir> OUT=<file.jsonl>" >&2; exit 2)
-	$(PY) -m model_build eval --split $(SPLIT) --out $(OUT) $(if $(call off,$(FINETUNE)),,--finetune)
+	$(PY) -m model_build eval --split $(SPLIT) --out $(OUT) $(if $(call on,$(or $(FINETUNE),1)),--finetune)
 
 ## replay: real-time vs frozen profiles on a split's test events, through the local stack (SPLIT=dir [USERS=100])
 replay: $(MODEL)
@@ -84,7 +84,7 @@ replay: $(MODEL)
 ## model: the whole build job on DATA=dir ([FINETUNE=1] tries a fine-tuned encoder after the fit, [STACK=name] publishes,
 ## [ENCODER=use-multilingual] builds that encoder into the layer, [VECTORS=file.npz] item vectors computed before)
 model: $(VENV)/.installed
-	$(PY) -m model_build all --data $(DATA) --encoder $(ENCODER) $(if $(FINETUNE),$(if $(call off,$(FINETUNE)),,--finetune)) $(if $(STACK),--stack $(STACK)) \
+	$(PY) -m model_build all --data $(DATA) --encoder $(ENCODER) $(if $(FINETUNE),$(if $(call on,$(or $(FINETUNE),1)),--finetune)) $(if $(STACK),--stack $(STACK)) \
 		$(if $(VECTORS),--vectors $(VECTORS))
 
 ## release: on a running `make run`, a release from the live catalog and the applied events, published to it

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from model_build import blend, paths
+from model_build import blend, evaluate, paths
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA = REPO_ROOT / "data" / "ml-latest-small"
@@ -87,7 +87,7 @@ def evaluated(encoder_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     split = tmp_path_factory.mktemp("eval") / SPLIT_NAME
     known = product_shaped(split)
     out = split.parent / "recs.jsonl"
-    # What `make eval SPLIT=... OUT=...` runs (test_make_eval_fine_tunes_unless_told_not_to), with 3 steps.
+    # What `make eval SPLIT=... OUT=...` runs (test_make_eval_fine_tunes_unless_told_not_to_and_...), 3 steps.
     subprocess.run([sys.executable, "-m", "model_build", "eval", "--split", str(split), "--out", str(out),
                     "--finetune", "--steps", "3"], cwd=REPO_ROOT, check=True, timeout=1200)
     yield split, out, known
@@ -114,8 +114,7 @@ def test_every_test_user_gets_a_full_list_of_catalog_items_outside_their_history
     split, out, known = evaluated
     with open(split / "items.csv", newline="", encoding="utf-8") as f:
         catalog = {row["item_id"] for row in csv.DictReader(f)}
-    with open(split / "test.csv", newline="", encoding="utf-8") as f:
-        test_users = list(dict.fromkeys(row["user_id"] for row in csv.DictReader(f)))
+    test_users = evaluate.test_users(split)
     for path in (out, out.with_name("recs.content.jsonl"), out.with_name("recs.popularity.jsonl")):
         lists = read_lists(path)
         assert list(lists) == test_users

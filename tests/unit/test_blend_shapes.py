@@ -109,7 +109,7 @@ def test_the_rule_prefers_meeting_the_floor_then_ndcg() -> None:
     assert blend.preferred(high, 0.1, low, 0.1)  # neither does: the closer climbs
 
 
-def test_an_encoder_is_kept_only_when_its_blend_loses_no_figure_or_wins_ndcg_beyond_one_error() -> None:
+def test_an_encoder_is_kept_when_its_blend_loses_neither_ndcg_nor_new_items_or_wins_ndcg_beyond_one_error() -> None:
     """`improves_on`, what an encoder is chosen by: the pre-trained and fine-tuned blends as
     measured on ml-latest-small's validation carve (make eval FINETUNE=1, commit 1493bb6). The
     fine-tuned one found more new items at an ndcg@10 within one standard error but below:
@@ -216,7 +216,6 @@ def test_the_fit_mixes_any_evidence_prior_as_ranking_scores_it(exhaustive: bool)
     the recommendations route scores under the same weights, for any prior and new-item mix:
     of every item, or (a catalog over the index's exact_max) of the rows the candidate stage
     retrieves under those weights and under each signal alone."""
-
     from recsys import ranking
     from recsys.scoring import DEFAULT_WEIGHTS
 
@@ -279,7 +278,6 @@ def test_the_fit_searches_the_training_settings_of_the_components_it_weights() -
 def test_one_scoring_pass_gives_the_figures_of_the_mixed_components() -> None:
     """A trial of training settings scores the weighted components once (`score_once`); the
     ascent mixes cached passes (`score`): the same lists, so the same figures."""
-
     from recsys.scoring import DEFAULT_WEIGHTS
 
     rows, index = generated(120, 300, 12)
@@ -294,7 +292,6 @@ def test_a_trial_shares_the_carve_and_scores_as_a_fresh_validation() -> None:
     the validation catalog (its candidate lists built once) and the profiles, and scores as a
     Validation built afresh with those settings. The carve's models transfer only to the items
     the interactions name (the validation catalog's), never to those nobody chose at all."""
-
     from recsys.scoring import DEFAULT_WEIGHTS
 
     rows, index = generated(120, 300, 12)
@@ -318,7 +315,6 @@ def test_a_trial_shares_the_carve_and_scores_as_a_fresh_validation() -> None:
 def test_recency_settings_beyond_the_memory_cache_are_read_back_from_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     """With room in memory for two history-recency settings, a sweep that returns to a third
     one reads its components back from disk (no user scored again) and gets the same figures."""
-
     from recsys.scoring import DEFAULT_WEIGHTS
 
     monkeypatch.setattr(blend, "CACHE_BYTES", 1)
@@ -342,7 +338,6 @@ def test_a_training_trial_retrains_only_the_part_its_setting_shapes(monkeypatch:
     """`Parts`: a second training that changes the sequence window reuses the histories, EASE,
     the item-item directions, ALS and the transfer, and gives the model a fresh training with
     that setting gives; one that changes ALS's penalty retrains ALS alone."""
-
     from model_build import collaborative_training
     from model_build.collaborative_training import Parts
 
